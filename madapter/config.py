@@ -1,0 +1,196 @@
+"""Typed schema of ``params.yaml``.
+
+Every stage reads its own section plus ``base``.  The whole file is validated once, up front,
+so a typo or a bad value stops the pipeline *before* any work is done, with one line that
+names the offending key (``params.yaml: train.epochs: must be > 0 (got -1)``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DATASETS = ("synthetic", "ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "ssv2", "list")
+DatasetName = Literal["synthetic", "ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "ssv2", "list"]
+Tuning = Literal["madapter", "linear", "full", "inserted"]
+FusionKind = Literal["add", "concat", "gated"]
+TemporalKind = Literal["conv", "attention", "none"]
+
+
+class ConfigError(ValueError):
+    """A bad ``params.yaml``: the message is one line naming the file and key."""
+
+
+class _Section(BaseModel):
+    """Base for every section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class BaseSection(_Section):
+    seed: int = 0
+    data_dir: Path = Path("data")
+    outputs_dir: Path = Path("outputs")
+
+
+class SyntheticSection(_Section):
+    """The built-in offline dataset (real mp4 files made deterministically from ``base.seed``)."""
+
+    videos_per_class: int = Field(12, gt=0)
+    num_frames: int = Field(16, ge=4)
+    size: int = Field(64, ge=16)
+    fps: int = Field(8, gt=0)
+
+
+class DatasetSection(_Section):
+    name: DatasetName = "synthetic"
+    fold: int = Field(1, ge=1, le=3)
+    source: str | None = None
+    """Override of the official location: a mirror base URL or a local directory."""
+    list_root: Path | None = None
+    """For ``name: list``: directory the relative paths in the list files are resolved against."""
+    classes_file: Path | None = None
+    synthetic: SyntheticSection = SyntheticSection()
+
+
+class DownloadSection(_Section):
+    retries: int = Field(4, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+    verify_checksums: bool = True
+
+
+class ScanSection(_Section):
+    workers: int = Field(2, ge=1)
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class DecodeSection(_Section):
+    backend: Literal["decord", "pyav"] = "decord"
+    frames_per_video: int = Field(16, ge=1)
+    """Frames kept per video on a fixed uniform grid; training samples ``model.num_frames`` of them."""
+    size: int = Field(64, ge=16)
+    """Frames are resized so the short side is ``size`` and centre-cropped square."""
+    shard_size: int = Field(256, ge=1)
+    workers: int = Field(2, ge=1)
+
+
+class ModelSection(_Section):
+    backbone: str = "vit_tiny_patch16_224"
+    pretrained: bool = False
+    weights_file: Path | None = None
+    img_size: int | None = 64
+    """Input resolution given to timm (``None``: the model's default)."""
+    levels: list[int] | None = None
+    """Backbone block indices to tap; ``None``: 4 evenly spaced blocks, the last included."""
+    num_frames: int = Field(8, ge=1)
+    tuning: Tuning = "madapter"
+    width: int = Field(192, gt=0)
+    fusion: FusionKind = "add"
+    temporal: TemporalKind = "conv"
+    temporal_kernel: int = Field(3, ge=1)
+    use_cls: bool = True
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    adapter_bottleneck: int = Field(64, gt=0)
+    half_precision: bool = False
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_non_empty(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(v) == 0:
+            raise ValueError("must list at least one block index, or be null for the default")
+        return v
+
+
+class TrainSection(_Section):
+    epochs: int = Field(4, gt=0)
+    batch_size: int = Field(8, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: float = Field(0.5, ge=0)
+    grad_accum: int = Field(1, ge=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    compile: bool = False
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    max_failures: int = Field(2, ge=0)
+    storage_path: Path = Path("outputs/ray")
+    run_name: str = "madapter-demo"
+    loader_workers: int = Field(0, ge=0)
+
+
+class EvaluateSection(_Section):
+    clips: int = Field(1, ge=1)
+    crops: int = Field(1, ge=1)
+    batch_size: int = Field(8, gt=0)
+    split: Literal["val", "test"] = "test"
+
+    @property
+    def protocol(self) -> str:
+        return f"{self.clips}x{self.crops}"
+
+
+class MlflowSection(_Section):
+    tracking_uri: str | None = None
+    """``None``: ``$MLFLOW_TRACKING_URI`` or a local SQLite store under ``base.outputs_dir``."""
+    experiment: str = "madapter"
+
+
+class RegisterSection(_Section):
+    model_name: str = "madapter"
+    metric: str = "top1"
+    top_k: int = Field(5, ge=1)
+
+
+class Params(_Section):
+    base: BaseSection = BaseSection()
+    dataset: DatasetSection = DatasetSection()
+    download: DownloadSection = DownloadSection()
+    scan: ScanSection = ScanSection()
+    decode: DecodeSection = DecodeSection()
+    model: ModelSection = ModelSection()
+    train: TrainSection = TrainSection()
+    evaluate: EvaluateSection = EvaluateSection()
+    mlflow: MlflowSection = MlflowSection()
+    register: RegisterSection = RegisterSection()
+
+
+def _first_error_line(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{key}' (check the spelling; see params.yaml in the repository for valid keys)"
+    got = first.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{source}: {key}: {first['msg']}{shown}"
+
+
+def params_from_dict(data: dict[str, Any] | None, source: str = "params") -> Params:
+    """Validate a mapping into :class:`Params`; raises :class:`ConfigError` with one line."""
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_first_error_line(source, err)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate ``params.yaml``; ``overrides`` maps dotted keys to values (``train.epochs``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found (run from the repository root or pass --params)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections (base, dataset, train, ...)")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return params_from_dict(data, str(path))

@@ -1,0 +1,45 @@
+"""Where every stage reads and writes, derived from ``params.yaml`` in one place.
+
+Data (versioned by DVC) lives under ``base.data_dir``; run products (checkpoints, metrics,
+plots, registry records) under ``base.outputs_dir``.  Each stage owns one output directory,
+so DVC can track it as one ``out``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from madapter.config import Params
+
+
+@dataclass(frozen=True)
+class StagePaths:
+    raw: Path
+    """``data/raw/<ds>``: the dataset as downloaded and extracted."""
+    index: Path
+    """``data/index/<ds>``: ``train.csv``, ``val.csv``, ``test.csv``, ``classes.txt``."""
+    scan: Path
+    """``data/scan/<ds>``: ``quarantine.csv`` and ``report.json``."""
+    frames: Path
+    """``data/frames/<ds>``: the decoded frame store, one sub-directory per split."""
+    train: Path
+    """``outputs/train``: ``checkpoint.pt`` (trainable weights + rebuild info) and ``run.json``."""
+    evaluate: Path
+    """``outputs/evaluate``: ``metrics.json`` and plot data."""
+    register: Path
+    """``outputs/register``: ``registration.json`` (model name, version, alias)."""
+
+    @classmethod
+    def from_params(cls, params: Params) -> StagePaths:
+        ds = params.dataset.name
+        data, out = Path(params.base.data_dir), Path(params.base.outputs_dir)
+        return cls(
+            raw=data / "raw" / ds,
+            index=data / "index" / ds,
+            scan=data / "scan" / ds,
+            frames=data / "frames" / ds,
+            train=out / "train",
+            evaluate=out / "evaluate",
+            register=out / "register",
+        )
