@@ -39,10 +39,13 @@ class BaseSection(_Section):
 class SyntheticSection(_Section):
     """The built-in offline dataset (real mp4 files made deterministically from ``base.seed``)."""
 
-    videos_per_class: int = Field(12, gt=0)
+    videos_per_class: int = Field(12, ge=3)
+    """At least 3: every class needs a video in each of train, val and test."""
     num_frames: int = Field(16, ge=4)
     size: int = Field(64, ge=16)
     fps: int = Field(8, gt=0)
+    classes: int = Field(6, ge=2, le=8)
+    """How many classes of the built-in catalogue to use (pairs differing only in motion direction first)."""
 
 
 class DatasetSection(_Section):
@@ -120,6 +123,11 @@ class TrainSection(_Section):
     storage_path: Path = Path("outputs/ray")
     run_name: str = "madapter-demo"
     loader_workers: int = Field(0, ge=0)
+    max_epochs_per_run: int | None = Field(None, gt=0)
+    """Stop this invocation after so many epochs (a time budget); re-running resumes where it stopped."""
+    checkpoints_to_keep: int = Field(2, ge=1)
+    object_store_mb: int = Field(300, ge=75)
+    """Ray object store size when ``train`` starts a local Ray instance (we move no data through it)."""
 
 
 class EvaluateSection(_Section):
@@ -143,6 +151,8 @@ class RegisterSection(_Section):
     model_name: str = "madapter"
     metric: str = "top1"
     top_k: int = Field(5, ge=1)
+    min_improvement: float = Field(0.0, ge=0)
+    """A challenger takes ``champion`` only if it beats it by more than this (same protocol and dataset)."""
 
 
 class Params(_Section):
