@@ -63,6 +63,12 @@ class DownloadSection(_Section):
     retries: int = Field(4, ge=0)
     timeout_s: float = Field(60.0, gt=0)
     verify_checksums: bool = True
+    backoff_s: float = Field(1.0, ge=0)
+    """First retry waits this long; each further retry doubles it."""
+    keep_archives: bool = False
+    """Keep downloaded archives under ``<raw>/.downloads`` after extraction (else deleted to save space)."""
+    checksums: dict[str, str] = {}
+    """Extra pinned sha256 digests, keyed by the file's path relative to the dataset's base URL."""
 
 
 class ScanSection(_Section):
@@ -84,6 +90,8 @@ class ModelSection(_Section):
     backbone: str = "vit_tiny_patch16_224"
     pretrained: bool = False
     weights_file: Path | None = None
+    init_seed: int = 0
+    """Seed of a random-init backbone, so it rebuilds identically from a checkpoint."""
     img_size: int | None = 64
     """Input resolution given to timm (``None``: the model's default)."""
     levels: list[int] | None = None

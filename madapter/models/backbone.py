@@ -1,0 +1,212 @@
+"""The pre-trained image model (PIM): any timm model with ``forward_intermediates``.
+
+The backbone is a plain timm model wrapped so that it returns, per frame, the feature maps of
+the requested levels (as ``NCHW`` grids, prefix tokens removed) and the model's own pooled
+final feature (the CLS token for ViTs, global average for CNNs).  Whether it is *frozen* is
+decided by the classifier that owns it (see :mod:`madapter.models.classifier`); this module
+only builds it and loads its weights.
+
+Weights come from (a) timm's pretrained tag when online, (b) a local file (safetensors, or a
+``.pth``/``.bin`` read with ``weights_only=True``), or (c) a seeded random init for the offline
+demo.  A file that does not fit the architecture fails with one clear line, and a file that
+fits logs how many tensors matched -- silently unloaded weights are the classic cause of
+"cannot reproduce" reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NUM_LEVELS = 4
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be used with the requested architecture."""
+
+
+@dataclass(frozen=True)
+class LevelInfo:
+    """What one tapped level looks like: its block index and channel count."""
+
+    index: int
+    channels: int
+
+
+def default_levels(depth: int, num_levels: int = DEFAULT_NUM_LEVELS) -> list[int]:
+    """``num_levels`` evenly spaced block indices over ``depth`` blocks, the last one included.
+
+    ViT-B (12 blocks) -> ``[2, 5, 8, 11]``; a ResNet (5 feature stages) -> ``[0, 2, 3, 4]``.
+    """
+    n = min(num_levels, depth)
+    return sorted({depth - 1 - round(i * depth / n) for i in range(n)})
+
+
+def resolve_levels(levels: list[int] | None, depth: int) -> list[int]:
+    """Normalise user level indices (negative allowed) and check them against ``depth``."""
+    if levels is None:
+        return default_levels(depth)
+    resolved = []
+    for idx in levels:
+        if not -depth <= idx < depth:
+            raise ValueError(f"model.levels: block index {idx} is out of range for a backbone with {depth} levels")
+        resolved.append(idx % depth)
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"model.levels: duplicate block indices in {levels}")
+    return sorted(resolved)
+
+
+def file_digest(path: Path) -> str:
+    """``sha256:<hex>`` of a file, streamed (weights files can be gigabytes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return f"sha256:{h.hexdigest()}"
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a weights file safely: safetensors, or torch pickle with ``weights_only=True``."""
+    if not path.is_file():
+        raise WeightsError(f"model.weights_file: {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any reader error becomes one clear line
+        raise WeightsError(f"model.weights_file: {path} could not be read ({type(err).__name__}: {err})") from None
+    for wrapper in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict):
+        raise WeightsError(f"model.weights_file: {path} holds a {type(state).__name__}, not a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def load_weights_file(model: nn.Module, path: Path) -> dict[str, int]:
+    """Load a local weights file into a timm model; return matched/missing/unexpected counts.
+
+    The model's own timm ``checkpoint_filter_fn`` (if its family has one) is applied first, so
+    an original checkpoint (e.g. a CLIP/OpenAI ViT) is remapped and position embeddings are
+    resampled to the chosen image size exactly as ``pretrained=True`` would.  Classifier-head
+    tensors are ignored (the backbone is built with ``num_classes=0``).
+    """
+    state = read_state_dict(path)
+    filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            state = filter_fn(state, model)
+        except Exception as err:  # noqa: BLE001
+            raise WeightsError(
+                f"model.weights_file: {path} does not fit backbone {type(model).__name__} "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            ) from None
+    own = model.state_dict()
+    head_names = {"head.weight", "head.bias", "fc.weight", "fc.bias", "head.fc.weight", "head.fc.bias"}
+    unexpected = [k for k in state if k not in own and k not in head_names]
+    missing = [k for k in own if k not in state]
+    wrong_shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if wrong_shape:
+        k = wrong_shape[0]
+        raise WeightsError(
+            f"model.weights_file: {path} does not fit the backbone: {len(wrong_shape)} tensors have other shapes "
+            f"(e.g. {k}: file {list(state[k].shape)} vs model {list(own[k].shape)}); check model.backbone"
+        )
+    if missing:
+        raise WeightsError(
+            f"model.weights_file: {path} does not fit the backbone: {len(missing)} of {len(own)} tensors are "
+            f"missing (e.g. {missing[0]}); check model.backbone"
+        )
+    model.load_state_dict({k: state[k] for k in own}, strict=True)
+    counts = {"matched": len(own), "missing": 0, "unexpected": len(unexpected)}
+    logger.info("loaded backbone weights from %s: matched=%d missing=0 unexpected=%d", path, len(own), len(unexpected))
+    if unexpected:
+        logger.warning("weights file %s has %d tensors the backbone does not use (e.g. %s)", path, len(unexpected), unexpected[0])
+    return counts
+
+
+class Backbone(nn.Module):
+    """A timm image model that returns multi-level feature grids and its pooled final feature.
+
+    Args:
+        name: timm model name (``vit_base_patch16_clip_224.openai``, ``resnet50``, ...).
+        levels: block indices to tap (``None``: 4 evenly spaced, last included).
+        img_size: input resolution for models that accept it (ViTs); ``None`` keeps the default.
+        pretrained: load timm's pretrained weights (needs a model hub; not available offline).
+        weights_file: local weights file; takes precedence over ``pretrained``.
+        init_seed: seed of the random init, so a random-init backbone rebuilds bit-identically
+            from a checkpoint (only the branch is stored there).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        levels: list[int] | None = None,
+        img_size: int | None = None,
+        pretrained: bool = False,
+        weights_file: Path | None = None,
+        init_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        kwargs: dict = {"num_classes": 0}
+        if img_size is not None and name.startswith(("vit", "eva", "deit", "beit", "flexivit")):
+            kwargs["img_size"] = img_size
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            try:
+                self.model = timm.create_model(name, pretrained=pretrained and weights_file is None, **kwargs)
+            except RuntimeError as err:
+                if "Unknown model" in str(err):
+                    raise ValueError(f"model.backbone: unknown timm model '{name}' (see timm.list_models())") from None
+                raise
+        if not hasattr(self.model, "forward_intermediates"):
+            raise ValueError(f"model.backbone: timm model '{name}' has no forward_intermediates; pick another")
+
+        if weights_file is not None:
+            load_weights_file(self.model, Path(weights_file))
+            self.weights_digest = file_digest(Path(weights_file))
+        elif pretrained:
+            tag = getattr(self.model, "pretrained_cfg", {}).get("tag") or "default"
+            self.weights_digest = f"timm:{name}.{tag}"
+        else:
+            logger.warning(
+                "backbone %s uses RANDOM weights (seed %d): fine for the offline demo and tests, "
+                "meaningless for real accuracy -- set model.pretrained or model.weights_file",
+                name,
+                init_seed,
+            )
+            self.weights_digest = f"random-init:seed={init_seed}"
+
+        self.depth = len(self.model.feature_info)
+        self.level_indices = resolve_levels(levels, self.depth)
+        self.levels = [LevelInfo(i, int(self.model.feature_info[i]["num_chs"])) for i in self.level_indices]
+        self.num_features = int(self.model.num_features)
+
+        data_cfg = timm.data.resolve_model_data_config(self.model)
+        size = img_size or data_cfg["input_size"][-1]
+        self.data_config = {
+            "mean": tuple(float(v) for v in data_cfg["mean"]),
+            "std": tuple(float(v) for v in data_cfg["std"]),
+            "input_size": (3, int(size), int(size)),
+        }
+
+    def forward(self, x: torch.Tensor, with_levels: bool = True) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``x`` [N,3,H,W] -> (level grids [N,C_l,H_l,W_l] per level, pooled final feature [N,D])."""
+        if not with_levels:
+            final = self.model.forward_features(x)
+            return [], self.model.forward_head(final, pre_logits=True)
+        final, levels = self.model.forward_intermediates(x, indices=self.level_indices, output_fmt="NCHW")
+        return levels, self.model.forward_head(final, pre_logits=True)

@@ -1,0 +1,135 @@
+"""The video classifier: backbone features -> trainable adapter -> logits.
+
+The split between :meth:`VideoClassifier.extract` (the backbone part) and
+:attr:`VideoClassifier.adapter` (the trainable part) is what lets Ray/DDP wrap only the
+trainable module and never all-reduce the frozen backbone, and what lets feature caching
+skip the backbone entirely.
+
+Frozen mode (``tuning`` in ``madapter``/``linear``), following DESIGN.md:
+
+* the backbone is registered normally (``.to()``, ``torch.compile`` and ``state_dict`` see it),
+* its parameters have ``requires_grad=False``,
+* it stays in eval mode even when the classifier is put in train mode (BatchNorm statistics
+  and dropout of the pre-trained model never change),
+* it runs under ``torch.no_grad()`` -- no activation is kept for backward, which is where the
+  memory saving comes from,
+* on CUDA it may run under half-precision autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from madapter.models.backbone import Backbone
+from madapter.models.baselines import FrameContext
+
+FROZEN_MODES = ("madapter", "linear")
+
+
+@dataclass
+class Features:
+    """What the backbone gives the adapter for a batch of clips."""
+
+    levels: list[torch.Tensor]
+    """Per level ``[B, T, C_l, H_l, W_l]`` (empty for the pooled-feature baselines)."""
+    pooled: torch.Tensor
+    """The backbone's own pooled final feature per frame, ``[B, T, D]``."""
+
+
+class VideoClassifier(nn.Module):
+    """A frozen-or-not image backbone applied per frame plus a trainable adapter on top."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        adapter: nn.Module,
+        tuning: str,
+        frame_context: FrameContext | None = None,
+        half_precision: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.adapter = adapter
+        self.tuning = tuning
+        self.frame_context = frame_context or FrameContext()
+        self.half_precision = half_precision
+        self.backbone_frozen = tuning in FROZEN_MODES
+        self.backbone_in_eval = tuning != "full"
+        """Inserted adapters keep the pre-trained weights (and BatchNorm statistics) fixed too."""
+        self.uses_levels = tuning == "madapter"
+        if tuning != "full":
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+        if tuning == "inserted":  # the adapters living inside the backbone are the trainable part
+            for name, p in self.backbone.named_parameters():
+                if ".adapter." in name:
+                    p.requires_grad_(True)
+        self.train(True)
+
+    @property
+    def data_config(self) -> dict:
+        """Mean/std/input size the frames must be normalised with (from timm's data config)."""
+        return self.backbone.data_config
+
+    def train(self, mode: bool = True) -> VideoClassifier:
+        super().train(mode)
+        if self.backbone_in_eval:
+            self.backbone.eval()
+        return self
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.half_precision and device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    def extract(self, x: torch.Tensor) -> Features:
+        """Run the backbone on every frame of ``x`` [B,T,3,H,W].
+
+        In frozen mode this runs under ``no_grad``: nothing is recorded for backward.
+        """
+        if x.ndim != 5:
+            raise ValueError(f"expected clips shaped [B, T, 3, H, W], got {list(x.shape)}")
+        b, t = x.shape[:2]
+        self.frame_context.num_frames = t
+        grad = contextlib.nullcontext() if not self.backbone_frozen else torch.no_grad()
+        with grad, self._autocast(x.device):
+            levels, pooled = self.backbone(x.flatten(0, 1), with_levels=self.uses_levels)
+        return Features(
+            levels=[lvl.float().unflatten(0, (b, t)) for lvl in levels],
+            pooled=pooled.float().unflatten(0, (b, t)),
+        )
+
+    def forward_head(self, features: Features) -> torch.Tensor:
+        return self.adapter(features.levels, features.pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` float [B,T,3,H,W], normalised with :attr:`data_config` -> logits [B, num_classes]."""
+        return self.forward_head(self.extract(x))
+
+    def trainable_names(self) -> set[str]:
+        """State-dict keys that training changes (the only ones a checkpoint must hold)."""
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        for n, _ in self.named_buffers():
+            if not n.startswith("backbone.") or not self.backbone_in_eval:
+                names.add(n)
+        return names
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        keep = self.trainable_names()
+        return {k: v.detach().clone() for k, v in self.state_dict().items() if k in keep}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load trainable weights; any missing or unknown key is an error (no silent partial loads)."""
+        keep = self.trainable_names()
+        missing, unknown = sorted(keep - state.keys()), sorted(state.keys() - keep)
+        if missing or unknown:
+            raise ValueError(
+                f"trainable weights do not fit this model: {len(missing)} missing (e.g. {missing[:1]}), "
+                f"{len(unknown)} unknown (e.g. {unknown[:1]})"
+            )
+        self.load_state_dict(state, strict=False)

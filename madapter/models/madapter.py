@@ -1,0 +1,222 @@
+"""The M-adapter branch: one (fusion -> temporal) adapter per backbone level, chained.
+
+Our reading of the paper (only its abstract is public; see docs/model.md)::
+
+    h_0 = none
+    h_l = Temporal_l( Fusion_l(X_l, h_{l-1}) )        l = 1..L
+    logits = Head( pool(h_L) [, frozen final CLS] )
+
+Tensors inside the branch are kept as ``[B, T, d, H, W]`` token grids so that CNN levels
+(different grids per level) and ViT levels (one grid) are handled the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from madapter.models.backbone import LevelInfo
+
+
+def _init_linear(module: nn.Module) -> None:
+    """timm-style init: small truncated-normal weights, zero bias (keeps early logits near zero)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def resample_grid(h: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bring ``h`` [N,d,H,W] onto another token grid: average-pool when shrinking, else bilinear."""
+    if tuple(h.shape[-2:]) == tuple(size):
+        return h
+    if h.shape[-2] >= size[0] and h.shape[-1] >= size[1]:
+        return F.adaptive_avg_pool2d(h, size)
+    return F.interpolate(h, size=size, mode="bilinear", align_corners=False)
+
+
+class Fusion(nn.Module):
+    """Project level ``X_l`` to the branch width and combine it with the previous adapter output.
+
+    This is where the gap between the image pre-training and the video target is "digested":
+    LayerNorm + linear projection per token, then one of three combinations with ``h_{l-1}``
+    (resampled to this level's grid): ``add``, ``concat`` (concat + linear), or ``gated``
+    (a per-channel sigmoid gate computed from both inputs decides how much of ``X_l`` enters).
+    """
+
+    def __init__(self, in_channels: int, width: int, kind: str = "add") -> None:
+        super().__init__()
+        self.kind = kind
+        self.norm = nn.LayerNorm(in_channels)
+        self.proj = nn.Linear(in_channels, width)
+        if kind == "concat":
+            self.mix = nn.Linear(2 * width, width)
+        elif kind == "gated":
+            self.gate = nn.Linear(2 * width, width)
+        elif kind != "add":
+            raise ValueError(f"model.fusion: unknown fusion kind '{kind}' (add, concat, gated)")
+
+    def forward(self, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+        """``x`` [B,T,C,H,W] level output, ``prev`` [B,T,d,H',W'] or None -> [B,T,d,H,W]."""
+        b, t, _, hgt, wid = x.shape
+        tokens = self.proj(self.norm(x.permute(0, 1, 3, 4, 2)))  # [B,T,H,W,d]
+        if prev is None:
+            return tokens.permute(0, 1, 4, 2, 3)
+        prev = resample_grid(prev.flatten(0, 1), (hgt, wid)).unflatten(0, (b, t)).permute(0, 1, 3, 4, 2)
+        if self.kind == "add":
+            fused = tokens + prev
+        elif self.kind == "concat":
+            fused = self.mix(torch.cat([tokens, prev], dim=-1))
+        else:
+            gate = torch.sigmoid(self.gate(torch.cat([tokens, prev], dim=-1)))
+            fused = prev + gate * tokens
+        return fused.permute(0, 1, 4, 2, 3)
+
+
+class TemporalConv(nn.Module):
+    """Depthwise 3-D convolution over (time, height, width) of the token grid.
+
+    Cheap (``d * k * 3 * 3`` weights) and, because its kernel is not symmetric in time, it
+    responds differently to a clip and its time-reversed copy.
+    """
+
+    def __init__(self, width: int, kernel: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(width, width, (kernel, 3, 3), padding=(kernel // 2, 1, 1), groups=width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,T,d,H,W]
+        return self.conv(x.transpose(1, 2)).transpose(1, 2)
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention across the T frames at every token position, with temporal position embeddings.
+
+    The position embedding is linearly resampled when a clip has a different frame count than
+    the model was built for (e.g. T=4 at evaluation of a T=8 model).
+    """
+
+    def __init__(self, width: int, num_frames: int, num_heads: int | None = None) -> None:
+        super().__init__()
+        heads = num_heads or max(1, width // 64)
+        while width % heads:
+            heads -= 1
+        self.pos = nn.Parameter(torch.zeros(1, num_frames, width))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+
+    def _pos_for(self, t: int) -> torch.Tensor:
+        if t == self.pos.shape[1]:
+            return self.pos
+        return F.interpolate(self.pos.transpose(1, 2), size=t, mode="linear", align_corners=False).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,T,d,H,W]
+        b, t, d, hgt, wid = x.shape
+        seq = x.permute(0, 3, 4, 1, 2).reshape(b * hgt * wid, t, d) + self._pos_for(t)
+        out, _ = self.attn(seq, seq, seq, need_weights=False)
+        return out.reshape(b, hgt, wid, t, d).permute(0, 3, 4, 1, 2)
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channel axis of a ``[B,T,d,H,W]`` grid."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.transpose(2, -1)).transpose(2, -1)
+
+
+class TemporalModule(nn.Module):
+    """Relate the T frames: ``x + op(norm(x))`` then a pointwise MLP, both residual.
+
+    The MLP's non-linearity matters: without it, mean pooling after a *linear* temporal
+    operator would average the order information away.  ``kind='none'`` keeps only the MLP,
+    which makes the branch blind to frame order (an ablation).
+    """
+
+    def __init__(self, width: int, kind: str = "conv", num_frames: int = 8, kernel: int = 3, mlp_ratio: float = 2.0):
+        super().__init__()
+        self.kind = kind
+        if kind == "conv":
+            self.op: nn.Module = TemporalConv(width, kernel)
+        elif kind == "attention":
+            self.op = TemporalAttention(width, num_frames)
+        elif kind == "none":
+            self.op = nn.Identity()
+        else:
+            raise ValueError(f"model.temporal: unknown temporal kind '{kind}' (conv, attention, none)")
+        self.norm1 = ChannelNorm(width) if kind != "none" else nn.Identity()
+        self.norm2 = nn.LayerNorm(width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,T,d,H,W]
+        if self.kind != "none":
+            x = x + self.op(self.norm1(x))
+        tokens = x.permute(0, 1, 3, 4, 2)
+        tokens = tokens + self.mlp(self.norm2(tokens))
+        return tokens.permute(0, 1, 4, 2, 3)
+
+
+class MAdapter(nn.Module):
+    """One level's adapter: ``Temporal(Fusion(X_l, h_{l-1}))``."""
+
+    def __init__(self, level: LevelInfo, width: int, fusion: str, temporal: str, num_frames: int, kernel: int) -> None:
+        super().__init__()
+        self.fusion = Fusion(level.channels, width, fusion)
+        self.temporal = TemporalModule(width, temporal, num_frames, kernel)
+
+    def forward(self, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+        return self.temporal(self.fusion(x, prev))
+
+
+class MAdapterBranch(nn.Module):
+    """The trainable parallel branch: chained M-adapters, pooling, and the classification head.
+
+    Input: the frozen backbone's per-level grids ``[B,T,C_l,H_l,W_l]`` and its pooled final
+    feature ``[B,T,D]``; output: logits ``[B,num_classes]``.  Nothing in here touches the
+    backbone, so backpropagation stops at the branch.
+    """
+
+    def __init__(
+        self,
+        levels: list[LevelInfo],
+        num_classes: int,
+        width: int = 192,
+        fusion: str = "add",
+        temporal: str = "conv",
+        num_frames: int = 8,
+        temporal_kernel: int = 3,
+        use_cls: bool = True,
+        cls_dim: int = 0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.adapters = nn.ModuleList(
+            MAdapter(level, width, fusion, temporal, num_frames, temporal_kernel) for level in levels
+        )
+        self.use_cls = use_cls
+        self.norm = nn.LayerNorm(width)
+        self.cls_norm = nn.LayerNorm(cls_dim) if use_cls else None
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(width + (cls_dim if use_cls else 0), num_classes)
+        self.apply(_init_linear)
+
+    def forward_features(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        """Run the adapter chain; returns ``h_L`` [B,T,d,H,W]."""
+        h = None
+        for adapter, x in zip(self.adapters, levels, strict=True):
+            h = adapter(x, h)
+        return h
+
+    def forward_head(self, h: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        feat = self.norm(h.mean(dim=(1, 3, 4)))
+        if self.use_cls:
+            feat = torch.cat([feat, self.cls_norm(pooled.mean(dim=1))], dim=-1)
+        return self.head(self.drop(feat))
+
+    def forward(self, levels: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(levels), pooled)
+
