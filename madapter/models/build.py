@@ -48,6 +48,7 @@ def build_model(cfg: ModelSection, num_classes: int) -> VideoClassifier:
             n = insert_adapters(backbone, cfg.adapter_bottleneck, context)
             logger.info("inserted %d temporal bottleneck adapters into %s", n, cfg.backbone)
     model = VideoClassifier(backbone, adapter, cfg.tuning, context, cfg.half_precision)
+    model.config = cfg
     counts = count_parameters(model)
     logger.info(
         "built %s model on %s (levels %s): %d trainable / %d backbone parameters (%.2f%%)",

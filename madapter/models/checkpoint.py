@@ -43,15 +43,14 @@ def save_checkpoint(
     path: str | Path,
     model: VideoClassifier,
     classes: list[str],
-    model_cfg: ModelSection,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write trainable weights + rebuild information atomically (temp file + rename)."""
+    """Write trainable weights + rebuild information (``model.config``) atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
-        "model_cfg": model_cfg.model_dump(mode="json"),
+        "model_cfg": model.config.model_dump(mode="json"),
         "backbone": describe_backbone(model),
         "classes": list(classes),
         "trainable_state_dict": model.trainable_state_dict(),

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from madapter.config import ModelSection
 from madapter.models.backbone import Backbone
 from madapter.models.baselines import FrameContext
 
@@ -57,6 +58,8 @@ class VideoClassifier(nn.Module):
         self.tuning = tuning
         self.frame_context = frame_context or FrameContext()
         self.half_precision = half_precision
+        self.config: ModelSection | None = None
+        """The ``model`` params it was built from (set by ``build_model``; checkpoints store it)."""
         self.backbone_frozen = tuning in FROZEN_MODES
         self.backbone_in_eval = tuning != "full"
         """Inserted adapters keep the pre-trained weights (and BatchNorm statistics) fixed too."""
