@@ -7,6 +7,7 @@ names the offending key (``params.yaml: train.epochs: must be > 0 (got -1)``).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +75,8 @@ class DownloadSection(_Section):
 class ScanSection(_Section):
     workers: int = Field(2, ge=1)
     timeout_s: float = Field(30.0, gt=0)
+    min_frames: int = Field(4, ge=1)
+    """Videos with fewer decodable frames are quarantined: too short to show any motion."""
 
 
 class DecodeSection(_Section):
@@ -161,6 +164,11 @@ class RegisterSection(_Section):
     top_k: int = Field(5, ge=1)
     min_improvement: float = Field(0.0, ge=0)
     """A challenger takes ``champion`` only if it beats it by more than this (same protocol and dataset)."""
+
+
+# ``register`` is the stage's name everywhere (dvc.yaml, CLI); pydantic only warns that it
+# shadows ``BaseModel.register`` (an ABC helper nobody calls on Params), so silence that one.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
 class Params(_Section):
