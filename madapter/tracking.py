@@ -1,0 +1,168 @@
+"""MLflow helpers: where runs go, and what every run records about its provenance.
+
+Tracking URI, in order: ``params.mlflow.tracking_uri``, ``$MLFLOW_TRACKING_URI``, else an
+embedded store: ``sqlite:///<outputs_dir>/mlflow.db`` with artifacts in
+``<outputs_dir>/mlartifacts``.  Paths are made absolute because the same URI is handed to
+Ray workers whose working directory may differ from the driver's.
+
+All logging goes through an explicit :class:`mlflow.MlflowClient` and run id instead of the
+global "active run": training logs from a Ray worker process, evaluation and registration
+from later stages, and all of them must write into the same run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from madapter.config import Params
+
+logger = logging.getLogger(__name__)
+
+RUN_NAME_TAG = "madapter.ray_run_name"
+
+
+def resolve_tracking_uri(params: Params) -> str:
+    """The MLflow tracking URI for this configuration (see module docstring for the order)."""
+    if params.mlflow.tracking_uri:
+        return params.mlflow.tracking_uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    db = (Path(params.base.outputs_dir) / "mlflow.db").resolve()
+    return f"sqlite:///{db}"
+
+
+def default_artifact_location(params: Params, tracking_uri: str) -> str | None:
+    """Artifact root for a new experiment: our local dir for the embedded store, else the server's choice."""
+    if tracking_uri.startswith("sqlite:") or tracking_uri.startswith("file:"):
+        return (Path(params.base.outputs_dir) / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def get_client(params: Params):
+    """An :class:`mlflow.MlflowClient` for the resolved tracking (and registry) URI."""
+    import mlflow
+
+    uri = resolve_tracking_uri(params)
+    if uri.startswith("sqlite:"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(client, params: Params) -> str:
+    """Id of ``params.mlflow.experiment``, created (with our artifact location) if missing."""
+    name = params.mlflow.experiment
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            raise RuntimeError(
+                f"params.yaml: mlflow.experiment: experiment '{name}' is deleted in {client.tracking_uri}; "
+                "restore it (mlflow experiments restore) or choose another name"
+            )
+        return experiment.experiment_id
+    location = default_artifact_location(params, client.tracking_uri)
+    logger.info("creating MLflow experiment %r at %s", name, client.tracking_uri)
+    return client.create_experiment(name, artifact_location=location)
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> ``{"train.lr": "0.001", ...}`` (MLflow params are flat strings)."""
+    out: dict[str, str] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+    else:
+        out[prefix.rstrip(".")] = "null" if data is None else str(data)
+    return out
+
+
+def flatten_params(params: Params) -> dict[str, str]:
+    """Every resolved parameter, flattened, for ``log_params``."""
+    return flatten(params.model_dump(mode="json"))
+
+
+def git_info(repo: Path | None = None) -> dict[str, str]:
+    """Commit hash and whether the worktree had uncommitted changes (empty when not a git repo)."""
+    cwd = repo or Path.cwd()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def dvc_hashes(repo: Path | None = None) -> dict[str, str]:
+    """DVC's own hashes of params and data: ``dvc.lock`` out hashes per stage plus params.yaml md5.
+
+    These identify exactly which data version a run trained on (what ``dvc checkout`` restores).
+    Missing files just give fewer tags: a run outside ``dvc repro`` is still tracked.
+    """
+    root = repo or Path.cwd()
+    tags: dict[str, str] = {}
+    params_file = root / "params.yaml"
+    if params_file.is_file():
+        tags["dvc.params_md5"] = file_md5(params_file)
+    lock = root / "dvc.lock"
+    if lock.is_file():
+        tags["dvc.lock_md5"] = file_md5(lock)
+        try:
+            stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        except yaml.YAMLError:
+            logger.warning("%s: not valid YAML; DVC data hashes not recorded", lock)
+            stages = {}
+        for stage, body in stages.items():
+            for out in (body or {}).get("outs", []) or []:
+                digest = out.get("md5") or out.get("hash") or ""
+                tags[f"dvc.{stage}.{out.get('path')}"] = str(digest)
+    return tags
+
+
+def provenance_tags(params: Params) -> dict[str, str]:
+    """Tags every training run carries: code version, data version, dataset."""
+    tags = {"dataset": params.dataset.name, "tuning": params.model.tuning, "backbone": params.model.backbone}
+    tags.update(git_info())
+    tags.update(dvc_hashes())
+    return tags
+
+
+def log_params_batched(client, run_id: str, flat: dict[str, str]) -> None:
+    """Log params in batches (the REST API caps a batch at 100 params); re-logging equal values is fine."""
+    from mlflow.entities import Param
+
+    items = [Param(k, v[:6000]) for k, v in sorted(flat.items())]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
+
+
+def log_dict_artifact(client, run_id: str, data: Any, artifact_file: str) -> None:
+    """Log a JSON/YAML document into the run, choosing the format from the file suffix."""
+    if artifact_file.endswith((".yaml", ".yml")):
+        client.log_text(run_id, yaml.safe_dump(data, sort_keys=False), artifact_file)
+    else:
+        client.log_text(run_id, json.dumps(data, indent=2, sort_keys=True), artifact_file)
