@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-unit test-integration demo lint benchmarks clean
+.PHONY: install test test-unit test-integration demo serve deploy lint benchmarks clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/setup-system.sh
 	bash scripts/setup-system.sh
@@ -26,6 +26,21 @@ test-unit: install
 
 test-integration: install
 	$(PY) -m pytest -q tests/integration
+
+# The whole default pipeline (synthetic data, tiny ViT, 2 Ray workers) THROUGH the Prefect flow,
+# which runs every DVC stage; then prints where to look (MLflow UI, registry alias, metrics).
+demo: install
+	$(PY) -m pipelines.demo
+
+# Serve the deployments of prefect.yaml (weekly retrain + on-demand evaluation) from this checkout.
+serve: install
+	$(PY) -m pipelines.serve
+
+# Register prefect.yaml's deployments on a Prefect server (PREFECT_API_URL) for the process work pool.
+deploy: install
+	$(VENV)/bin/prefect work-pool inspect madapter-process >/dev/null 2>&1 || \
+		$(VENV)/bin/prefect work-pool create madapter-process --type process
+	MADAPTER_REPO=$(CURDIR) $(VENV)/bin/prefect --no-prompt deploy --all
 
 lint: install
 	$(VENV)/bin/ruff check .

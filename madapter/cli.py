@@ -206,7 +206,7 @@ def preset_args(
     presets: Annotated[list[Path], typer.Argument(help="Preset YAML file(s), e.g. presets/ucf101.yaml.")],
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Print a preset as ``-S key=value`` arguments for ``dvc exp run``.
+    """Print a preset as ``--set-param=key=value`` arguments for ``dvc exp run``.
 
     Validates params.yaml + the presets first, so a broken preset never starts an experiment.
     Usage: ``python -m madapter preset-args presets/ucf101.yaml | xargs dvc exp run``.
@@ -221,7 +221,7 @@ def preset_args(
     args = []
     for key, value in merged.items():
         rendered = json.dumps(value) if not isinstance(value, str) else value
-        args.append(shlex.quote(f"-S={key}={rendered}"))
+        args.append(shlex.quote(f"--set-param={key}={rendered}"))
     typer.echo(" ".join(args))
 
 

@@ -1,0 +1,129 @@
+"""Prefect flows for the madapter pipeline: every task runs one stage of ``dvc.yaml``.
+
+``madapter_pipeline`` chains download -> index -> scan -> decode -> train -> evaluate -> register;
+``madapter_evaluation`` re-runs evaluation on demand.  The flows are thin on purpose: DVC decides
+what is out of date and records it in ``dvc.lock``, the library functions do the work, Prefect
+adds scheduling, retries, failure states, logs and a run-summary artifact.
+
+Configuration is validated first, in-process, so a bad ``params.yaml`` fails the flow before
+any stage starts, with the one-line message from :mod:`madapter.config`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from madapter.config import Params, load_params
+from pipelines.dvc_stages import PIPELINE_STAGES, REPO_ROOT, StageRun, dvc_push, run_dvc_stage
+from pipelines.summary import collect_summary, to_markdown
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_KEY = "madapter-run-summary"
+"""Prefect artifact key: every run adds a version under this key (Artifacts tab, latest first)."""
+
+# DVC, not Prefect, decides what is up to date: Prefect's result cache is switched off for every task.
+
+
+@task(name="validate-params", cache_policy=NO_CACHE)
+def validate_params(repo: str) -> Params:
+    """Load and validate ``<repo>/params.yaml``; a ConfigError fails the flow before any stage."""
+    params = load_params(Path(repo) / "params.yaml")
+    get_run_logger().info(
+        "params OK: dataset=%s backbone=%s tuning=%s epochs=%d workers=%d",
+        params.dataset.name,
+        params.model.backbone,
+        params.model.tuning,
+        params.train.epochs,
+        params.train.num_workers,
+    )
+    return params
+
+
+@task(name="dvc-stage", task_run_name="dvc-{stage}", cache_policy=NO_CACHE)
+def dvc_stage(stage: str, repo: str, force: bool = False) -> StageRun:
+    """Run one DVC stage; Prefect marks the task Failed with DVC's error line when it fails."""
+    return run_dvc_stage(stage, Path(repo), force=force, log=get_run_logger())
+
+
+@task(name="dvc-push", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def push_data(repo: str) -> None:
+    """Push the DVC cache (raw data, index, frames, checkpoint, metrics) to the default remote."""
+    dvc_push(Path(repo), log=get_run_logger())
+
+
+@task(name="publish-summary", cache_policy=NO_CACHE)
+def publish_summary(params: Params, repo: str, runs: list[StageRun]) -> str:
+    """Create the Prefect markdown artifact (metrics table, MLflow run link, registry alias)."""
+    summary = collect_summary(params, Path(repo), [(r.stage, r.ran, r.seconds) for r in runs])
+    markdown = to_markdown(summary)
+    create_markdown_artifact(
+        key=ARTIFACT_KEY,
+        markdown=markdown,
+        description=f"madapter run: {params.dataset.name} / {params.model.backbone} ({params.model.tuning})",
+    )
+    get_run_logger().info("summary artifact %r published", ARTIFACT_KEY)
+    return markdown
+
+
+def _stage_task(stage: str, download_retries: int):
+    """Download talks to the network: Prefect retries the whole (resumable) stage on failure."""
+    if stage == "download":
+        return dvc_stage.with_options(retries=download_retries, retry_delay_seconds=[30, 120, 300])
+    return dvc_stage
+
+
+@flow(name="madapter-pipeline", log_prints=False, validate_parameters=True)
+def madapter_pipeline(
+    repo_dir: str = str(REPO_ROOT),
+    force_stages: list[str] | None = None,
+    download_retries: int = 2,
+    push: bool = False,
+) -> list[StageRun]:
+    """The whole pipeline, one DVC stage per task, in dependency order.
+
+    Args:
+        repo_dir: the checkout holding ``dvc.yaml`` and ``params.yaml`` (default: this code's repo).
+        force_stages: stages to re-run even when DVC finds them up to date (e.g. ``["download"]`` to
+            re-check the source on a schedule; everything downstream re-runs only if its inputs changed).
+        download_retries: Prefect retries of the download stage (on top of per-file HTTP retries).
+        push: ``dvc push`` the outputs to the default DVC remote after a successful run.
+    """
+    forced = set(force_stages or [])
+    unknown = forced - set(PIPELINE_STAGES)
+    if unknown:
+        raise ValueError(f"force_stages: unknown stage(s) {sorted(unknown)}; expected {list(PIPELINE_STAGES)}")
+    params = validate_params(repo_dir)
+    runs: list[StageRun] = []
+    for stage in PIPELINE_STAGES:
+        task_fn = _stage_task(stage, download_retries)
+        runs.append(task_fn(stage, repo_dir, force=stage in forced))
+    if push:
+        push_data(repo_dir)
+    publish_summary(params, repo_dir, runs)
+    return runs
+
+
+@flow(name="madapter-evaluation", validate_parameters=True)
+def madapter_evaluation(repo_dir: str = str(REPO_ROOT), register: bool = False) -> list[StageRun]:
+    """Re-evaluate the current checkpoint on demand (forced), optionally re-running registration.
+
+    Useful after changing ``evaluate.*`` (views, split) or to re-check a model: DVC records the
+    new metrics in ``dvc.lock`` like any other run.
+    """
+    params = validate_params(repo_dir)
+    runs = [dvc_stage("evaluate", repo_dir, force=True)]
+    if register:
+        runs.append(dvc_stage("register", repo_dir, force=True))
+    publish_summary(params, repo_dir, runs)
+    return runs
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    madapter_pipeline()

@@ -1,0 +1,159 @@
+"""The run summary a person reads after the pipeline: stages, metrics, MLflow run, registry alias.
+
+Built only from what the stages wrote (``outputs/evaluate/metrics.json``,
+``outputs/train/run.json``, ``outputs/register/registration.json``), so the Prefect artifact,
+``make demo``'s closing message and the docs all show the same facts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from madapter.config import Params
+from madapter.paths import StagePaths
+
+logger = logging.getLogger(__name__)
+
+LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"
+"""Where ``mlflow ui`` listens by default: run links for a local store point here."""
+
+
+@dataclass
+class RunSummary:
+    """Everything the closing report shows, gathered from the stage outputs."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    experiment_id: str | None = None
+    tracking_uri: str | None = None
+    registration: dict[str, Any] = field(default_factory=dict)
+    stages: list[tuple[str, bool, float]] = field(default_factory=list)
+    """(stage, ran, seconds) as the orchestrator saw them."""
+
+    @property
+    def run_url(self) -> str | None:
+        if not (self.run_id and self.experiment_id):
+            return None
+        base = self.tracking_uri if (self.tracking_uri or "").startswith("http") else LOCAL_MLFLOW_UI
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+
+    @property
+    def mlflow_ui_command(self) -> str:
+        uri = self.tracking_uri or ""
+        if uri.startswith("http"):
+            return f"open {uri}"
+        return f".venv/bin/mlflow ui --backend-store-uri {uri} --port 5000"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        logger.warning("%s: not valid JSON; left out of the summary", path)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _first(mappings: Iterable[Mapping[str, Any]], *keys: str) -> Any:
+    for mapping in mappings:
+        for key in keys:
+            if mapping.get(key) not in (None, ""):
+                return mapping[key]
+    return None
+
+
+def collect_summary(params: Params, repo: Path, stages: list[tuple[str, bool, float]] | None = None) -> RunSummary:
+    """Read the stage outputs under ``repo`` into a :class:`RunSummary` (missing files: empty parts)."""
+    paths = StagePaths.from_params(params)
+    metrics = _read_json(repo / paths.evaluate / "metrics.json")
+    train_run = _read_json(repo / paths.train / "run.json")
+    registration = _read_json(repo / paths.register / "registration.json")
+    sources = (registration, metrics, train_run)
+    summary = RunSummary(
+        metrics=metrics,
+        run_id=_first(sources, "run_id", "mlflow_run_id"),
+        experiment_id=_first(sources, "experiment_id", "mlflow_experiment_id"),
+        tracking_uri=_first(sources, "tracking_uri"),
+        registration=registration,
+        stages=list(stages or []),
+    )
+    if summary.tracking_uri is None:
+        from madapter.tracking import resolve_tracking_uri
+
+        cwd_independent = params.model_copy(
+            update={"base": params.base.model_copy(update={"outputs_dir": repo / params.base.outputs_dir})}
+        )
+        summary.tracking_uri = resolve_tracking_uri(cwd_independent)
+    if summary.run_id and not summary.experiment_id:
+        summary.experiment_id = _experiment_of(summary.tracking_uri, summary.run_id)
+    return summary
+
+
+def _experiment_of(tracking_uri: str, run_id: str) -> str | None:
+    try:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.experiment_id
+    except Exception as err:  # the summary must never fail the pipeline it reports on
+        logger.warning("could not look up MLflow run %s: %s", run_id, err)
+        return None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The top-level numbers and short strings of metrics.json (nested tables are left out)."""
+    return {
+        k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) and len(str(v)) <= 80
+    }
+
+
+def to_markdown(summary: RunSummary) -> str:
+    """The Prefect artifact: stage table, metrics table, MLflow run link, registry alias."""
+    lines = ["# madapter pipeline run", ""]
+    if summary.stages:
+        lines += ["## Stages", "", "| stage | result | seconds |", "|---|---|---:|"]
+        lines += [f"| {s} | {'ran' if ran else 'up to date'} | {sec:.1f} |" for s, ran, sec in summary.stages]
+        lines.append("")
+    lines += ["## Metrics", ""]
+    scalars = scalar_metrics(summary.metrics)
+    if scalars:
+        lines += ["| metric | value |", "|---|---:|"] + [f"| {k} | {_fmt(v)} |" for k, v in scalars.items()]
+    else:
+        lines.append("_no metrics.json yet (evaluate has not run)_")
+    lines += ["", "## MLflow", ""]
+    if summary.run_url:
+        lines.append(f"- run: [{summary.run_id}]({summary.run_url})")
+    elif summary.run_id:
+        lines.append(f"- run: `{summary.run_id}`")
+    lines.append(f"- tracking URI: `{summary.tracking_uri}`")
+    lines.append(f"- open the UI: `{summary.mlflow_ui_command}`")
+    lines += ["", "## Model registry", ""]
+    reg = summary.registration
+    if reg:
+        name = _first([reg], "model_name", "name")
+        version = _first([reg], "version")
+        alias = _first([reg], "alias") or "champion"
+        promoted = _first([reg], "promoted")
+        champion = _first([reg], "champion_version")
+        lines.append(f"- model `{name}` version `{version}`")
+        if promoted is not None:
+            state = "promoted to" if promoted else "did not beat the current"
+            lines.append(f"- {state} alias `{alias}`" + (f" (champion is version `{champion}`)" if champion else ""))
+        else:
+            lines.append(f"- alias `{alias}`")
+        lines.append(f"- load it: `mlflow.pyfunc.load_model('models:/{name}@{alias}')`")
+    else:
+        lines.append("_not registered yet (register has not run)_")
+    return "\n".join(lines) + "\n"
