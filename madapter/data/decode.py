@@ -1,0 +1,194 @@
+"""Decode stage: indexed videos -> the sharded frame store training reads.
+
+Every usable video (index minus the scan's quarantine) is decoded ONCE to
+``decode.frames_per_video`` frames on a fixed uniform grid (segment centres, so the grid covers the
+whole video or its ``start``/``end`` segment), resized so the short side is ``decode.size`` and
+centre-cropped square.  Training then samples ``model.num_frames`` of those per clip with random
+TSN offsets -- cheap, because the store is a few memory-mapped shards instead of video files.
+
+Videos decode in parallel worker processes (each opens its own readers); results are written in
+index order, so the store is a deterministic function of the inputs.  The store is built in a
+temporary directory and swapped in at the end: a failed run leaves the previous store intact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from madapter.config import DecodeSection, Params
+from madapter.data.sampling import uniform_grid
+from madapter.data.scan import SPLITS, IndexRow, read_classes, read_index, read_quarantine
+from madapter.data.store import STORE_META, ShardWriter
+from madapter.data.transforms import resize_and_center_crop
+from madapter.data.video import Backend, VideoError, display_path, read_frames
+from madapter.paths import StagePaths
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    abs_path: str
+    row: IndexRow
+
+
+@dataclass(frozen=True)
+class Decoded:
+    job: DecodeJob
+    frames: np.ndarray | None
+    num_source_frames: int = 0
+    backend: str = ""
+    error: str = ""
+
+
+def grid_indices(num_frames: int, fps: float, count: int, start: float | None, end: float | None) -> np.ndarray:
+    """``count`` segment-centre indices over the whole video, or over ``[start, end)`` seconds."""
+    first, stop = 0, num_frames
+    if fps > 0 and (start is not None or end is not None):
+        first = min(max(int(round((start or 0.0) * fps)), 0), num_frames - 1)
+        stop = max(min(int(round(end * fps)) if end is not None else num_frames, num_frames), first + 1)
+    return first + uniform_grid(stop - first, count)
+
+
+def decode_video(job: DecodeJob, frames_per_video: int, size: int, backend: Backend) -> Decoded:
+    """Decode one video to uint8 ``[F, size, size, 3]``; a failure is returned, not raised."""
+    row = job.row
+
+    def choose(num_frames: int, fps: float) -> np.ndarray:
+        return grid_indices(num_frames, fps, frames_per_video, row.start, row.end)
+
+    try:
+        result = read_frames(Path(job.abs_path), choose, backend)
+        frames = resize_and_center_crop(result.frames, size)
+    except (VideoError, ValueError, RuntimeError) as err:
+        return Decoded(job, None, error=str(err).splitlines()[0])
+    return Decoded(job, frames, result.num_frames, result.backend)
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker process; the machine is shared
+
+
+def _decode_star(args: tuple[DecodeJob, int, int, Backend]) -> Decoded:
+    return decode_video(*args)
+
+
+@contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """One process pool for the whole stage (spawned once: starting workers costs seconds)."""
+    if workers == 1:
+        yield None
+        return
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
+        yield pool
+
+
+def decode_all(jobs: list[DecodeJob], frames_per_video: int, size: int, backend: Backend,
+               pool: ProcessPoolExecutor | None, desc: str) -> Iterator[Decoded]:
+    """Decoded videos in job order, from the pool's processes (inline without a pool)."""
+    tasks = [(job, frames_per_video, size, backend) for job in jobs]
+    results: Iterable[Decoded] = map(_decode_star, tasks) if pool is None else pool.map(_decode_star, tasks, chunksize=4)
+    yield from tqdm(results, total=len(jobs), desc=desc, unit="video", leave=False)
+
+
+@dataclass
+class _Tally:
+    """What the stage reports in ``store.json`` besides the splits themselves."""
+
+    dropped: dict[str, int] = field(default_factory=dict)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    backends: Counter[str] = field(default_factory=Counter)
+
+
+def _decode_split(
+    split: str, paths: StagePaths, cfg: DecodeSection, classes: list[str], quarantine: dict[str, str],
+    pool: ProcessPoolExecutor | None, split_dir: Path, tally: _Tally,
+) -> dict[str, int]:
+    """Decode one split into ``split_dir``: quarantined videos dropped, failures skipped and recorded."""
+    rows = read_index(paths.index, split)
+    kept = [r for r in rows if r.path not in quarantine]
+    tally.dropped[split] = len(rows) - len(kept)
+    if tally.dropped[split]:
+        logger.warning("decode %s: dropping %d quarantined of %d videos (see %s)", split, tally.dropped[split],
+                       len(rows), paths.scan / "quarantine.csv")
+    writer = ShardWriter(split_dir, cfg.shard_size, cfg.frames_per_video, cfg.size)
+    jobs = [DecodeJob(os.fsdecode(paths.raw / r.path), r) for r in kept]
+    for out in decode_all(jobs, cfg.frames_per_video, cfg.size, cfg.backend, pool, f"decode {split}"):
+        row = out.job.row
+        if out.frames is None:
+            logger.warning("decode %s: skipping %s", split, out.error)
+            tally.failed.append({"path": display_path(row.path), "split": split, "reason": out.error})
+            continue
+        name = row.label_name or (classes[row.label] if 0 <= row.label < len(classes) else "")
+        writer.add(row.path, row.label, name, out.frames, out.num_source_frames)
+        tally.backends[out.backend] += 1
+    summary = writer.close()
+    logger.info("decode %s: %d videos in %d shard(s), %.1f MB", split, summary.videos, summary.shards,
+                summary.bytes / 1e6)
+    return {"videos": summary.videos, "shards": summary.shards, "bytes": summary.bytes}
+
+
+def decode_dataset(params: Params) -> Path:
+    """Build ``StagePaths.frames`` from the index and the scan's quarantine; returns that directory."""
+    paths = StagePaths.from_params(params)
+    cfg = params.decode
+    classes = read_classes(paths.index)
+    quarantine = read_quarantine(paths.scan)
+    started = time.perf_counter()
+
+    target = paths.frames
+    building = target.with_name(target.name + ".partial")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+
+    splits: dict[str, dict[str, int]] = {}
+    tally = _Tally()
+    with worker_pool(cfg.workers) as pool:
+        for split in SPLITS:
+            splits[split] = _decode_split(split, paths, cfg, classes, quarantine, pool, building / split, tally)
+
+    seconds = time.perf_counter() - started
+    videos = sum(s["videos"] for s in splits.values())
+    meta = {
+        "dataset": params.dataset.name,
+        "classes": classes,
+        "frames_per_video": cfg.frames_per_video,
+        "size": cfg.size,
+        "frame_shape": [cfg.frames_per_video, cfg.size, cfg.size, 3],
+        "dtype": "uint8",
+        "grid": "uniform segment centres",
+        "backend": cfg.backend,
+        "backends_used": dict(tally.backends),
+        "splits": splits,
+        "videos": videos,
+        "bytes": sum(s["bytes"] for s in splits.values()),
+        "dropped_quarantined": tally.dropped,
+        "failed": tally.failed,
+        "workers": cfg.workers,
+        "seconds": round(seconds, 3),
+        "videos_per_s": round(videos / seconds, 2) if seconds > 0 else None,
+        "frames_per_s": round(videos * cfg.frames_per_video / seconds, 1) if seconds > 0 else None,
+    }
+    (building / STORE_META).write_text(json.dumps(meta, indent=2) + "\n")
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(building, target)
+    logger.info("decode: %d videos (%d quarantined dropped, %d failed), %.1f MB, %.1f videos/s -> %s",
+                videos, sum(tally.dropped.values()), len(tally.failed), meta["bytes"] / 1e6, meta["videos_per_s"] or 0, target)
+    return target

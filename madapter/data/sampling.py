@@ -1,0 +1,97 @@
+"""Which frames to read: pure functions of (frame count, sampling parameters, seed).
+
+Nothing here touches a file, so the indices for a video are reproducible anywhere (any worker,
+any machine) from the seed alone, and the properties the pipeline relies on are testable: every
+index lies in ``[0, num_frames - 1]``, TSN picks one frame from each of ``num_segments`` equal
+segments (so a clip covers the whole video), and a seed always gives the same indices.
+
+- :func:`segment_indices` -- TSN: random offset per segment for training, segment centres for
+  evaluation (also the fixed uniform grid the decode stage stores).
+- :func:`dense_indices` -- ``clip_len`` frames ``interval`` apart from one random (training) or
+  central (evaluation) start; clips longer than the video repeat the last frame.
+- :func:`multi_view_indices` -- ``clips`` evaluation views spread evenly over the video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+SeedLike = int | Sequence[int]
+SamplingMode = Literal["tsn", "dense"]
+
+
+def _check(num_frames: int, clip_len: int) -> None:
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1 (got {num_frames}): the video has no frames")
+    if clip_len < 1:
+        raise ValueError(f"clip length must be >= 1 (got {clip_len})")
+
+
+def segment_edges(num_frames: int, num_segments: int) -> np.ndarray:
+    """Float boundaries of ``num_segments`` equal segments of ``[0, num_frames)``."""
+    return np.linspace(0.0, float(num_frames), num_segments + 1)
+
+
+def segment_indices(num_frames: int, num_segments: int, *, train: bool, seed: SeedLike = 0) -> np.ndarray:
+    """TSN sampling: one frame per equal segment; random position (train) or the centre (eval).
+
+    With fewer frames than segments, segments are shorter than a frame and indices repeat.
+    """
+    _check(num_frames, num_segments)
+    edges = segment_edges(num_frames, num_segments)
+    fraction = np.random.default_rng(seed).random(num_segments) if train else np.full(num_segments, 0.5)
+    positions = edges[:-1] + fraction * (edges[1:] - edges[:-1])
+    return np.clip(np.floor(positions).astype(np.int64), 0, num_frames - 1)
+
+
+def uniform_grid(num_frames: int, count: int) -> np.ndarray:
+    """The fixed grid the decode stage stores: ``count`` segment centres."""
+    return segment_indices(num_frames, count, train=False)
+
+
+def dense_indices(
+    num_frames: int, clip_len: int, interval: int = 1, *, train: bool, seed: SeedLike = 0
+) -> np.ndarray:
+    """``clip_len`` frames ``interval`` apart; start random (train) or centred (eval)."""
+    _check(num_frames, clip_len)
+    if interval < 1:
+        raise ValueError(f"frame interval must be >= 1 (got {interval})")
+    span = (clip_len - 1) * interval + 1
+    slack = max(num_frames - span, 0)
+    start = int(np.random.default_rng(seed).integers(0, slack + 1)) if train else slack // 2
+    return np.minimum(start + np.arange(clip_len, dtype=np.int64) * interval, num_frames - 1)
+
+
+def multi_view_indices(
+    num_frames: int, clip_len: int, clips: int, mode: SamplingMode = "tsn", interval: int = 1
+) -> np.ndarray:
+    """``[clips, clip_len]`` deterministic evaluation views spread over the video.
+
+    TSN views take, in every segment, the frame at fraction ``(k + 0.5) / clips`` of it, so one view
+    is the centred clip; dense views start at evenly spaced points.
+    """
+    _check(num_frames, clip_len)
+    if clips < 1:
+        raise ValueError(f"clips must be >= 1 (got {clips})")
+    if mode == "tsn":
+        edges = segment_edges(num_frames, clip_len)
+        views = [edges[:-1] + (k + 0.5) / clips * (edges[1:] - edges[:-1]) for k in range(clips)]
+        return np.clip(np.floor(np.stack(views)).astype(np.int64), 0, num_frames - 1)
+    span = (clip_len - 1) * interval + 1
+    slack = max(num_frames - span, 0)
+    starts = [slack // 2] if clips == 1 else np.linspace(0, slack, clips).round().astype(int)
+    offsets = np.arange(clip_len, dtype=np.int64) * interval
+    return np.stack([np.minimum(int(s) + offsets, num_frames - 1) for s in starts])
+
+
+def sample_clip(
+    num_frames: int, clip_len: int, *, train: bool, seed: SeedLike = 0,
+    mode: SamplingMode = "tsn", interval: int = 1,
+) -> np.ndarray:
+    """One clip's indices with the chosen ``mode`` (the entry point datasets use)."""
+    if mode == "tsn":
+        return segment_indices(num_frames, clip_len, train=train, seed=seed)
+    return dense_indices(num_frames, clip_len, interval, train=train, seed=seed)

@@ -1,0 +1,148 @@
+"""The decoded frame store: a few large ``.npy`` shards per split, never one file per frame.
+
+Why shards: DVC (and most file systems) crawl on millions of small jpgs; a shard of a few hundred
+videos hashes, copies and memory-maps in one go.  Layout::
+
+    <root>/store.json                 classes, frames_per_video, size, counts, bytes, throughput
+    <root>/<split>/shard-00000.npy    uint8 [n, F, S, S, 3]
+    <root>/<split>/manifest.csv       path,label,label_name,shard,offset,num_source_frames
+
+Readers memory-map shards lazily, so a :class:`FrameStore` is cheap to create and to send to
+DataLoader / Ray workers (the open maps are dropped when pickled and re-opened on first use).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FIELDS = ("path", "label", "label_name", "shard", "offset", "num_source_frames")
+STORE_META = "store.json"
+CSV_ENCODING = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
+"""Paths may carry undecodable bytes (non-UTF-8 names); surrogateescape round-trips them."""
+
+
+def shard_name(shard: int) -> str:
+    return f"shard-{shard:05d}.npy"
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    videos: int
+    shards: int
+    bytes: int
+
+
+class ShardWriter:
+    """Collect fixed-shape frame arrays and write them as shards plus a manifest.
+
+    Each shard is written to a temporary name and renamed, so a crash never leaves a truncated
+    ``.npy`` that a later reader would trust.
+    """
+
+    def __init__(self, split_dir: Path, shard_size: int, frames_per_video: int, size: int) -> None:
+        self.split_dir = Path(split_dir)
+        self.split_dir.mkdir(parents=True, exist_ok=True)
+        self.shape = (frames_per_video, size, size, 3)
+        self.shard_size = shard_size
+        self._buffer = np.empty((shard_size, *self.shape), dtype=np.uint8)
+        self._fill = 0
+        self._shard = 0
+        self._rows: list[dict[str, Any]] = []
+        self._bytes = 0
+
+    def add(self, path: str, label: int, label_name: str, frames: np.ndarray, num_source_frames: int) -> None:
+        if frames.shape != self.shape or frames.dtype != np.uint8:
+            raise ValueError(f"{path}: frames are {frames.dtype}{list(frames.shape)}, the store needs uint8{list(self.shape)}")
+        self._buffer[self._fill] = frames
+        self._rows.append({"path": path, "label": int(label), "label_name": label_name, "shard": self._shard,
+                           "offset": self._fill, "num_source_frames": int(num_source_frames)})
+        self._fill += 1
+        if self._fill == self.shard_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._fill == 0:
+            return
+        target = self.split_dir / shard_name(self._shard)
+        tmp = target.with_name(target.name + ".partial")
+        with open(tmp, "wb") as fh:
+            np.save(fh, self._buffer[: self._fill])
+        os.replace(tmp, target)
+        self._bytes += target.stat().st_size
+        self._shard += 1
+        self._fill = 0
+
+    def close(self) -> SplitSummary:
+        """Write the last shard and the manifest (header only for an empty split)."""
+        self._flush()
+        with open(self.split_dir / "manifest.csv", "w", **CSV_ENCODING) as fh:
+            writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
+            writer.writeheader()
+            writer.writerows(self._rows)
+        return SplitSummary(videos=len(self._rows), shards=self._shard, bytes=self._bytes)
+
+
+def read_store_meta(root: Path) -> dict[str, Any]:
+    meta = Path(root) / STORE_META
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta}: frame store metadata not found; run the decode stage first")
+    return json.loads(meta.read_text())
+
+
+class FrameStore:
+    """Random access to one split of a decoded frame store.
+
+    ``store[i] -> (uint8 [F, S, S, 3], label)``; ``store.classes``, ``store.labels``, ``store.paths``.
+    """
+
+    def __init__(self, root: Path, split: str) -> None:
+        self.root, self.split = Path(root), split
+        self.split_dir = self.root / split
+        meta = read_store_meta(self.root)
+        manifest = self.split_dir / "manifest.csv"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{manifest}: split '{split}' not in the frame store; run the decode stage")
+        self.classes: list[str] = list(meta["classes"])
+        self.frames_per_video: int = int(meta["frames_per_video"])
+        self.size: int = int(meta["size"])
+        with open(manifest, **CSV_ENCODING) as fh:
+            rows = list(csv.DictReader(fh))
+        self.paths: list[str] = [r["path"] for r in rows]
+        self.label_names: list[str] = [r["label_name"] for r in rows]
+        self.labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
+        self.num_source_frames = np.array([int(r["num_source_frames"]) for r in rows], dtype=np.int64)
+        self._shard = np.array([int(r["shard"]) for r in rows], dtype=np.int64)
+        self._offset = np.array([int(r["offset"]) for r in rows], dtype=np.int64)
+        self._maps: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _shard_array(self, shard: int) -> np.ndarray:
+        if shard not in self._maps:
+            self._maps[shard] = np.load(self.split_dir / shard_name(shard), mmap_mode="r")
+        return self._maps[shard]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        i = range(len(self))[index]  # IndexError on bad indices, negative indices allowed
+        frames = np.array(self._shard_array(int(self._shard[i]))[int(self._offset[i])])
+        return frames, int(self.labels[i])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_maps"] = {}  # memory maps are per process: re-open after unpickling
+        return state
+
+    def __repr__(self) -> str:
+        return (f"FrameStore({str(self.root)!r}, split={self.split!r}: {len(self)} videos, "
+                f"{len(self.classes)} classes, [{self.frames_per_video},{self.size},{self.size},3])")
