@@ -1,0 +1,169 @@
+"""Classify raw video files with a trained checkpoint or a registered MLflow model.
+
+:class:`VideoPredictor` is the one implementation of "video file -> top-k labels": the CLI
+(``python -m madapter predict``) uses it directly for a checkpoint path, and the MLflow pyfunc
+model (:mod:`madapter.registry`) wraps it, so a served model and a local prediction agree.
+
+A video that cannot be read gives one error line for that file; the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from madapter.config import ConfigError, Params
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ViewSettings:
+    """How a raw video becomes model input: must match the decode stage and the evaluation protocol."""
+
+    num_frames: int
+    size: int
+    """Short side the frames are resized to (``decode.size``) before cropping."""
+    crop_size: int
+    clips: int
+    crops: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_params(cls, params: Params, data_config: dict) -> ViewSettings:
+        return cls(
+            num_frames=params.model.num_frames,
+            size=params.decode.size,
+            crop_size=int(data_config["input_size"][-1]),
+            clips=params.evaluate.clips,
+            crops=params.evaluate.crops,
+            mean=tuple(float(v) for v in data_config["mean"]),
+            std=tuple(float(v) for v in data_config["std"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class VideoPredictor:
+    """A loaded model plus its label map and view settings; predicts top-k per video."""
+
+    def __init__(self, model: torch.nn.Module, classes: Sequence[str], settings: ViewSettings) -> None:
+        self.model = model.eval()
+        self.classes = list(classes)
+        self.settings = settings
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, settings: ViewSettings | None = None, params: Params | None = None):
+        """Load ``checkpoint.pt``; view settings from ``settings`` or else from ``params``."""
+        from madapter.models.checkpoint import load_checkpoint
+
+        model, ckpt = load_checkpoint(path, map_location="cpu")
+        if settings is None:
+            settings = ViewSettings.from_params(params or Params(), model.data_config)
+        return cls(model, ckpt["classes"], settings)
+
+    @torch.no_grad()
+    def probabilities(self, video: str | Path) -> np.ndarray:
+        """Class probabilities of one video file, averaged over its clips x crops views."""
+        from madapter.data.clips import load_video_views
+        from madapter.metrics import average_views
+
+        s = self.settings
+        views = load_video_views(Path(video), s.num_frames, s.size, s.crop_size, s.clips, s.crops, s.mean, s.std)
+        logits = self.model(views).float().cpu().numpy()  # the views are the batch
+        return average_views(logits[None])[0]
+
+    def top_k(self, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
+        order = np.argsort(-probs, kind="stable")[: min(k, len(probs))]
+        return [{"label": self.classes[i], "index": int(i), "score": float(probs[i])} for i in order]
+
+    def predict_path(self, video: str | Path, k: int) -> list[dict[str, Any]]:
+        return self.top_k(self.probabilities(video), k)
+
+    def predict_bytes(self, data: bytes, k: int, suffix: str = ".mp4") -> list[dict[str, Any]]:
+        """Predict an in-memory video (e.g. an HTTP upload): decoders need a file, so use a temp one."""
+        fd, tmp = tempfile.mkstemp(suffix=suffix)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return self.predict_path(tmp, k)
+        finally:
+            os.unlink(tmp)
+
+
+def error_line(video: str | Path, err: BaseException) -> str:
+    """One line naming the video and the cause (without repeating the path when the error has it)."""
+    lines = str(err).strip().splitlines()
+    first = lines[0] if lines else type(err).__name__
+    return first if first.startswith(str(video)) else f"{video}: {first}"
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def predict_many(predictor: VideoPredictor, videos: Sequence[str | Path], k: int) -> list[list[dict] | dict]:
+    """Top-k per video; a failing video yields ``{"error": ...}`` and one logged line, not an exception."""
+    results: list[list[dict] | dict] = []
+    for video in videos:
+        try:
+            results.append(predictor.predict_path(video, k))
+        except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
+            message = error_line(video, err)
+            logger.error(message)
+            results.append({"error": message})
+    return results
+
+
+def is_model_uri(model: str) -> bool:
+    """``models:/name@alias``, ``runs:/id/model`` and friends, as opposed to a checkpoint file path."""
+    return "://" in model or model.startswith(("models:/", "runs:/"))
+
+
+def predict(
+    videos: Sequence[str | Path], model: str, params: Params | None = None, top_k: int = 5
+) -> list[list[dict] | dict]:
+    """Top-k labels for each video with a checkpoint path or an MLflow model URI.
+
+    Returns one entry per video, in order: a list of ``{"label", "index", "score"}`` or
+    ``{"error": "<one line>"}`` for a video that could not be read.
+    """
+    params = params or Params()
+    if not is_model_uri(model):
+        if not Path(model).is_file():
+            raise ConfigError(f"{model}: checkpoint not found (train first, or pass --model models:/<name>@champion)")
+        return predict_many(VideoPredictor.from_checkpoint(model, params=params), videos, top_k)
+
+    import mlflow
+    import pandas as pd
+
+    from madapter.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        pyfunc = mlflow.pyfunc.load_model(model)
+    except Exception as err:  # noqa: BLE001 - MlflowException, missing alias, unreachable server
+        raise ConfigError(f"{model}: cannot load the model from {uri}: {_one_line(err)}") from None
+    frame = pd.DataFrame({"video": [str(v) for v in videos]})
+    out = pyfunc.predict(frame, params={"top_k": top_k})
+    results: list[list[dict] | dict] = []
+    for _, row in out.iterrows():
+        if row["error"]:
+            logger.error(row["error"])
+            results.append({"error": row["error"]})
+        else:
+            results.append([{"label": lbl, "score": float(s)} for lbl, s in zip(row["labels"], row["scores"], strict=True)])
+    return results

@@ -1,0 +1,244 @@
+"""Register stage: log the evaluated model as an MLflow pyfunc and gate promotion to ``champion``.
+
+The pyfunc (:class:`VideoClassifierPyfunc`) takes a DataFrame with a ``video`` column (file
+paths) and/or a ``video_bytes`` column (raw file contents, base64 in JSON requests) and returns
+top-k labels with scores per row; a row that cannot be decoded gets an ``error`` instead of
+failing the whole request.  It carries its own copy of the ``madapter`` package
+(``code_paths``), so ``mlflow models serve -m models:/<name>@champion --env-manager local``
+works from any directory.
+
+Promotion gate: every registered version is tagged with its metric, protocol, dataset and split.
+A new version takes alias ``champion`` only when it beats the current champion's metric on the
+SAME protocol, dataset and split (by more than ``register.min_improvement``); otherwise it gets
+alias ``challenger`` and the reason is recorded as a tag on the version and on the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+from madapter.config import ConfigError, Params
+from madapter.paths import StagePaths
+
+logger = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+COMPARABLE_TAGS = ("protocol", "dataset", "split")
+
+
+class VideoClassifierPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc: video paths or bytes -> top-k labels and scores (see module docstring)."""
+
+    def load_context(self, context) -> None:
+        from madapter.predict import VideoPredictor, ViewSettings
+
+        settings = json.loads(Path(context.artifacts["settings"]).read_text())
+        settings["mean"], settings["std"] = tuple(settings["mean"]), tuple(settings["std"])
+        self.top_k = int(settings.pop("top_k"))
+        self.predictor = VideoPredictor.from_checkpoint(context.artifacts["checkpoint"], ViewSettings(**settings))
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+        import pandas as pd
+
+        from madapter.predict import error_line
+
+        k = int((params or {}).get("top_k") or self.top_k)
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        rows = []
+        for _, row in frame.iterrows():
+            video = row.get("video")
+            data = row.get("video_bytes")
+            name = str(video) if isinstance(video, str) and video else "<bytes>"
+            try:
+                if isinstance(data, bytes | bytearray) and data:
+                    top = self.predictor.predict_bytes(bytes(data), k)
+                elif isinstance(video, str) and video:
+                    top = self.predictor.predict_path(video, k)
+                else:
+                    raise ValueError("row has neither a 'video' path nor 'video_bytes'")
+                rows.append({"video": name, "labels": [t["label"] for t in top],
+                             "scores": [t["score"] for t in top], "error": ""})
+            except Exception as err:  # noqa: BLE001 - one bad video must not fail the batch
+                rows.append({"video": name, "labels": [], "scores": [], "error": error_line(name, err)})
+        return pd.DataFrame(rows, columns=["video", "labels", "scores", "error"])
+
+
+def model_signature(top_k: int):
+    """Input: optional ``video`` (string) / ``video_bytes`` (binary); output: labels, scores, error."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema([ColSpec("string", "video", required=False), ColSpec("binary", "video_bytes", required=False)])
+    outputs = Schema([
+        ColSpec("string", "video"),
+        ColSpec(Array("string"), "labels"),
+        ColSpec(Array("double"), "scores"),
+        ColSpec("string", "error"),
+    ])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=ParamSchema([ParamSpec("top_k", "long", top_k)]))
+
+
+@dataclass
+class RegisterResult:
+    model_name: str
+    version: str
+    alias: str
+    promoted: bool
+    reason: str
+    metric: str
+    value: float
+    champion_before: str | None
+    champion_value_before: float | None
+    run_id: str
+    model_uri: str
+    protocol: str
+    dataset: str
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+
+
+def decide(candidate: dict[str, str], champion: dict[str, str] | None, metric: str, min_improvement: float) -> GateDecision:
+    """The champion/challenger rule on version tags (pure: unit-tested without a registry)."""
+    value = float(candidate[metric])
+    if champion is None:
+        return GateDecision(True, f"no champion yet; {metric}={value:.4f}")
+    for key in COMPARABLE_TAGS:
+        if champion.get(key) != candidate.get(key):
+            return GateDecision(
+                False,
+                f"not comparable: champion {key} is {champion.get(key)!r}, this model's is {candidate.get(key)!r}",
+            )
+    if metric not in champion:
+        return GateDecision(True, f"champion has no {metric} recorded; {metric}={value:.4f}")
+    best = float(champion[metric])
+    if math.isfinite(value) and value > best + min_improvement:
+        return GateDecision(True, f"{metric} {value:.4f} beats champion {best:.4f} (+{value - best:.4f})")
+    return GateDecision(
+        False, f"{metric} {value:.4f} does not beat champion {best:.4f} by more than {min_improvement:g}"
+    )
+
+
+def _current_champion(client, name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def _read_json(path: Path, stage: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; run the {stage} stage first (python -m madapter {stage})")
+    return json.loads(path.read_text())
+
+
+def register(params: Params) -> RegisterResult:
+    """Log + register the evaluated checkpoint; set ``champion`` or ``challenger``; write registration.json."""
+    import madapter
+    from madapter.models.checkpoint import load_checkpoint
+    from madapter.predict import ViewSettings
+    from madapter.tracking import get_client, resolve_tracking_uri
+
+    paths = StagePaths.from_params(params)
+    run = _read_json(paths.train / "run.json", "train")
+    evaluation = _read_json(paths.evaluate / "metrics.json", "evaluate")
+    checkpoint = paths.train / "checkpoint.pt"
+    metric = params.register.metric
+    if metric not in evaluation or not isinstance(evaluation[metric], int | float):
+        raise ConfigError(
+            f"params.yaml: register.metric: {metric!r} is not a number in {paths.evaluate / 'metrics.json'} "
+            f"(choose one of top1, top5, mean_class_acc)"
+        )
+    name, run_id = params.register.model_name, run["run_id"]
+    uri = resolve_tracking_uri(params)
+    client = get_client(params)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+    model, _ = load_checkpoint(checkpoint, map_location="cpu")
+    settings = ViewSettings.from_params(params, model.data_config).to_dict()
+    settings.update(num_frames=evaluation["frames"], clips=evaluation["clips"], crops=evaluation["crops"])
+    settings["top_k"] = params.register.top_k
+    version_tags = {
+        "metric": metric,
+        metric: f"{float(evaluation[metric]):.6f}",
+        "protocol": evaluation["protocol"],
+        "dataset": evaluation["dataset"],
+        "split": evaluation["split"],
+        "top1": f"{evaluation['top1']:.6f}",
+        "top5": f"{evaluation['top5']:.6f}",
+        "mean_class_acc": f"{evaluation['mean_class_acc']:.6f}",
+        "checkpoint_md5": evaluation["checkpoint_md5"],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        settings_file = Path(tmp) / "settings.json"
+        settings_file.write_text(json.dumps(settings, indent=2))
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=VideoClassifierPyfunc(),
+                artifacts={"checkpoint": str(checkpoint), "settings": str(settings_file)},
+                code_paths=[str(Path(madapter.__file__).parent)],
+                signature=model_signature(params.register.top_k),
+                pip_requirements=_pip_requirements(),
+                registered_model_name=name,
+            )
+    version = str(info.registered_model_version)
+    for key, value in version_tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+    champion = _current_champion(client, name)
+    champion_tags = dict(champion.tags) if champion is not None else None
+    decision = decide(version_tags, champion_tags, metric, params.register.min_improvement)
+    alias = CHAMPION if decision.promote else CHALLENGER
+    client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, "decision", alias)
+    client.set_model_version_tag(name, version, "decision_reason", decision.reason)
+    client.set_tag(run_id, "registry.version", version)
+    client.set_tag(run_id, "registry.decision", f"{alias}: {decision.reason}")
+    logger.info("%s version %s -> %s (%s)", name, version, alias, decision.reason)
+
+    result = RegisterResult(
+        model_name=name,
+        version=version,
+        alias=alias,
+        promoted=decision.promote,
+        reason=decision.reason,
+        metric=metric,
+        value=float(evaluation[metric]),
+        champion_before=champion.version if champion is not None else None,
+        champion_value_before=float(champion_tags[metric]) if champion_tags and metric in champion_tags else None,
+        run_id=run_id,
+        model_uri=f"models:/{name}/{version}",
+        protocol=evaluation["protocol"],
+        dataset=evaluation["dataset"],
+    )
+    paths.register.mkdir(parents=True, exist_ok=True)
+    (paths.register / "registration.json").write_text(json.dumps(asdict(result), indent=2))
+    return result
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned from the running environment (explicit: MLflow's inference would import and run the model)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs = []
+    for package in ("torch", "torchvision", "timm", "decord", "av", "numpy", "pandas", "pydantic", "pyyaml", "mlflow"):
+        try:
+            reqs.append(f"{package}=={version(package).split('+')[0]}")
+        except PackageNotFoundError:
+            continue
+    return reqs
