@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import requests
+import urllib3
 from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,10 @@ def _stream_once(session: requests.Session, url: str, part: Path, timeout_s: flo
             open(part, mode) as fh,
             tqdm(total=expected, initial=have, unit="B", unit_scale=True, desc=part.name[:-5], leave=False) as bar,
         ):
-            for chunk in resp.iter_content(_CHUNK):
+            # We check the length ourselves: urllib3's own check would raise *and* drop the
+            # bytes it had buffered, so a dropped connection would lose what already arrived.
+            resp.raw.enforce_content_length = False
+            while chunk := resp.raw.read1(_CHUNK, decode_content=False):
                 fh.write(chunk)
                 bar.update(len(chunk))
     if expected is not None and part.stat().st_size < expected:
@@ -123,7 +127,13 @@ def fetch_url(
             try:
                 _stream_once(session, url, part, timeout_s)
                 break
-            except (_Incomplete, requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as err:
+            except (
+                _Incomplete,
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+                urllib3.exceptions.HTTPError,
+            ) as err:
                 if attempt == retries:
                     raise DownloadError(
                         f"{url}: failed after {retries + 1} attempts ({err}); re-run to resume from {part}"
