@@ -1,0 +1,92 @@
+"""``dvc.yaml`` is the one stage graph: check it against the code, the params and the paths.
+
+These read the graph through DVC's own API (templating resolved), so what is checked is what
+``dvc repro`` will run.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from dvc.repo import Repo
+
+from madapter.cli import STAGES as CLI_STAGES
+from madapter.cli import flatten
+from madapter.config import load_params
+from madapter.paths import StagePaths
+from pipelines.dvc_stages import PIPELINE_STAGES
+from tests.pipeline.conftest import REPO
+from tests.pipeline.import_graph import stage_sources
+
+STAGE_MODULE = {name: module for name, module, _fn, _help in CLI_STAGES}
+NOT_A_DEP = {"madapter/__init__.py"}
+"""The package marker (version string + NullHandler): changing it changes no stage's output."""
+
+
+@pytest.fixture(scope="module")
+def stages():
+    with Repo(str(REPO)) as repo:
+        return {stage.addressing: stage for stage in repo.index.stages}
+
+
+def test_stage_order_and_one_library_entry_point_each(stages):
+    assert list(stages) == list(PIPELINE_STAGES)
+    assert [name for name, *_ in CLI_STAGES] == list(PIPELINE_STAGES)
+    for name, stage in stages.items():
+        assert stage.cmd == f"python -m madapter {name}"
+
+
+@pytest.mark.parametrize("stage_name", PIPELINE_STAGES)
+def test_deps_are_exactly_the_modules_the_stage_imports(stages, stage_name):
+    """A module the stage imports but DVC does not watch would leave stale outputs after an edit."""
+    used = stage_sources(REPO, STAGE_MODULE[stage_name]) - NOT_A_DEP
+    declared = {str(d.def_path) for d in stages[stage_name].deps if str(d.def_path).startswith("madapter/")}
+    assert used - declared == set(), f"add to {stage_name}.deps in dvc.yaml"
+    assert declared - used == set(), f"{stage_name}.deps lists modules the stage does not import"
+    assert all((REPO / p).is_file() for p in declared)
+
+
+def test_params_exist_and_outs_follow_stage_paths(stages):
+    params_yaml = yaml.safe_load((REPO / "params.yaml").read_text())
+    keys = set(flatten(params_yaml)) | set(params_yaml) | {k.rsplit(".", 1)[0] for k in flatten(params_yaml)}
+    for name, stage in stages.items():
+        for dep in stage.params:
+            missing = set(dep.params) - keys
+            assert not missing, f"{name}: params {missing} not in params.yaml"
+    paths = StagePaths.from_params(load_params(REPO / "params.yaml"))
+    expected = {
+        "download": paths.raw, "index": paths.index, "scan": paths.scan, "decode": paths.frames,
+        "train": paths.train, "evaluate": paths.evaluate, "register": paths.register,
+    }
+    for name, stage in stages.items():
+        assert str(expected[name]) in [str(o.def_path) for o in stage.outs], name
+
+
+def test_data_flows_along_the_graph(stages):
+    """Each stage depends on the outputs of the stage(s) before it (so DVC orders and re-runs them)."""
+    outs = {name: {str(o.def_path) for o in stage.outs} for name, stage in stages.items()}
+    deps = {name: {str(d.def_path) for d in stage.deps} for name, stage in stages.items()}
+    for upstream, downstream in zip(PIPELINE_STAGES, PIPELINE_STAGES[1:], strict=False):
+        assert outs[upstream] & deps[downstream], f"{downstream} does not depend on {upstream}'s output"
+
+
+def test_ray_checkpoints_persist_and_metrics_plots_declared():
+    train = {str(o.def_path): o for o in _stage("train").outs}
+    ray_dir = str(load_params(REPO / "params.yaml").train.storage_path)
+    assert train[ray_dir].persist and not train[ray_dir].use_cache
+    raw = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert any("metrics.json" in m for m in raw["metrics"])
+    plot_text = yaml.safe_dump(raw["plots"])
+    assert "history.json" in plot_text and "predictions.csv" in plot_text and "confusion" in plot_text
+
+
+def _stage(name: str):
+    with Repo(str(REPO)) as repo:
+        return next(s for s in repo.index.stages if s.addressing == name)
+
+
+def test_default_remote_is_a_local_directory():
+    with Repo(str(REPO)) as repo:
+        remote = repo.config["core"]["remote"]
+        url = repo.config["remote"][remote]["url"]
+    assert "://" not in url, "the default remote must work offline (a local directory)"
