@@ -154,7 +154,7 @@ def render_video(class_index: int, video_index: int, cfg: SyntheticSection, seed
 # ---------------------------------------------------------------------------------------- encoding
 def encode_video(
     path: Path, frames: Sequence[np.ndarray] | np.ndarray, fps: int, codec: str = "libx264",
-    options: dict[str, str] | None = None,
+    options: dict[str, str] | None = None, container_options: dict[str, str] | None = None,
 ) -> Path:
     """Write RGB uint8 frames as a real video file (h264/yuv420p mp4, or VP8/VP9 webm by ``codec``).
 
@@ -167,7 +167,7 @@ def encode_video(
     height, width = frames[0].shape[:2]
     fmt = "webm" if path.suffix == ".webm" else "mp4"
     defaults = {"crf": "18", "preset": "veryfast"} if codec == "libx264" else {"crf": "10", "b": "0"}
-    with av.open(str(tmp), mode="w", format=fmt) as container:
+    with av.open(str(tmp), mode="w", format=fmt, options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.thread_count = 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -100,6 +100,21 @@ class DecordVideo:
         self._vr = None
 
 
+def _decode_tolerant(container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
+    """Frames of the first video stream, skipping packets that fail to decode.
+
+    A damaged packet (a truncated download, a bad sector) costs its frame, not the whole video:
+    ``container.decode()`` would stop at the first error.
+    """
+    stream = container.streams.video[0]
+    stream.codec_context.thread_count = 1
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError as err:
+            logger.debug("%s: skipping an undecodable packet: %s", container.name, short_error(err))
+
+
 class PyAVVideo:
     """Sequential PyAV decoding: exact for every codec FFmpeg knows, including VP8/VP9 webm.
 
@@ -129,9 +144,7 @@ class PyAVVideo:
     def decode_all(self) -> np.ndarray:
         """Every frame, in order (the simple decode-everything path; also the benchmark baseline)."""
         with av.open(str(self.path)) as container:
-            stream = container.streams.video[0]
-            stream.codec_context.thread_count = 1
-            return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
+            return np.stack([f.to_ndarray(format="rgb24") for f in _decode_tolerant(container)])
 
     def count_decoded(self) -> int:
         """Decode the whole stream and return how many frames really decode (exact, slow-ish).
@@ -141,9 +154,7 @@ class PyAVVideo:
         count, last = 0, None
         try:
             with av.open(str(self.path)) as container:
-                stream = container.streams.video[0]
-                stream.codec_context.thread_count = 1
-                for frame in container.decode(stream):
+                for frame in _decode_tolerant(container):
                     count, last = count + 1, frame
                 if last is not None:
                     last.to_ndarray(format="rgb24")
@@ -159,30 +170,28 @@ class PyAVVideo:
             raise VideoError(f"{display_path(self.path)}: no frame indices requested")
         stop = max(wanted)
         found: dict[int, np.ndarray] = {}
-        decoded = 0
+        decoded, last_frame = 0, None
         try:
             with av.open(str(self.path)) as container:
-                stream = container.streams.video[0]
-                stream.codec_context.thread_count = 1
-                for i, frame in enumerate(container.decode(stream)):
-                    decoded = i + 1
+                for i, frame in enumerate(_decode_tolerant(container)):
+                    decoded, last_frame = i + 1, frame
                     if i in wanted:
                         found[i] = frame.to_ndarray(format="rgb24")
                     if i >= stop:
                         break
         except Exception as err:
-            if not found or strict:
+            if last_frame is None or strict:
                 raise VideoError(
                     f"{display_path(self.path)}: PyAV decoding failed after {decoded} frames: {short_error(err)}"
                 ) from None
         missing = sorted(i for i in wanted if i not in found)
         if missing:
-            if strict or not found:
+            if strict or last_frame is None:
                 raise VideoError(
                     f"{display_path(self.path)}: only {decoded} frames decode, frame {missing[0]} was asked for"
                 )
-            # The stream ended early (packet count over-estimates): repeat the last frame we have.
-            fill = found[max(found)]
+            # The stream ended early (packets that did not decode): use the real last frame instead.
+            fill = last_frame.to_ndarray(format="rgb24")
             found.update({i: fill for i in missing})
         return np.stack([found[int(i)] for i in indices])
 
