@@ -170,3 +170,27 @@ def test_links_inside_the_target_are_kept(tmp_path):
     extract_archive(archive, tmp_path / "out")
     assert os.readlink(tmp_path / "out" / "a" / "alias.txt") == "real.txt"
     assert (tmp_path / "out" / "b").read_bytes() == b"r"
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("a/b.avi", "a/b.avi"),
+        ("./a//b.avi", "a/b.avi"),
+        ("-x (1)!.avi", "-x (1)!.avi"),
+        ("./", None),
+        ("../x", UnsafeArchiveError),
+        ("a/../../x", UnsafeArchiveError),
+        ("a\\..\\x", UnsafeArchiveError),
+        ("/etc/passwd", UnsafeArchiveError),
+        ("C:/x", UnsafeArchiveError),
+    ],
+)
+def test_entry_names_are_checked_before_anything_is_written(name, expected):
+    from madapter.data.archives import safe_relpath
+
+    if expected is UnsafeArchiveError:
+        with pytest.raises(UnsafeArchiveError, match="refusing"):
+            safe_relpath(name, Path("x.zip"))
+    else:
+        assert safe_relpath(name, Path("x.zip")) == expected
