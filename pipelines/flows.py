@@ -71,10 +71,12 @@ def publish_summary(params: Params, repo: str, runs: list[StageRun]) -> str:
     return markdown
 
 
-def _stage_task(stage: str, download_retries: int):
-    """Download talks to the network: Prefect retries the whole (resumable) stage on failure."""
-    if stage == "download":
-        return dvc_stage.with_options(retries=download_retries, retry_delay_seconds=[30, 120, 300])
+def _stage_task(stage: str, download_retries: int, download_retry_delay_s: float):
+    """Download talks to the network: Prefect retries the whole (resumable) stage on failure,
+    waiting 1x, 4x, 10x ``download_retry_delay_s`` (a mirror that is down often comes back)."""
+    if stage == "download" and download_retries > 0:
+        delays = [download_retry_delay_s * f for f in (1, 4, 10)]
+        return dvc_stage.with_options(retries=download_retries, retry_delay_seconds=delays[:download_retries])
     return dvc_stage
 
 
@@ -83,6 +85,7 @@ def madapter_pipeline(
     repo_dir: str = str(REPO_ROOT),
     force_stages: list[str] | None = None,
     download_retries: int = 2,
+    download_retry_delay_s: float = 30.0,
     push: bool = False,
 ) -> list[StageRun]:
     """The whole pipeline, one DVC stage per task, in dependency order.
@@ -92,6 +95,7 @@ def madapter_pipeline(
         force_stages: stages to re-run even when DVC finds them up to date (e.g. ``["download"]`` to
             re-check the source on a schedule; everything downstream re-runs only if its inputs changed).
         download_retries: Prefect retries of the download stage (on top of per-file HTTP retries).
+        download_retry_delay_s: first wait before a download retry (then 4x, 10x).
         push: ``dvc push`` the outputs to the default DVC remote after a successful run.
     """
     forced = set(force_stages or [])
@@ -101,7 +105,7 @@ def madapter_pipeline(
     params = validate_params(repo_dir)
     runs: list[StageRun] = []
     for stage in PIPELINE_STAGES:
-        task_fn = _stage_task(stage, download_retries)
+        task_fn = _stage_task(stage, download_retries, download_retry_delay_s)
         runs.append(task_fn(stage, repo_dir, force=stage in forced))
     if push:
         push_data(repo_dir)

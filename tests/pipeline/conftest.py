@@ -15,13 +15,28 @@ from typing import Any
 
 import pytest
 import yaml
+from prefect.testing.utilities import prefect_test_harness
 
 REPO = Path(__file__).resolve().parents[2]
 
-COPY_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", "data", "outputs", "mlruns", "mlartifacts", "mlflow.db", ".dvc-remote",
-    "cache", "tmp", "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info", "results", ".prefect",
-)
+TOP_LEVEL_SKIP = {
+    ".git", ".venv", "data", "outputs", "mlruns", "mlartifacts", "mlflow.db", ".dvc-remote", ".prefect",
+    ".pytest_cache", ".ruff_cache", "build", "dist",
+}
+"""What a fresh clone would not have: run products, caches, the virtualenv."""
+ANYWHERE_SKIP = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
+
+
+def _copy_ignore(directory: str, names: list[str]) -> set[str]:
+    skipped = set(ANYWHERE_SKIP(directory, names))
+    if Path(directory).resolve() == REPO:
+        skipped |= TOP_LEVEL_SKIP & set(names)
+    if Path(directory).resolve() == REPO / ".dvc":
+        skipped |= {"cache", "tmp", "config.local"} & set(names)
+    if Path(directory).resolve() == REPO / "benchmarks":
+        skipped |= {"results"} & set(names)
+    return skipped
+
 
 # The smallest pipeline that still exercises every stage for real: 2 synthetic classes x 3 real
 # mp4 videos, 8 decoded frames of 32x32, a random-init ViT-tiny on 4 frames, 1 epoch, 1 Ray worker.
@@ -83,7 +98,7 @@ def write_params(repo: Path, changes: dict[str, Any]) -> dict[str, Any]:
 
 def copy_repo(dst: Path) -> Path:
     """A fresh git repository holding this checkout's source tree (what a clone would have)."""
-    shutil.copytree(REPO, dst, ignore=COPY_IGNORE)
+    shutil.copytree(REPO, dst, ignore=_copy_ignore)
     git = ["git", "-c", "user.email=test@madapter.local", "-c", "user.name=madapter tests"]
     run(["git", "init", "-q"], dst)
     run([*git, "add", "-A"], dst)
@@ -94,3 +109,10 @@ def copy_repo(dst: Path) -> Path:
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
     return copy_repo(tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
+def harness():
+    """Prefect's test harness: a real, temporary Prefect API (SQLite) for the whole session."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
