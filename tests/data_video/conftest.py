@@ -68,5 +68,6 @@ def synthetic_params(tmp_path: Path) -> Params:
 
 
 @pytest.fixture(autouse=True)
-def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
+def _capture_stage_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """Stage logs (drop counts, fallbacks) show up in failure reports."""
     caplog.set_level(logging.INFO, logger="madapter")
