@@ -159,9 +159,13 @@ def decode_dataset(params: Params) -> Path:
 
     splits: dict[str, dict[str, int]] = {}
     tally = _Tally()
-    with worker_pool(cfg.workers) as pool:
-        for split in SPLITS:
-            splits[split] = _decode_split(split, paths, cfg, classes, quarantine, pool, building / split, tally)
+    try:
+        with worker_pool(cfg.workers) as pool:
+            for split in SPLITS:
+                splits[split] = _decode_split(split, paths, cfg, classes, quarantine, pool, building / split, tally)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)  # the previous store, if any, stays untouched
+        raise
 
     seconds = time.perf_counter() - started
     videos = sum(s["videos"] for s in splits.values())

@@ -110,3 +110,26 @@ def test_segment_times_restrict_the_grid(synthetic_params: Params) -> None:
     everything = PyAVVideo(paths.raw / first[0]).decode_all()
     expected = resize_and_center_crop(everything[8 + uniform_grid(8, 8)], 32)
     assert np.abs(frames.astype(int) - expected.astype(int)).mean() < 2.0
+
+
+def test_a_video_broken_after_the_scan_is_skipped_and_reported(decoded: Params) -> None:
+    paths = StagePaths.from_params(decoded)
+    victim = FrameStore(paths.frames, "train").paths[1]
+    (paths.raw / victim).write_bytes(b"\x00" * 4096)  # damaged after the scan said it was fine
+    decode_dataset(decoded)
+    meta = json.loads((paths.frames / "store.json").read_text())
+    assert [f["path"] for f in meta["failed"]] == [victim] and victim in meta["failed"][0]["reason"]
+    train = FrameStore(paths.frames, "train")
+    assert len(train) == 3 and victim not in train.paths
+    assert meta["videos"] == 11
+
+
+def test_a_failed_run_keeps_the_previous_store(decoded: Params) -> None:
+    paths = StagePaths.from_params(decoded)
+    before = (paths.frames / "store.json").read_text()
+    (paths.index / "test.csv").unlink()  # the third split cannot be read: the stage fails midway
+    with pytest.raises(FileNotFoundError, match="test.csv"):
+        decode_dataset(decoded)
+    assert (paths.frames / "store.json").read_text() == before
+    assert len(FrameStore(paths.frames, "test")) == 4
+    assert not paths.frames.with_name(paths.frames.name + ".partial").exists()
