@@ -331,6 +331,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         peak_mb = _all_reduce_max(peak_memory_mb(device), world_size)
 
         model.eval()
+        val_started = time.perf_counter()
         val_report = _validate(forward, val_ds, rank, world_size, cfg.batch_size, device, len(classes))
         record = {
             "epoch": epoch + 1,
@@ -343,6 +344,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "clips_per_s": seen / max(elapsed, 1e-9),
             "peak_memory_mb": peak_mb,
             "epoch_time_s": elapsed,
+            "val_time_s": time.perf_counter() - val_started,
             "lr": scheduler.get_last_lr()[0],
         }
         history.append(record)
@@ -355,6 +357,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             )
             logger.info("epoch %d/%d: %s", epoch + 1, cfg.epochs, {k: round(v, 4) for k, v in record.items()})
 
+        ckpt_started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -384,6 +387,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 checkpoint_dir_name=f"{CHECKPOINT_PREFIX}{epoch + 1:04d}",
             )
         status.update(epoch=epoch + 1, step=len(loader), steps=len(loader), state="checkpointed")
+        if rank == 0:
+            logger.info("epoch %d: checkpoint + report took %.2fs", epoch + 1, time.perf_counter() - ckpt_started)
 
     if rank == 0 and val_report is not None:
         _log_final_artifacts(client, run_id, params, classes, val_report, history)

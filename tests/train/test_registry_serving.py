@@ -1,0 +1,165 @@
+"""Evaluation, the champion/challenger gate on a real MLflow registry, the pyfunc and `mlflow models serve`.
+
+All on the model trained by the real 2-worker Ray run (``trained`` fixture) and the real MLflow
+server; the "deliberately worse" model is that model with its trainable weights zeroed (constant
+logits: it always answers class 0).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+from mlflow import MlflowClient
+
+from madapter.evaluate import evaluate
+from madapter.models.checkpoint import load_checkpoint, save_checkpoint
+from madapter.paths import StagePaths
+from madapter.predict import VideoPredictor, predict
+from madapter.registry import register
+from tests.train.conftest import BIN, free_port, make_params, stop, wait_http
+
+pytestmark = pytest.mark.integration
+MODEL = "madapter-gate"
+
+
+def _train_videos(params) -> tuple[list[str], list[int], list[str]]:
+    paths = StagePaths.from_params(params)
+    with open(paths.index / "train.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    classes = (paths.index / "classes.txt").read_text().split()
+    return [str(paths.raw / r["path"]) for r in rows], [int(r["label"]) for r in rows], classes
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained):
+    params, _ = trained
+    return params.model_copy(update={"register": params.register.model_copy(update={"model_name": MODEL})}), evaluate(params)
+
+
+@pytest.fixture(scope="module")
+def worse_params(trained, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory):
+    """A deliberately worse model: trained checkpoint with all trainable weights zeroed, own MLflow run."""
+    params, result = trained
+    outputs = tmp_path_factory.mktemp("worse") / "worse"
+    worse = make_params(Path(params.base.data_dir), outputs, mlflow_server, register={"model_name": MODEL})
+    model, ckpt = load_checkpoint(result.checkpoint)
+    model.load_trainable_state_dict({k: torch.zeros_like(v) for k, v in model.trainable_state_dict().items()})
+    paths = StagePaths.from_params(worse)
+    save_checkpoint(paths.train / "checkpoint.pt", model, ckpt["classes"])
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name(worse.mlflow.experiment)
+    run = client.create_run(experiment.experiment_id, run_name="worse-baseline")
+    (paths.train / "run.json").write_text(json.dumps({"run_id": run.info.run_id}))
+    return worse
+
+
+@pytest.fixture(scope="module")
+def gate(evaluated, worse_params):
+    """worse (no champion yet -> champion), better (beats it -> champion), worse again (-> challenger)."""
+    better_params, better_metrics = evaluated
+    worse_metrics = evaluate(worse_params)
+    first = register(worse_params)
+    second = register(better_params)
+    third = register(worse_params)
+    return {"worse": worse_metrics, "better": better_metrics, "steps": (first, second, third), "worse_params": worse_params}
+
+
+def test_evaluate_is_deterministic_and_logged_to_the_training_run(evaluated, trained, mlflow_server: str) -> None:
+    params, first = evaluated
+    again = evaluate(params)
+    assert again == first
+    assert first["protocol"] == "4x1x1" and first["split"] == "test" and first["dataset"] == "synthetic"
+    assert 0.0 <= first["top1"] <= first["top5"] <= 1.0 and first["num_videos"] == 8
+    out = StagePaths.from_params(params).evaluate
+    for name in ("metrics.json", "confusion.csv", "per_class.csv", "predictions.csv", "train_curves.json",
+                 "confusion_matrix.png"):
+        assert (out / name).is_file(), name
+    assert len(json.loads((out / "train_curves.json").read_text())) == 20
+    run = MlflowClient(mlflow_server).get_run(trained[1].run_id)
+    assert run.data.metrics["test_4x1x1_top1"] == pytest.approx(first["top1"])
+    assert run.data.tags["eval_protocol"] == "4x1x1"
+
+
+def test_multi_view_protocol_is_named_and_differs_from_single_view(trained, evaluated) -> None:
+    params, single = evaluated
+    multi = evaluate(params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"clips": 2, "crops": 3})}))
+    assert multi["protocol"] == "4x2x3" and multi["clips"] == 2 and multi["crops"] == 3
+    assert multi["checkpoint_md5"] == single["checkpoint_md5"]
+    evaluate(params)  # restore the 1x1 outputs the registry tests read
+
+
+def test_gate_promotes_better_and_keeps_worse_as_challenger(gate, mlflow_server: str) -> None:
+    worse, better = gate["worse"], gate["better"]
+    assert worse["top1"] == pytest.approx(0.25)  # constant logits -> always class 0 -> 2 of 8 test videos
+    assert better["top1"] > worse["top1"], "the trained model must beat the zeroed one on the test split"
+    first, second, third = gate["steps"]
+    assert (first.alias, second.alias, third.alias) == ("champion", "champion", "challenger")
+    assert second.champion_before == first.version and "beats champion" in second.reason
+    assert not third.promoted and "does not beat" in third.reason
+    client = MlflowClient(mlflow_server)
+    assert client.get_model_version_by_alias(MODEL, "champion").version == second.version
+    assert client.get_model_version_by_alias(MODEL, "challenger").version == third.version
+    versions = {v.version: v for v in client.search_model_versions(f"name='{MODEL}'")}
+    assert set(versions) == {first.version, second.version, third.version}
+    assert float(versions[second.version].tags["top1"]) == pytest.approx(better["top1"])
+    assert float(versions[third.version].tags["top1"]) == pytest.approx(worse["top1"])
+    assert versions[third.version].tags["decision_reason"] == third.reason
+
+    registration = json.loads((StagePaths.from_params(gate["worse_params"]).register / "registration.json").read_text())
+    assert registration["alias"] == "challenger" and registration["version"] == third.version
+
+
+def test_pyfunc_by_alias_predicts_the_trained_classes(gate, trained, mlflow_server: str) -> None:
+    params, result = trained
+    videos, labels, classes = _train_videos(params)
+    by_alias = predict(videos, f"models:/{MODEL}@champion", params, top_k=2)
+    local = VideoPredictor.from_checkpoint(result.checkpoint, params=params)
+    predicted = [r[0]["label"] for r in by_alias]
+    assert predicted == [local.predict_path(v, 1)[0]["label"] for v in videos]  # served == local checkpoint
+    accuracy = np.mean([p == classes[y] for p, y in zip(predicted, labels, strict=True)])
+    assert accuracy >= 0.6, f"training-set accuracy through the registered model is only {accuracy:.2f}"
+    assert all(len(r) == 2 and r[0]["score"] >= r[1]["score"] for r in by_alias)
+
+
+def test_predict_reports_bad_files_and_predicts_the_rest(trained, tmp_path: Path) -> None:
+    params, result = trained
+    videos, _, _ = _train_videos(params)
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all")
+    out = predict([videos[0], str(bad), videos[1]], str(result.checkpoint), params, top_k=3)
+    assert len(out[0]) == 3 and len(out[2]) == 3
+    assert set(out[1]) == {"error"} and out[1]["error"].startswith(str(bad)) and "\n" not in out[1]["error"]
+
+
+def test_mlflow_models_serve_answers_a_video_request(gate, trained, mlflow_server: str, tmp_path: Path) -> None:
+    params, result = trained
+    videos, labels, classes = _train_videos(params)
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager", "local",
+           "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", proc, timeout=120, log=log)
+        response = requests.post(
+            f"http://127.0.0.1:{port}/invocations",
+            json={"dataframe_records": [{"video": videos[0]}], "params": {"top_k": 2}},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        prediction = response.json()["predictions"][0]
+        local = VideoPredictor.from_checkpoint(result.checkpoint, params=params).predict_path(videos[0], 2)
+        assert prediction["labels"] == [p["label"] for p in local] and prediction["error"] == ""
+        assert prediction["scores"] == pytest.approx([p["score"] for p in local], abs=1e-5)
+    finally:
+        stop(proc)

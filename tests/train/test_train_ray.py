@@ -1,0 +1,142 @@
+"""Real Ray Train runs (2 CPU workers, gloo) logging to a real MLflow server.
+
+Scenarios share one Ray session and one MLflow server: the trained fixture (one long run), an
+uninterrupted reference, a run stopped after epoch 1 and resumed, and a run whose worker is
+SIGKILLed mid-epoch.  The last three use the same configuration, so their final weights must
+agree: resuming or recovering must not change what is learned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from madapter.train import train
+from tests.train.conftest import make_params
+
+pytestmark = pytest.mark.integration
+
+
+def _runs(uri: str, run_name: str):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("madapter-tests")
+    return client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{run_name}'")
+
+
+def _steps(uri: str, run_id: str, key: str) -> list[int]:
+    return [m.step for m in MlflowClient(uri).get_metric_history(run_id, key)]
+
+
+def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["trainable_state_dict"]
+
+
+def test_two_worker_run_logs_one_mlflow_run_with_epochs_and_artifacts(trained, mlflow_server: str) -> None:
+    params, result = trained
+    assert result.completed and result.epochs_done == 20 and len(result.history) == 20
+    runs = _runs(mlflow_server, params.train.run_name)
+    assert [r.info.run_id for r in runs] == [result.run_id]  # exactly one MLflow run
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "clips_per_s", "peak_memory_mb"):
+        assert _steps(mlflow_server, result.run_id, key) == list(range(1, 21)), key
+    assert run.data.params["train.lr"] == "0.003" and run.data.params["dataset.name"] == "synthetic"
+    tags = run.data.tags
+    assert tags["dataset"] == "synthetic" and len(tags["git_commit"]) == 40
+    assert int(tags["params_trainable"]) < int(tags["params_backbone"])  # frozen backbone, small branch
+    assert run.data.metrics["peak_memory_mb"] > 100 and run.data.metrics["clips_per_s"] > 0
+    client = MlflowClient(mlflow_server)
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"label_map.json", "config", "train"} <= artifacts
+    train_files = {a.path for a in client.list_artifacts(result.run_id, "train")}
+    assert {"train/confusion_matrix.png", "train/per_class_accuracy.csv", "train/curves.png"} <= train_files
+    # the stage outputs the next stages read
+    run_json = json.loads((Path(params.base.outputs_dir) / "train" / "run.json").read_text())
+    assert run_json["run_id"] == result.run_id and run_json["completed"] is True
+    assert result.checkpoint.is_file()
+    # it learned: the training loss fell clearly
+    assert result.history[-1]["train_loss"] < 0.8 * result.history[0]["train_loss"]
+
+
+def test_resume_continues_same_mlflow_run_and_matches_uninterrupted(
+    data_dir: Path, mlflow_server: str, ray_session, tmp_path: Path
+) -> None:
+    reference = train(make_params(data_dir, tmp_path / "reference", mlflow_server))
+    stopped = train(make_params(data_dir, tmp_path / "resumed", mlflow_server, train={"max_epochs_per_run": 1}))
+    assert not stopped.completed and stopped.epochs_done == 1
+    assert _runs(mlflow_server, "resumed")[0].info.status == "KILLED"
+
+    resumed = train(make_params(data_dir, tmp_path / "resumed", mlflow_server))
+    assert resumed.completed and resumed.epochs_done == 3
+    assert resumed.run_id == stopped.run_id and len(_runs(mlflow_server, "resumed")) == 1
+    assert _steps(mlflow_server, resumed.run_id, "train_loss") == [1, 2, 3]  # epoch 1 not repeated
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+
+    ref_w, res_w = _weights(reference.checkpoint), _weights(resumed.checkpoint)
+    assert ref_w.keys() == res_w.keys()
+    for key in ref_w:
+        torch.testing.assert_close(res_w[key], ref_w[key], atol=1e-5, rtol=1e-4, msg=key)
+    for a, b in zip(reference.history, resumed.history, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+
+
+def _kill_rank_mid_epoch(run_dir: Path, rank: int, killed: dict, stop: threading.Event) -> None:
+    """SIGKILL worker ``rank`` mid-epoch, once Ray has committed the previous epoch's checkpoint.
+
+    Waiting for the commit (Ray's checkpoint-manager snapshot lists it) makes the expected outcome
+    exact: recovery must resume right after that checkpoint, repeating no logged epoch.
+    """
+    status_file = run_dir / "workers" / f"rank-{rank}.json"
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    while not stop.is_set():
+        try:
+            status = json.loads(status_file.read_text())
+            committed = snapshot.read_text() if snapshot.is_file() else ""
+        except (OSError, ValueError):
+            time.sleep(0.01)
+            continue
+        epoch = status.get("epoch") or 0
+        if (
+            epoch >= 2
+            and status.get("state") == "training"
+            and 1 <= status.get("step", 0) < status.get("steps", 0)
+            and f"epoch-{epoch - 1:04d}" in committed
+        ):
+            os.kill(status["pid"], signal.SIGKILL)
+            killed.update(status)
+            return
+        time.sleep(0.005)
+
+
+def test_sigkilled_worker_recovers_from_last_checkpoint(
+    data_dir: Path, mlflow_server: str, ray_session, tmp_path: Path
+) -> None:
+    # batch size 1: many steps per epoch, so "mid-epoch" is a wide window to hit
+    params = make_params(data_dir, tmp_path / "fault", mlflow_server, train={"batch_size": 1, "max_failures": 2, "epochs": 4})
+    run_dir = Path(params.train.storage_path) / params.train.run_name
+    killed: dict = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=_kill_rank_mid_epoch, args=(run_dir, 1, killed, stop), daemon=True)
+    watcher.start()
+    try:
+        result = train(params)
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert killed, "the watcher never saw rank 1 mid-epoch after a committed checkpoint"
+    assert killed["step"] < killed["steps"]  # really mid-epoch
+    assert result.completed and result.epochs_done == 4
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]  # the killed epoch re-run from the checkpoint
+    after = json.loads((run_dir / "workers" / "rank-1.json").read_text())
+    assert after["pid"] != killed["pid"] and after["state"] == "done"  # a new worker process finished
+    runs = _runs(mlflow_server, "fault")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert _steps(mlflow_server, result.run_id, "val_acc") == [1, 2, 3, 4]
