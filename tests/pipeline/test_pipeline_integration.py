@@ -1,0 +1,210 @@
+"""The whole pipeline for real, in a throw-away copy of the repository, with the smallest params.
+
+One Prefect flow run (real Prefect API from the test harness) runs every stage through
+``dvc repro --single-item``: real synthetic mp4 files, decord, a Ray Train worker, an MLflow
+SQLite store and registry.  The later tests build on that run, in file order:
+
+1. the flow completes and publishes its summary artifact;
+2. DVC recorded everything (``dvc.lock``, metrics with top-1) and MLflow has the run and a
+   model version with alias ``champion``;
+3. a plain ``dvc repro`` afterwards runs no stage (the flow and DVC agree on what is done);
+4. changing a train param re-runs train and what follows, nothing before;
+5. ``prefect.yaml`` deploys with its schedules, and a triggered deployment run completes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL
+
+from pipelines.dvc_stages import PIPELINE_STAGES
+from pipelines.flows import ARTIFACT_KEY, madapter_pipeline
+from tests.pipeline.conftest import SMALLEST_OVERRIDES, clean_env, copy_repo, run, write_params
+
+pytestmark = pytest.mark.integration
+
+DVC = [sys.executable, "-m", "dvc"]
+
+
+def ran_stages(dvc_output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", dvc_output)
+
+
+def mlflow_client(repo: Path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{repo / 'outputs' / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+async def _artifacts(key: str) -> list:
+    async with get_client() as client:
+        return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, harness):
+    """The repository copy after one full run of the Prefect flow, and that run's final state."""
+    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    write_params(repo, SMALLEST_OVERRIDES)
+    started = time.monotonic()
+    state = madapter_pipeline(repo_dir=str(repo), return_state=True)
+    print(f"full pipeline through Prefect: {time.monotonic() - started:.0f}s")  # noqa: T201 - test timing
+    return repo, state
+
+
+def test_flow_runs_every_stage_and_publishes_summary(pipeline):
+    repo, state = pipeline
+    assert state.is_completed(), state.message
+    runs = state.result()
+    assert [r.stage for r in runs] == list(PIPELINE_STAGES)
+    assert all(r.ran for r in runs), "a fresh repository must run every stage"
+
+    import asyncio
+
+    artifacts = asyncio.run(_artifacts(ARTIFACT_KEY))
+    assert artifacts, "the flow must publish its run summary artifact"
+    markdown = artifacts[0].data
+    top1 = read_json(repo / "outputs/evaluate/metrics.json")["top1"]
+    assert f"| top1 | {top1:.4f} |" in markdown
+    assert re.search(r"#/experiments/\d+/runs/[0-9a-f]{32}", markdown), "MLflow run link missing"
+    assert "alias `champion`" in markdown
+
+
+def test_dvc_lock_metrics_mlflow_run_and_champion(pipeline):
+    repo, _ = pipeline
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(PIPELINE_STAGES)
+
+    metrics = read_json(repo / "outputs/evaluate/metrics.json")
+    assert 0.0 <= metrics["top1"] <= 1.0 and metrics["dataset"] == "synthetic"
+    shown = json.loads(run([*DVC, "metrics", "show", "--json"], repo).stdout)
+    assert "top1" in json.dumps(shown)
+
+    client = mlflow_client(repo)
+    run_id = read_json(repo / "outputs/train/run.json")["run_id"]
+    mlflow_run = client.get_run(run_id)
+    assert mlflow_run.info.status == "FINISHED"
+    assert "train_loss" in mlflow_run.data.metrics
+
+    registration = read_json(repo / "outputs/register/registration.json")
+    champion = client.get_model_version_by_alias(registration["model_name"], "champion")
+    assert str(champion.version) == str(registration["version"]) and champion.run_id == run_id
+
+
+def test_second_dvc_repro_runs_no_stage(pipeline):
+    repo, _ = pipeline
+    proc = run([*DVC, "repro"], repo)
+    assert ran_stages(proc.stdout + proc.stderr) == []
+    assert "Data and pipelines are up to date" in proc.stdout + proc.stderr
+
+
+def test_changing_a_train_param_reruns_only_train_and_what_follows(pipeline):
+    repo, _ = pipeline
+    before = read_json(repo / "outputs/train/run.json")["run_id"]
+    write_params(repo, {"train": {"lr": 0.003}})
+    proc = run([*DVC, "repro"], repo)
+    assert ran_stages(proc.stdout + proc.stderr) == ["train", "evaluate", "register"]
+    after = read_json(repo / "outputs/train/run.json")["run_id"]
+    assert after != before, "new training params must give a new training run, not a resumed old one"
+    lr = mlflow_client(repo).get_run(after).data.params.get("train.lr")
+    assert lr is not None and float(lr) == 0.003
+
+
+def _wait_for_deployments(names: list[str], timeout: float = 90):
+    import asyncio
+
+    async def read_all():
+        async with get_client() as client:
+            return [await client.read_deployment_by_name(n) for n in names]
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return asyncio.run(read_all())
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+def _delete_deployments(ids: list) -> None:
+    import asyncio
+
+    async def delete():
+        async with get_client() as client:
+            for deployment_id in ids:
+                await client.delete_deployment(deployment_id)
+
+    asyncio.run(delete())
+
+
+def test_deployments_have_schedules_and_triggered_run_completes(pipeline, tmp_path):
+    repo, _ = pipeline
+    env = {**clean_env(), "PREFECT_API_URL": PREFECT_API_URL.value(), "MADAPTER_REPO": str(repo)}
+    prefect = [sys.executable, "-m", "prefect"]
+
+    # prefect.yaml as an operator uses it: a process work pool + `prefect deploy --all`
+    for cmd in (
+        [*prefect, "work-pool", "create", "madapter-process", "--type", "process"],
+        [*prefect, "--no-prompt", "deploy", "--all"],
+    ):
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    weekly, on_demand = _wait_for_deployments(
+        ["madapter-pipeline/weekly-retrain", "madapter-evaluation/on-demand-evaluation"]
+    )
+    assert weekly.work_pool_name == "madapter-process"
+    assert weekly.pull_steps and str(repo) in json.dumps(weekly.pull_steps), "worker must run from the checkout"
+    assert [s.schedule.cron for s in weekly.schedules] == ["0 3 * * 1"]
+    assert weekly.parameters["force_stages"] == ["download"]
+    assert on_demand.schedules == []
+    _delete_deployments([weekly.id, on_demand.id])  # an operator switching to `serve` does the same
+
+    # the local serve entry point (same prefect.yaml) serves them and executes a triggered run
+    metrics_before = (repo / "outputs/evaluate/metrics.json").stat().st_mtime_ns
+    serve_log = tmp_path / "serve.log"
+    with serve_log.open("w") as log:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.serve", "--limit", "1"],
+            cwd=repo,
+            env={**env, "PREFECT_RUNNER_POLL_FREQUENCY": "2"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            weekly, _ = _wait_for_deployments(
+                ["madapter-pipeline/weekly-retrain", "madapter-evaluation/on-demand-evaluation"]
+            )
+            assert [s.schedule.cron for s in weekly.schedules] == ["0 3 * * 1"]
+            flow_run = run_deployment(
+                "madapter-evaluation/on-demand-evaluation",
+                parameters={"repo_dir": str(repo)},
+                timeout=300,
+                poll_interval=2,
+                as_subflow=False,
+            )
+        finally:
+            serve.terminate()
+            try:
+                serve.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.kill(serve.pid, 9)
+    assert flow_run.state.is_completed(), f"{flow_run.state}\n{serve_log.read_text()[-4000:]}"
+    assert (repo / "outputs/evaluate/metrics.json").stat().st_mtime_ns > metrics_before, "evaluate did not re-run"
