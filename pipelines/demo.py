@@ -8,6 +8,7 @@ terminal on purpose: it is this command's product, not a log line.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -32,6 +33,9 @@ def _dvc_metrics_show() -> str:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Offline demo: no telemetry from the local Prefect server or Ray (nothing to send it to).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     console = Console()
     try:
         params = load_params(REPO_ROOT / "params.yaml")
