@@ -146,13 +146,13 @@ def to_markdown(summary: RunSummary) -> str:
         version = _first([reg], "version")
         alias = _first([reg], "alias") or "champion"
         promoted = _first([reg], "promoted")
-        champion = _first([reg], "champion_version")
-        lines.append(f"- model `{name}` version `{version}`")
+        lines.append(f"- model `{name}` version `{version}` has alias `{alias}`")
         if promoted is not None:
-            state = "promoted to" if promoted else "did not beat the current"
-            lines.append(f"- {state} alias `{alias}`" + (f" (champion is version `{champion}`)" if champion else ""))
-        else:
-            lines.append(f"- alias `{alias}`")
+            before = _first([reg], "champion_before")
+            previous = f"previous champion: version `{before}`" if before else "there was no champion yet"
+            lines.append(f"- {'promoted' if promoted else 'not promoted'} ({previous})")
+        if _first([reg], "reason"):
+            lines.append(f"- gate: {reg['reason']}")
         lines.append(f"- load it: `mlflow.pyfunc.load_model('models:/{name}@{alias}')`")
     else:
         lines.append("_not registered yet (register has not run)_")
