@@ -144,7 +144,8 @@ def test_mlflow_models_serve_answers_a_video_request(gate, trained, mlflow_serve
     videos, labels, classes = _train_videos(params)
     port = free_port()
     log = tmp_path / "serve.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    # the scoring server execs `uvicorn` from PATH: put the venv first, as an activated venv would
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager", "local",
            "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
     with log.open("w") as out:
