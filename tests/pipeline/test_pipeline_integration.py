@@ -31,7 +31,7 @@ from prefect.settings import PREFECT_API_URL
 
 from pipelines.dvc_stages import PIPELINE_STAGES
 from pipelines.flows import ARTIFACT_KEY, madapter_pipeline
-from tests.pipeline.conftest import SMALLEST_OVERRIDES, clean_env, copy_repo, run, write_params
+from tests.pipeline.conftest import SMALLEST_OVERRIDES, clean_env, copy_repo, run, run_cli, write_params
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +106,27 @@ def test_dvc_lock_metrics_mlflow_run_and_champion(pipeline):
     registration = read_json(repo / "outputs/register/registration.json")
     champion = client.get_model_version_by_alias(registration["model_name"], "champion")
     assert str(champion.version) == str(registration["version"]) and champion.run_id == run_id
+
+
+def test_dvc_plots_render_curves_and_confusion(pipeline):
+    repo, _ = pipeline
+    shown = json.loads(run([*DVC, "plots", "show", "--json"], repo).stdout)
+    assert "errors" not in shown, shown.get("errors")
+    plots = shown["data"]
+    for name in ("Loss per epoch", "Accuracy per epoch", "Confusion matrix"):
+        values = plots[name][0]["content"]["data"]["values"]
+        assert values, f"plot {name!r} has no data"
+    assert {"actual", "predicted"} <= set(plots["Confusion matrix"][0]["content"]["data"]["values"][0])
+
+
+def test_cli_predicts_a_video_with_the_champion(pipeline):
+    repo, _ = pipeline
+    video = next((repo / "data/raw/synthetic").rglob("*.mp4"))
+    proc = run_cli(["predict", str(video), "--model", "models:/madapter@champion", "--top-k", "2"], repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    classes = (repo / "data/index/synthetic/classes.txt").read_text().split()
+    assert [p["label"] in classes for p in result["predictions"]] == [True, True]
 
 
 def test_second_dvc_repro_runs_no_stage(pipeline):
