@@ -237,7 +237,11 @@ def predict(
     preset: PresetOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Classify video files with a checkpoint or a registered model; prints JSON lines."""
+    """Classify video files with a checkpoint or a registered model; prints one JSON line per video.
+
+    A video that cannot be read is reported on stderr (one line) and the exit code is 1; the
+    other videos are still classified.
+    """
     try:
         params = resolve_params(params_file, preset, set_)
     except ConfigError as err:
@@ -252,8 +256,15 @@ def predict(
         results = predict_videos(videos, model=model, params=params, top_k=top_k or params.register.top_k)
     except ConfigError as err:
         raise _config_error(err) from None
+    failed = 0
     for video, result in zip(videos, results, strict=False):
+        if isinstance(result, dict) and "error" in result:
+            failed += 1
+            typer.echo(f"error: {result['error']}", err=True)
+            continue
         typer.echo(json.dumps({"video": str(video), "predictions": result}, default=str))
+    if failed:
+        raise typer.Exit(code=1)
 
 
 def run() -> None:

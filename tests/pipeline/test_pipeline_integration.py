@@ -5,8 +5,8 @@ One Prefect flow run (real Prefect API from the test harness) runs every stage t
 SQLite store and registry.  The later tests build on that run, in file order:
 
 1. the flow completes and publishes its summary artifact;
-2. DVC recorded everything (``dvc.lock``, metrics with top-1) and MLflow has the run and a
-   model version with alias ``champion``;
+2. DVC recorded everything (``dvc.lock``, metrics with top-1, data pushed to the local remote)
+   and MLflow has the run and a model version with alias ``champion``;
 3. a plain ``dvc repro`` afterwards runs no stage (the flow and DVC agree on what is done);
 4. changing a train param re-runs train and what follows, nothing before;
 5. ``prefect.yaml`` deploys with its schedules, and a triggered deployment run completes.
@@ -64,7 +64,7 @@ def pipeline(tmp_path_factory, harness):
     repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
     write_params(repo, SMALLEST_OVERRIDES)
     started = time.monotonic()
-    state = madapter_pipeline(repo_dir=str(repo), return_state=True)
+    state = madapter_pipeline(repo_dir=str(repo), push=True, return_state=True)
     print(f"full pipeline through Prefect: {time.monotonic() - started:.0f}s")  # noqa: T201 - test timing
     return repo, state
 
@@ -106,6 +106,12 @@ def test_dvc_lock_metrics_mlflow_run_and_champion(pipeline):
     registration = read_json(repo / "outputs/register/registration.json")
     champion = client.get_model_version_by_alias(registration["model_name"], "champion")
     assert str(champion.version) == str(registration["version"]) and champion.run_id == run_id
+
+    # the flow pushed the DVC cache to the default (local) remote: a fresh clone could `dvc pull`
+    remote_files = [p for p in (repo / ".dvc-remote").rglob("*") if p.is_file()]
+    assert len(remote_files) > 6, "dvc push to .dvc-remote did not happen"
+    status = run([*DVC, "status", "--cloud"], repo)
+    assert "in sync" in status.stdout + status.stderr, status.stdout + status.stderr
 
 
 def test_dvc_plots_render_curves_and_confusion(pipeline):
