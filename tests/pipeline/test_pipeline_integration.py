@@ -125,12 +125,19 @@ def test_dvc_plots_render_curves_and_confusion(pipeline):
     assert {"actual", "predicted"} <= set(plots["Confusion matrix"][0]["content"]["data"]["values"][0])
 
 
-def test_cli_predicts_a_video_with_the_champion(pipeline):
+def test_cli_predicts_a_video_with_the_champion(pipeline, tmp_path):
     repo, _ = pipeline
     video = next((repo / "data/raw/synthetic").rglob("*.mp4"))
-    proc = run_cli(["predict", str(video), "--model", "models:/madapter@champion", "--top-k", "2"], repo)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00not a video" * 64)
+    proc = run_cli(
+        ["predict", str(video), str(broken), "--model", "models:/madapter@champion", "--top-k", "2"], repo
+    )
+    assert proc.returncode == 1, "an unreadable video must make the command fail"
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "broken.mp4" in error_lines[0]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["video"] == str(video), "the readable video is still classified"
     classes = (repo / "data/index/synthetic/classes.txt").read_text().split()
     assert [p["label"] in classes for p in result["predictions"]] == [True, True]
 
