@@ -106,13 +106,20 @@ def copy_repo(dst: Path) -> Path:
     return dst
 
 
-@pytest.fixture
-def repo_copy(tmp_path: Path) -> Path:
-    return copy_repo(tmp_path / "repo")
-
-
 @pytest.fixture(scope="session")
 def harness():
-    """Prefect's test harness: a real, temporary Prefect API (SQLite) for the whole session."""
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    """Prefect's test harness: a real, temporary Prefect API (SQLite) for the whole session.
+
+    The server's telemetry heartbeat is switched off: there is no network here, and on a busy
+    2-core machine its writes only compete with the flow runs for the SQLite lock.
+    """
+    saved = os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    try:
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_SERVER_ANALYTICS_ENABLED", None)
+        else:
+            os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = saved
