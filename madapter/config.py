@@ -108,6 +108,10 @@ class ModelSection(_Section):
     use_cls: bool = True
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     adapter_bottleneck: int = Field(64, gt=0)
+    backbone_chunk: int | None = Field(8, ge=1)
+    """Frames per backbone call, rounded down to whole clips (``None``: the whole batch at once).
+    A frozen backbone keeps nothing for backward, so chunking caps its transient memory; ~8
+    frames per call is also faster on CPU (cache)."""
     half_precision: bool = False
 
     @field_validator("levels")

@@ -195,6 +195,12 @@ class Backbone(nn.Module):
         self.levels = [LevelInfo(i, int(self.model.feature_info[i]["num_chs"])) for i in self.level_indices]
         self.num_features = int(self.model.num_features)
 
+        patch_embed = getattr(self.model, "patch_embed", None)
+        self.token_grid: tuple[int, int] | None = (
+            tuple(patch_embed.grid_size) if patch_embed is not None and hasattr(patch_embed, "grid_size") else None
+        )
+        """ViT-style models: the patch grid their NLC token outputs fold into; ``None`` for CNNs."""
+
         data_cfg = timm.data.resolve_model_data_config(self.model)
         size = img_size or data_cfg["input_size"][-1]
         self.data_config = {
@@ -204,9 +210,18 @@ class Backbone(nn.Module):
         }
 
     def forward(self, x: torch.Tensor, with_levels: bool = True) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """``x`` [N,3,H,W] -> (level grids [N,C_l,H_l,W_l] per level, pooled final feature [N,D])."""
+        """``x`` [N,3,H,W] -> (channels-last level grids [N,H_l,W_l,C_l], pooled final feature [N,D]).
+
+        Channels-last is what the branch's LayerNorm/Linear consume: for ViTs it is a free view
+        of the token sequence (no NCHW round trip), for CNNs a permuted view of the feature map.
+        """
         if not with_levels:
             final = self.model.forward_features(x)
             return [], self.model.forward_head(final, pre_logits=True)
-        final, levels = self.model.forward_intermediates(x, indices=self.level_indices, output_fmt="NCHW")
+        if self.token_grid is not None:
+            final, tokens = self.model.forward_intermediates(x, indices=self.level_indices, output_fmt="NLC")
+            levels = [t.unflatten(1, self.token_grid) for t in tokens]
+        else:
+            final, maps = self.model.forward_intermediates(x, indices=self.level_indices, output_fmt="NCHW")
+            levels = [m.permute(0, 2, 3, 1) for m in maps]
         return levels, self.model.forward_head(final, pre_logits=True)

@@ -47,7 +47,7 @@ def build_model(cfg: ModelSection, num_classes: int) -> VideoClassifier:
         if cfg.tuning == "inserted":
             n = insert_adapters(backbone, cfg.adapter_bottleneck, context)
             logger.info("inserted %d temporal bottleneck adapters into %s", n, cfg.backbone)
-    model = VideoClassifier(backbone, adapter, cfg.tuning, context, cfg.half_precision)
+    model = VideoClassifier(backbone, adapter, cfg.tuning, context, cfg.half_precision, cfg.backbone_chunk)
     model.config = cfg
     counts = count_parameters(model)
     logger.info(

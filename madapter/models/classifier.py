@@ -36,7 +36,7 @@ class Features:
     """What the backbone gives the adapter for a batch of clips."""
 
     levels: list[torch.Tensor]
-    """Per level ``[B, T, C_l, H_l, W_l]`` (empty for the pooled-feature baselines)."""
+    """Per level, channels-last ``[B, T, H_l, W_l, C_l]`` (empty for the pooled-feature baselines)."""
     pooled: torch.Tensor
     """The backbone's own pooled final feature per frame, ``[B, T, D]``."""
 
@@ -51,6 +51,7 @@ class VideoClassifier(nn.Module):
         tuning: str,
         frame_context: FrameContext | None = None,
         half_precision: bool = False,
+        backbone_chunk: int | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -58,6 +59,7 @@ class VideoClassifier(nn.Module):
         self.tuning = tuning
         self.frame_context = frame_context or FrameContext()
         self.half_precision = half_precision
+        self.backbone_chunk = backbone_chunk
         self.config: ModelSection | None = None
         """The ``model`` params it was built from (set by ``build_model``; checkpoints store it)."""
         self.backbone_frozen = tuning in FROZEN_MODES
@@ -93,7 +95,9 @@ class VideoClassifier(nn.Module):
     def extract(self, x: torch.Tensor) -> Features:
         """Run the backbone on every frame of ``x`` [B,T,3,H,W].
 
-        In frozen mode this runs under ``no_grad``: nothing is recorded for backward.
+        In frozen mode this runs under ``no_grad``: nothing is recorded for backward, so the
+        frames can go through the backbone in chunks of ``backbone_chunk`` and only one chunk's
+        activations are alive at a time (chunks hold whole clips).
         """
         if x.ndim != 5:
             raise ValueError(f"expected clips shaped [B, T, 3, H, W], got {list(x.shape)}")
@@ -101,7 +105,16 @@ class VideoClassifier(nn.Module):
         self.frame_context.num_frames = t
         grad = contextlib.nullcontext() if not self.backbone_frozen else torch.no_grad()
         with grad, self._autocast(x.device):
-            levels, pooled = self.backbone(x.flatten(0, 1), with_levels=self.uses_levels)
+            frames = x.flatten(0, 1)
+            # Whole clips per chunk: inserted adapters fold [clips*T] back into [clips, T].
+            clips_per_chunk = b if self.backbone_chunk is None else max(1, self.backbone_chunk // t)
+            chunks = frames.split(clips_per_chunk * t)
+            outputs = [self.backbone(chunk, with_levels=self.uses_levels) for chunk in chunks]
+        if len(outputs) == 1:
+            levels, pooled = outputs[0]
+        else:
+            levels = [torch.cat(per_level) for per_level in zip(*(out[0] for out in outputs), strict=True)]
+            pooled = torch.cat([out[1] for out in outputs])
         return Features(
             levels=[lvl.float().unflatten(0, (b, t)) for lvl in levels],
             pooled=pooled.float().unflatten(0, (b, t)),

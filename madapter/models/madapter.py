@@ -6,8 +6,10 @@ Our reading of the paper (only its abstract is public; see docs/model.md)::
     h_l = Temporal_l( Fusion_l(X_l, h_{l-1}) )        l = 1..L
     logits = Head( pool(h_L) [, frozen final CLS] )
 
-Tensors inside the branch are kept as ``[B, T, d, H, W]`` token grids so that CNN levels
-(different grids per level) and ViT levels (one grid) are handled the same way.
+Tensors inside the branch are channels-last token grids ``[B, T, H, W, d]``: LayerNorm and
+Linear work on the last axis without copies, the depthwise 3-D convolution reads the same
+memory as channels-last-3d, and CNN levels (a different grid per level) and ViT levels (one
+grid) are handled the same way.
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ def _init_linear(module: nn.Module) -> None:
 
 
 def resample_grid(h: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bring ``h`` [N,d,H,W] onto another token grid: average-pool when shrinking, else bilinear."""
-    if tuple(h.shape[-2:]) == tuple(size):
+    """Bring ``h`` [N,H,W,d] onto another token grid: average-pool when shrinking, else bilinear."""
+    if tuple(h.shape[1:3]) == tuple(size):
         return h
-    if h.shape[-2] >= size[0] and h.shape[-1] >= size[1]:
-        return F.adaptive_avg_pool2d(h, size)
-    return F.interpolate(h, size=size, mode="bilinear", align_corners=False)
+    grid = h.permute(0, 3, 1, 2)
+    if h.shape[1] >= size[0] and h.shape[2] >= size[1]:
+        grid = F.adaptive_avg_pool2d(grid, size)
+    else:
+        grid = F.interpolate(grid, size=size, mode="bilinear", align_corners=False)
+    return grid.permute(0, 2, 3, 1)
 
 
 class Fusion(nn.Module):
@@ -58,35 +63,35 @@ class Fusion(nn.Module):
             raise ValueError(f"model.fusion: unknown fusion kind '{kind}' (add, concat, gated)")
 
     def forward(self, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
-        """``x`` [B,T,C,H,W] level output, ``prev`` [B,T,d,H',W'] or None -> [B,T,d,H,W]."""
-        b, t, _, hgt, wid = x.shape
-        tokens = self.proj(self.norm(x.permute(0, 1, 3, 4, 2)))  # [B,T,H,W,d]
+        """``x`` [B,T,H,W,C] level output, ``prev`` [B,T,H',W',d] or None -> [B,T,H,W,d]."""
+        tokens = self.proj(self.norm(x))
         if prev is None:
-            return tokens.permute(0, 1, 4, 2, 3)
-        prev = resample_grid(prev.flatten(0, 1), (hgt, wid)).unflatten(0, (b, t)).permute(0, 1, 3, 4, 2)
+            return tokens
+        b, t, hgt, wid, _ = x.shape
+        prev = resample_grid(prev.flatten(0, 1), (hgt, wid)).unflatten(0, (b, t))
         if self.kind == "add":
-            fused = tokens + prev
-        elif self.kind == "concat":
-            fused = self.mix(torch.cat([tokens, prev], dim=-1))
-        else:
-            gate = torch.sigmoid(self.gate(torch.cat([tokens, prev], dim=-1)))
-            fused = prev + gate * tokens
-        return fused.permute(0, 1, 4, 2, 3)
+            return tokens + prev
+        if self.kind == "concat":
+            return self.mix(torch.cat([tokens, prev], dim=-1))
+        gate = torch.sigmoid(self.gate(torch.cat([tokens, prev], dim=-1)))
+        return prev + gate * tokens
 
 
 class TemporalConv(nn.Module):
     """Depthwise 3-D convolution over (time, height, width) of the token grid.
 
     Cheap (``d * k * 3 * 3`` weights) and, because its kernel is not symmetric in time, it
-    responds differently to a clip and its time-reversed copy.
+    responds differently to a clip and its time-reversed copy.  The ``[B,T,H,W,d]`` grid is
+    viewed as ``[B,d,T,H,W]`` in channels-last-3d layout, which the convolution consumes
+    without a copy.
     """
 
     def __init__(self, width: int, kernel: int = 3) -> None:
         super().__init__()
         self.conv = nn.Conv3d(width, width, (kernel, 3, 3), padding=(kernel // 2, 1, 1), groups=width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,T,d,H,W]
-        return self.conv(x.transpose(1, 2)).transpose(1, 2)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,T,H,W,d]
+        return self.conv(x.permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1)
 
 
 class TemporalAttention(nn.Module):
@@ -110,22 +115,11 @@ class TemporalAttention(nn.Module):
             return self.pos
         return F.interpolate(self.pos.transpose(1, 2), size=t, mode="linear", align_corners=False).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,T,d,H,W]
-        b, t, d, hgt, wid = x.shape
-        seq = x.permute(0, 3, 4, 1, 2).reshape(b * hgt * wid, t, d) + self._pos_for(t)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,T,H,W,d]
+        b, t, hgt, wid, d = x.shape
+        seq = x.permute(0, 2, 3, 1, 4).reshape(b * hgt * wid, t, d) + self._pos_for(t)
         out, _ = self.attn(seq, seq, seq, need_weights=False)
-        return out.reshape(b, hgt, wid, t, d).permute(0, 3, 4, 1, 2)
-
-
-class ChannelNorm(nn.Module):
-    """LayerNorm over the channel axis of a ``[B,T,d,H,W]`` grid."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.transpose(2, -1)).transpose(2, -1)
+        return out.reshape(b, hgt, wid, t, d).permute(0, 3, 1, 2, 4)
 
 
 class TemporalModule(nn.Module):
@@ -147,17 +141,15 @@ class TemporalModule(nn.Module):
             self.op = nn.Identity()
         else:
             raise ValueError(f"model.temporal: unknown temporal kind '{kind}' (conv, attention, none)")
-        self.norm1 = ChannelNorm(width) if kind != "none" else nn.Identity()
+        self.norm1 = nn.LayerNorm(width) if kind != "none" else nn.Identity()
         self.norm2 = nn.LayerNorm(width)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,T,d,H,W]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,T,H,W,d]
         if self.kind != "none":
             x = x + self.op(self.norm1(x))
-        tokens = x.permute(0, 1, 3, 4, 2)
-        tokens = tokens + self.mlp(self.norm2(tokens))
-        return tokens.permute(0, 1, 4, 2, 3)
+        return x + self.mlp(self.norm2(x))
 
 
 class MAdapter(nn.Module):
@@ -175,7 +167,7 @@ class MAdapter(nn.Module):
 class MAdapterBranch(nn.Module):
     """The trainable parallel branch: chained M-adapters, pooling, and the classification head.
 
-    Input: the frozen backbone's per-level grids ``[B,T,C_l,H_l,W_l]`` and its pooled final
+    Input: the frozen backbone's per-level grids ``[B,T,H_l,W_l,C_l]`` and its pooled final
     feature ``[B,T,D]``; output: logits ``[B,num_classes]``.  Nothing in here touches the
     backbone, so backpropagation stops at the branch.
     """
@@ -205,14 +197,14 @@ class MAdapterBranch(nn.Module):
         self.apply(_init_linear)
 
     def forward_features(self, levels: list[torch.Tensor]) -> torch.Tensor:
-        """Run the adapter chain; returns ``h_L`` [B,T,d,H,W]."""
+        """Run the adapter chain; returns ``h_L`` [B,T,H,W,d]."""
         h = None
         for adapter, x in zip(self.adapters, levels, strict=True):
             h = adapter(x, h)
         return h
 
     def forward_head(self, h: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        feat = self.norm(h.mean(dim=(1, 3, 4)))
+        feat = self.norm(h.mean(dim=(1, 2, 3)))
         if self.use_cls:
             feat = torch.cat([feat, self.cls_norm(pooled.mean(dim=1))], dim=-1)
         return self.head(self.drop(feat))

@@ -29,7 +29,7 @@ def test_levels_default_to_four_evenly_spaced_including_last(backbone: str) -> N
     depth = model.backbone.depth
     assert len(feats.levels) == 4 and model.backbone.level_indices[-1] == depth - 1
     for level, info in zip(feats.levels, model.backbone.levels, strict=True):
-        assert level.shape[:3] == (2, 4, info.channels)
+        assert level.shape[:2] == (2, 4) and level.shape[-1] == info.channels
     assert feats.pooled.shape == (2, 4, model.backbone.num_features)
 
 
@@ -118,3 +118,17 @@ def test_trainable_parameter_counts_at_vit_b16_defaults() -> None:
     assert counts["linear"]["trainable"] == 768 * 400 + 400
     assert counts["full"]["trainable"] == backbone + 768 * 400 + 400
     assert counts["linear"]["trainable"] < counts["inserted"]["trainable"] < counts["full"]["trainable"]
+
+
+@pytest.mark.parametrize("tuning", ["madapter", "inserted"])
+def test_backbone_chunking_changes_memory_not_results(tuning: str) -> None:
+    """Chunks hold whole clips, so even inserted adapters (which fold time back out) see whole clips."""
+    whole = build_model(tiny_cfg(tuning=tuning, backbone_chunk=None), num_classes=3).eval()
+    chunked = build_model(tiny_cfg(tuning=tuning, backbone_chunk=5), num_classes=3).eval()
+    chunked.load_state_dict(whole.state_dict())
+    calls: list[int] = []
+    chunked.backbone.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[0]))
+    x = clip(batch=3, frames=4)
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(x), whole(x), atol=1e-5, rtol=1e-5)
+    assert calls == [4, 4, 4]  # chunk of 5 frames rounds down to one 4-frame clip per call
