@@ -246,10 +246,6 @@ def predict(
         params = resolve_params(params_file, preset, set_)
     except ConfigError as err:
         raise _config_error(err) from None
-    missing = [str(v) for v in videos if not v.is_file()]
-    if missing:
-        typer.echo(f"error: video file not found: {', '.join(missing)}", err=True)
-        raise typer.Exit(code=2)
     from madapter.predict import predict as predict_videos
 
     try:

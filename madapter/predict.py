@@ -148,13 +148,12 @@ def predict(
     import mlflow
     import pandas as pd
 
-    from madapter.tracking import resolve_tracking_uri
+    from madapter.tracking import fluent_tracking, resolve_tracking_uri
 
     uri = resolve_tracking_uri(params)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     try:
-        pyfunc = mlflow.pyfunc.load_model(model)
+        with fluent_tracking(uri):
+            pyfunc = mlflow.pyfunc.load_model(model)
     except Exception as err:  # noqa: BLE001 - MlflowException, missing alias, unreachable server
         raise ConfigError(f"{model}: cannot load the model from {uri}: {_one_line(err)}") from None
     frame = pd.DataFrame({"video": [str(v) for v in videos]})

@@ -150,7 +150,7 @@ def register(params: Params) -> RegisterResult:
     import madapter
     from madapter.models.checkpoint import load_checkpoint
     from madapter.predict import ViewSettings
-    from madapter.tracking import get_client, resolve_tracking_uri
+    from madapter.tracking import fluent_tracking, get_client, resolve_tracking_uri
 
     paths = StagePaths.from_params(params)
     run = _read_json(paths.train / "run.json", "train")
@@ -165,8 +165,6 @@ def register(params: Params) -> RegisterResult:
     name, run_id = params.register.model_name, run["run_id"]
     uri = resolve_tracking_uri(params)
     client = get_client(params)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
 
     model, _ = load_checkpoint(checkpoint, map_location="cpu")
     settings = ViewSettings.from_params(params, model.data_config).to_dict()
@@ -186,7 +184,7 @@ def register(params: Params) -> RegisterResult:
     with tempfile.TemporaryDirectory() as tmp:
         settings_file = Path(tmp) / "settings.json"
         settings_file.write_text(json.dumps(settings, indent=2))
-        with mlflow.start_run(run_id=run_id):
+        with fluent_tracking(uri), mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=VideoClassifierPyfunc(),

@@ -12,11 +12,13 @@ from later stages, and all of them must write into the same run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,34 @@ def resolve_tracking_uri(params: Params) -> str:
         return env
     db = (Path(params.base.outputs_dir) / "mlflow.db").resolve()
     return f"sqlite:///{db}"
+
+
+@contextlib.contextmanager
+def fluent_tracking(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (``mlflow.start_run``, ``log_model``, ``load_model``) at ``uri`` for a block.
+
+    ``mlflow.set_tracking_uri`` also exports ``$MLFLOW_TRACKING_URI`` to the process environment.
+    Left in place, every later stage in the same process (a Prefect flow, a notebook, a test
+    session) and every subprocess it starts would silently log to this store, so the previous
+    URIs and environment are restored on exit.
+    """
+    import mlflow
+
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved_env = {k: os.environ.get(k) for k in keys}
+    saved_tracking, saved_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)
+        mlflow.set_registry_uri(saved_registry)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def default_artifact_location(params: Params, tracking_uri: str) -> str | None:

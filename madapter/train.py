@@ -7,15 +7,18 @@ hands a plain ``config`` dict to :func:`train_loop_per_worker`, which is ordinar
 * Only the trainable part is data-parallel.  With a frozen backbone (``madapter``/``linear``)
   ``model.adapter`` alone is wrapped in DDP, so gradient all-reduce never touches the backbone.
 * Every epoch rank 0 writes a checkpoint (trainable weights, optimiser + scheduler state, epoch,
-  history and the MLflow run id) to Ray storage ``<train.storage_path>/<train.run_name>``.
+  history and the MLflow run id) to Ray storage ``<train.storage_path>/<ray_run_name(params)>``.
   Ray Train V2 restores the latest one both after a worker failure (``FailureConfig``) and when
-  the same run name is started again, and the MLflow run id inside it makes the resumed run
-  log into the same MLflow run.
+  the same run is started again, and the MLflow run id inside it makes the resumed run log into
+  the same MLflow run.  The Ray run name carries a fingerprint of everything that shapes the
+  weights, so changing a hyper-parameter (``dvc exp run -S train.lr=...``) starts a fresh run
+  instead of silently resuming the finished old one.
 * Ray Train V2 rejects ``MLflowLoggerCallback``, so rank 0 logs to MLflow itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -65,6 +68,34 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------- small helpers
+RUN_CONTROL_KEYS = frozenset(
+    {"run_name", "storage_path", "max_epochs_per_run", "max_failures", "checkpoints_to_keep", "object_store_mb",
+     "loader_workers", "cpus_per_worker"}
+)
+"""``train`` keys that say how/where a run executes, not what it learns: changing them resumes."""
+
+
+def training_fingerprint(params: Params, frames_dir: Path) -> str:
+    """Short hash of what determines the trained weights: data identity, model, training recipe, seed."""
+    store = frames_dir / "store.json"
+    data_id = hashlib.sha256(store.read_bytes()).hexdigest() if store.is_file() else ""
+    recipe = {
+        "seed": params.base.seed,
+        "dataset": params.dataset.name,
+        "data": data_id,
+        "decode": params.decode.model_dump(mode="json"),
+        "model": params.model.model_dump(mode="json"),
+        "train": {k: v for k, v in params.train.model_dump(mode="json").items() if k not in RUN_CONTROL_KEYS},
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def ray_run_name(params: Params) -> str:
+    """``<train.run_name>-<fingerprint>``: the Ray run (checkpoint directory) these params resume."""
+    frames = StagePaths.from_params(params).frames
+    return f"{params.train.run_name}-{training_fingerprint(params, frames)}"
+
+
 def lr_lambda(step: int, warmup_steps: int, total_steps: int) -> float:
     """Linear warm-up then cosine decay to 0, as a multiplier of the base learning rate."""
     if warmup_steps > 0 and step < warmup_steps:
@@ -445,7 +476,7 @@ def _resolve_run(client, params: Params, run_dir: Path, experiment_id: str) -> t
                 f"{latest}: checkpoint belongs to MLflow run {run_id}, which is not in {client.tracking_uri}; "
                 f"use the same mlflow.tracking_uri, or a new train.run_name to start over"
             ) from None
-        logger.info("resuming Ray run %s from %s (MLflow run %s)", params.train.run_name, latest.name, run_id)
+        logger.info("resuming Ray run %s from %s (MLflow run %s)", run_dir.name, latest.name, run_id)
         client.update_run(run_id, status="RUNNING")
         return run_id, True
     tags = {RUN_NAME_TAG: params.train.run_name, **provenance_tags(params)}
@@ -473,9 +504,11 @@ def train(params: Params) -> TrainResult:
     client = get_client(params)
     experiment_id = ensure_experiment(client, params)
     storage = Path(params.train.storage_path).resolve()
-    run_dir = storage / params.train.run_name
+    ray_name = ray_run_name(params)
+    run_dir = storage / ray_name
     run_id, resumed = _resolve_run(client, params, run_dir, experiment_id)
     client.set_tag(run_id, "val_split", val_split)
+    client.set_tag(run_id, "madapter.ray_run", ray_name)
 
     config = {
         "params": params.model_dump(mode="json"),
@@ -498,7 +531,7 @@ def train(params: Params) -> TrainResult:
             num_workers=params.train.num_workers, use_gpu=params.train.use_gpu, resources_per_worker=resources
         ),
         run_config=RunConfig(
-            name=params.train.run_name,
+            name=ray_name,
             storage_path=str(storage),
             failure_config=FailureConfig(max_failures=params.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=params.train.checkpoints_to_keep),

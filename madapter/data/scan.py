@@ -30,6 +30,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from madapter.config import Params
+from madapter.data.datasets import SPLITS, Row
 from madapter.data.store import CSV_ENCODING
 from madapter.data.video import (
     DecordVideo,
@@ -43,22 +44,12 @@ from madapter.paths import StagePaths
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 INDEX_FIELDS = ("path", "label", "label_name", "split", "start", "end")
+IndexRow = Row
+"""One row of the index schema (defined once, by the index stage's dataset adapters)."""
 
 
 # ------------------------------------------------------------------------------ index / quarantine
-@dataclass(frozen=True)
-class IndexRow:
-    path: str
-    """Relative to ``StagePaths.raw``."""
-    label: int
-    label_name: str
-    split: str
-    start: float | None = None
-    end: float | None = None
-
-
 def _optional_float(text: str | None) -> float | None:
     return float(text) if text not in (None, "") else None
 

@@ -89,6 +89,8 @@ class TemporalConv(nn.Module):
     def __init__(self, width: int, kernel: int = 3) -> None:
         super().__init__()
         self.conv = nn.Conv3d(width, width, (kernel, 3, 3), padding=(kernel // 2, 1, 1), groups=width)
+        # Same layout as the gradients a channels-last input produces (DDP buckets expect it).
+        self.conv.to(memory_format=torch.channels_last_3d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,T,H,W,d]
         return self.conv(x.permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1)

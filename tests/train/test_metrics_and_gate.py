@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,18 @@ def test_gate_promotes_only_a_strictly_better_comparable_model() -> None:
     assert not small.promote
     other_protocol = decide({**TAGS, "top1": "0.9"}, {**TAGS, "protocol": "4x4x3", "top1": "0.1"}, "top1", 0.0)
     assert not other_protocol.promote and "not comparable" in other_protocol.reason
+
+
+def test_fluent_tracking_leaves_no_tracking_uri_behind(tmp_path, monkeypatch) -> None:
+    """register/predict use MLflow's fluent API; the URI they set must not leak into later stages."""
+    import mlflow
+
+    from madapter.tracking import fluent_tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = mlflow.get_tracking_uri()
+    uri = f"sqlite:///{tmp_path / 'scoped.db'}"
+    with fluent_tracking(uri):
+        assert mlflow.get_tracking_uri() == uri
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert mlflow.get_tracking_uri() == before

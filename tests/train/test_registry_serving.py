@@ -164,3 +164,25 @@ def test_mlflow_models_serve_answers_a_video_request(gate, trained, mlflow_serve
         assert prediction["scores"] == pytest.approx([p["score"] for p in local], abs=1e-5)
     finally:
         stop(proc)
+
+
+def test_cli_predict_prints_each_good_video_and_one_line_per_bad_one(trained, tmp_path: Path) -> None:
+    """`python -m madapter predict`: a missing and a corrupt file do not stop the good ones (exit code 1)."""
+    import yaml
+
+    params, result = trained
+    videos, labels, _ = _train_videos(params)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(os.urandom(2048))
+    missing = tmp_path / "missing.mp4"
+    cmd = [str(BIN / "python"), "-m", "madapter", "predict", videos[0], str(missing), str(corrupt), videos[1],
+           "--model", str(result.checkpoint), "--params", str(params_file), "--top-k", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    printed = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [p["video"] for p in printed] == [videos[0], videos[1]]
+    assert all(len(p["predictions"]) == 2 for p in printed)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and str(missing) in errors[0] and str(corrupt) in errors[1]

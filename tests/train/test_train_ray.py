@@ -19,7 +19,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from madapter.train import train
+from madapter.train import ray_run_name, train
 from tests.train.conftest import make_params
 
 pytestmark = pytest.mark.integration
@@ -119,9 +119,15 @@ def _kill_rank_mid_epoch(run_dir: Path, rank: int, killed: dict, stop: threading
 def test_sigkilled_worker_recovers_from_last_checkpoint(
     data_dir: Path, mlflow_server: str, ray_session, tmp_path: Path
 ) -> None:
-    # batch size 1: many steps per epoch, so "mid-epoch" is a wide window to hit
-    params = make_params(data_dir, tmp_path / "fault", mlflow_server, train={"batch_size": 1, "max_failures": 2, "epochs": 4})
-    run_dir = Path(params.train.storage_path) / params.train.run_name
+    # Batch size 1 and in-block adapters on ViT-S (8 frames): many slower steps per epoch, so
+    # "mid-epoch after the previous checkpoint was committed" is a wide window to hit; with the
+    # tiny default model an epoch takes ~0.25 s, less than Ray's checkpoint-commit latency.
+    params = make_params(
+        data_dir, tmp_path / "fault", mlflow_server,
+        train={"batch_size": 1, "max_failures": 2, "epochs": 5},
+        model={"num_frames": 8, "tuning": "inserted", "backbone": "vit_small_patch16_224", "width": 64},
+    )
+    run_dir = Path(params.train.storage_path) / ray_run_name(params)
     killed: dict = {}
     stop = threading.Event()
     watcher = threading.Thread(target=_kill_rank_mid_epoch, args=(run_dir, 1, killed, stop), daemon=True)
@@ -133,10 +139,10 @@ def test_sigkilled_worker_recovers_from_last_checkpoint(
         watcher.join(5)
     assert killed, "the watcher never saw rank 1 mid-epoch after a committed checkpoint"
     assert killed["step"] < killed["steps"]  # really mid-epoch
-    assert result.completed and result.epochs_done == 4
-    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]  # the killed epoch re-run from the checkpoint
+    assert result.completed and result.epochs_done == 5
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4, 5]  # the killed epoch re-run from the checkpoint
     after = json.loads((run_dir / "workers" / "rank-1.json").read_text())
     assert after["pid"] != killed["pid"] and after["state"] == "done"  # a new worker process finished
     runs = _runs(mlflow_server, "fault")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert _steps(mlflow_server, result.run_id, "val_acc") == [1, 2, 3, 4]
+    assert _steps(mlflow_server, result.run_id, "val_acc") == [1, 2, 3, 4, 5]
