@@ -31,21 +31,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from madapter.data.schema import SPLITS, Row
+
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 VIDEO_SUFFIXES = {".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv"}
-
-
-@dataclass(frozen=True)
-class Row:
-    path: str
-    """POSIX path relative to the raw directory."""
-    label: int
-    label_name: str
-    split: str
-    start: float | None = None
-    end: float | None = None
 
 
 @dataclass

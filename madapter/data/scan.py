@@ -30,7 +30,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from madapter.config import Params
-from madapter.data.datasets import SPLITS, Row
+from madapter.data.schema import INDEX_FIELDS, SPLITS, Row
 from madapter.data.store import CSV_ENCODING
 from madapter.data.video import (
     DecordVideo,
@@ -44,9 +44,8 @@ from madapter.paths import StagePaths
 
 logger = logging.getLogger(__name__)
 
-INDEX_FIELDS = ("path", "label", "label_name", "split", "start", "end")
 IndexRow = Row
-"""One row of the index schema (defined once, by the index stage's dataset adapters)."""
+"""One row of the index schema (defined once, in madapter/data/schema.py)."""
 
 
 # ------------------------------------------------------------------------------ index / quarantine

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,9 +36,20 @@ class ServerControl:
     log: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     base_url: str = ""
+    in_flight: int = 0
+    """Requests whose handler has not finished (and logged) yet."""
 
-    def requests_for(self, relpath: str) -> list[Request]:
-        return [r for r in self.log if r.path == relpath]
+    def requests_for(self, relpath: str, settle_s: float = 5.0) -> list[Request]:
+        """Logged requests for ``relpath``, once every handler has finished.
+
+        A handler logs after its response is sent, so the client may already be done while the
+        server thread is still about to append: wait for in-flight handlers first.
+        """
+        deadline = time.monotonic() + settle_s
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.005)
+        with self.lock:
+            return [r for r in self.log if r.path == relpath]
 
 
 def _handler(ctl: ServerControl) -> type[BaseHTTPRequestHandler]:
@@ -52,6 +64,15 @@ def _handler(ctl: ServerControl) -> type[BaseHTTPRequestHandler]:
                 ctl.log.append(Request(rel, self.headers.get("Range"), status, sent))
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            with ctl.lock:
+                ctl.in_flight += 1
+            try:
+                self._serve()
+            finally:
+                with ctl.lock:
+                    ctl.in_flight -= 1
+
+        def _serve(self) -> None:
             rel = unquote(self.path.split("?", 1)[0]).lstrip("/")
             file = (ctl.root / rel).resolve()
             if ctl.root.resolve() not in file.parents or not file.is_file():

@@ -54,7 +54,7 @@ def worse_params(trained, mlflow_server: str, tmp_path_factory: pytest.TempPathF
     model.load_trainable_state_dict({k: torch.zeros_like(v) for k, v in model.trainable_state_dict().items()})
     paths = StagePaths.from_params(worse)
     save_checkpoint(paths.train / "checkpoint.pt", model, ckpt["classes"])
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(mlflow_server, registry_uri=mlflow_server)
     experiment = client.get_experiment_by_name(worse.mlflow.experiment)
     run = client.create_run(experiment.experiment_id, run_name="worse-baseline")
     (paths.train / "run.json").write_text(json.dumps({"run_id": run.info.run_id}))
@@ -83,7 +83,7 @@ def test_evaluate_is_deterministic_and_logged_to_the_training_run(evaluated, tra
                  "confusion_matrix.png"):
         assert (out / name).is_file(), name
     assert len(json.loads((out / "train_curves.json").read_text())) == 20
-    run = MlflowClient(mlflow_server).get_run(trained[1].run_id)
+    run = MlflowClient(mlflow_server, registry_uri=mlflow_server).get_run(trained[1].run_id)
     assert run.data.metrics["test_4x1x1_top1"] == pytest.approx(first["top1"])
     assert run.data.tags["eval_protocol"] == "4x1x1"
 
@@ -104,7 +104,7 @@ def test_gate_promotes_better_and_keeps_worse_as_challenger(gate, mlflow_server:
     assert (first.alias, second.alias, third.alias) == ("champion", "champion", "challenger")
     assert second.champion_before == first.version and "beats champion" in second.reason
     assert not third.promoted and "does not beat" in third.reason
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(mlflow_server, registry_uri=mlflow_server)
     assert client.get_model_version_by_alias(MODEL, "champion").version == second.version
     assert client.get_model_version_by_alias(MODEL, "challenger").version == third.version
     versions = {v.version: v for v in client.search_model_versions(f"name='{MODEL}'")}
