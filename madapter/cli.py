@@ -24,7 +24,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 
-from madapter.config import ConfigError, Params, load_params
+from madapter.config import ConfigError, Params, flatten_keys, load_params, read_yaml_sections
 
 logger = logging.getLogger(__name__)
 
@@ -70,36 +70,16 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
-def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten nested sections into dotted keys (``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``)."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{dotted}."))
-        else:
-            flat[dotted] = value
-    return flat
-
-
 def read_preset(path: Path) -> dict[str, Any]:
     """Read a preset: a partial ``params.yaml`` (same sections, only the keys it changes)."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: preset file not found (see presets/ for the available ones)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a preset must be a mapping of params.yaml sections")
-    return data
+    return read_yaml_sections(path, "preset file not found (see presets/ for the available ones)")
 
 
 def resolve_params(params_file: Path, presets: list[Path] | None, sets: list[str] | None) -> Params:
     """params.yaml, then each preset, then ``-S`` overrides; validated once (ConfigError on error)."""
     overrides: dict[str, Any] = {}
     for preset in presets or []:
-        overrides.update(flatten(read_preset(preset)))
+        overrides.update(flatten_keys(read_preset(preset)))
     overrides.update(parse_overrides(sets))
     return load_params(params_file, overrides=overrides)
 
@@ -215,7 +195,7 @@ def preset_args(
         resolve_params(params_file, presets, None)
         merged: dict[str, Any] = {}
         for preset in presets:
-            merged.update(flatten(read_preset(preset)))
+            merged.update(flatten_keys(read_preset(preset)))
     except ConfigError as err:
         raise _config_error(err) from None
     args = []

@@ -206,17 +206,35 @@ def params_from_dict(data: dict[str, Any] | None, source: str = "params") -> Par
         raise ConfigError(_first_error_line(source, err)) from None
 
 
-def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
-    """Read and validate ``params.yaml``; ``overrides`` maps dotted keys to values (``train.epochs``)."""
-    path = Path(path)
+def read_yaml_sections(path: Path, missing_hint: str) -> dict[str, Any]:
+    """Read a params-style YAML file (a mapping of sections); every problem is one ConfigError line."""
     if not path.is_file():
-        raise ConfigError(f"{path}: file not found (run from the repository root or pass --params)")
+        raise ConfigError(f"{path}: {missing_hint}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections (base, dataset, train, ...)")
+    return data
+
+
+def flatten_keys(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections -> dotted keys (``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``); values kept as they are."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_keys(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate ``params.yaml``; ``overrides`` maps dotted keys to values (``train.epochs``)."""
+    path = Path(path)
+    data = read_yaml_sections(path, "file not found (run from the repository root or pass --params)")
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

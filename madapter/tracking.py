@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from madapter.config import Params
+from madapter.config import Params, flatten_keys
 
 logger = logging.getLogger(__name__)
 
@@ -103,20 +103,10 @@ def ensure_experiment(client, params: Params) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, str]:
-    """Nested mapping -> ``{"train.lr": "0.001", ...}`` (MLflow params are flat strings)."""
-    out: dict[str, str] = {}
-    if isinstance(data, dict):
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-    else:
-        out[prefix.rstrip(".")] = "null" if data is None else str(data)
-    return out
-
-
 def flatten_params(params: Params) -> dict[str, str]:
     """Every resolved parameter, flattened, for ``log_params``."""
-    return flatten(params.model_dump(mode="json"))
+    flat = flatten_keys(params.model_dump(mode="json"))
+    return {k: "null" if v is None else str(v) for k, v in flat.items() if v != {}}
 
 
 def git_info(repo: Path | None = None) -> dict[str, str]:

@@ -11,7 +11,7 @@ import yaml
 from dvc.repo import Repo
 
 from madapter.cli import STAGES as CLI_STAGES
-from madapter.cli import flatten
+from madapter.config import flatten_keys as flatten
 from madapter.config import load_params
 from madapter.paths import StagePaths
 from pipelines.dvc_stages import PIPELINE_STAGES

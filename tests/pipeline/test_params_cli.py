@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from madapter.cli import flatten, parse_overrides, resolve_params
+from madapter.cli import parse_overrides, resolve_params
 from madapter.config import ConfigError, Params, load_params
+from madapter.config import flatten_keys as flatten
 from tests.pipeline.conftest import REPO, run_cli
 
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))
