@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-unit test-integration demo serve deploy lint benchmarks clean
+.PHONY: install test test-unit test-integration demo serve deploy lint benchmarks clean gpu-check
 
 $(STAMP): pyproject.toml constraints.txt scripts/setup-system.sh
 	bash scripts/setup-system.sh
@@ -44,6 +44,12 @@ deploy: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# GPU acceptance check, for a machine with an NVIDIA GPU (never part of `make test`): the synthetic
+# pipeline, evaluate, predict, `mlflow models serve` and the memory benchmark on CUDA (+ a 2-worker
+# NCCL run with 2 GPUs); one PASS/FAIL line per check. Without CUDA it stops at once (exit 2).
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf outputs data/frames data/scan data/index .pytest_cache

@@ -85,13 +85,14 @@ def main() -> None:
 
     import ray
 
+    from madapter.ray_runtime import worker_runtime_env
     from madapter.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
         prepare_data(bench_params(work, "madapter", 1, args.epochs))
         ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+                 runtime_env=worker_runtime_env())  # madapter on the path, Ray Train's cleaner noise filtered
         rows = []
         try:
             for tuning in args.modes:

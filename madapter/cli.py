@@ -5,7 +5,9 @@ Every stage command is a thin shell around ONE library function (``download_data
 The command only resolves the configuration: ``params.yaml`` (``--params``), optional preset
 files merged over it (``--preset``) and ``-S key=value`` overrides, in that order, validated
 once into :class:`madapter.config.Params`.  A bad value stops the command before any work with
-one line naming the key and exit code 2.
+one line naming the key and exit code 2.  A stage that fails for a reason outside the code (no
+network, a full disk, a missing system tool: :func:`madapter.errors.describe`) ends with one
+``error:`` line saying what to do and exit code 1; ``--log-level DEBUG`` adds the traceback.
 
 Stage modules are imported inside each command, so ``check-params`` and ``--help`` stay fast
 and a broken optional dependency of one stage does not break the others.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -24,7 +28,16 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 
-from madapter.config import ConfigError, Params, flatten_keys, load_params, read_yaml_sections
+from madapter.config import (
+    ConfigError,
+    Params,
+    flatten_keys,
+    leaf_of,
+    load_params,
+    merge_value,
+    read_yaml_sections,
+)
+from madapter.errors import describe
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +68,23 @@ SetOption = Annotated[
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     """Turn ``["train.epochs=2", "model.levels=[3,7]"]`` into ``{"train.epochs": 2, ...}``.
 
-    Values are parsed as YAML, exactly like ``dvc exp run -S``, so the same strings work in
-    both places.
+    Values are parsed as YAML.  Keys are split only as deep as the schema has sections and
+    fields (:func:`madapter.config.split_key`), so ``download.checksums.UCF101.rar=<sha256>`` sets
+    one entry of the ``download.checksums`` mapping, and a mapping value
+    (``download.checksums={UCF101.rar: <sha256>}``) merges into it, as ``dvc exp run -S`` does.
+    ``dvc exp run -S`` itself reads Hydra's syntax, not YAML: ``preset-args`` prints that.
     """
     overrides: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ConfigError(f"-S {pair!r}: expected KEY=VALUE with a dotted key, e.g. -S train.epochs=2")
+        leaf = leaf_of(key)
+        if leaf is not None and leaf[0] != key and not leaf[1]:
+            raise ConfigError(f"-S {pair!r}: {leaf[0]} is one value, not a mapping; set it whole: -S {leaf[0]}=...")
         try:
-            overrides[key.strip()] = yaml.safe_load(raw) if raw != "" else ""
+            overrides[key] = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             raise ConfigError(f"-S {pair!r}: the value is not valid YAML") from None
     return overrides
@@ -76,11 +96,15 @@ def read_preset(path: Path) -> dict[str, Any]:
 
 
 def resolve_params(params_file: Path, presets: list[Path] | None, sets: list[str] | None) -> Params:
-    """params.yaml, then each preset, then ``-S`` overrides; validated once (ConfigError on error)."""
-    overrides: dict[str, Any] = {}
+    """params.yaml, then each preset, then ``-S`` overrides; validated once (ConfigError on error).
+
+    Applied as an ordered list, not one dict, so when two presets both set a mapping
+    (``download.checksums``) the entries of both count, as they do through ``dvc exp run``.
+    """
+    overrides: list[tuple[str, Any]] = []
     for preset in presets or []:
-        overrides.update(flatten_keys(read_preset(preset)))
-    overrides.update(parse_overrides(sets))
+        overrides.extend(flatten_keys(read_preset(preset)).items())
+    overrides.extend(parse_overrides(sets).items())
     return load_params(params_file, overrides=overrides)
 
 
@@ -105,6 +129,29 @@ def _config_error(err: ConfigError) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _failure_line(stage: str, params: Params, err: BaseException) -> str | None:
+    """The one line for an expected failure of ``stage`` (``None``: a bug, keep the traceback)."""
+    line = describe(err)
+    if line is not None and isinstance(err, OSError) and not err.filename:
+        # a failed write() names no file: say at least where the stage writes
+        line = f"{stage}: writing under {params.base.data_dir} or {params.base.outputs_dir}: {line}"
+    return line
+
+
+def _stage_failed(stage: str, params: Params, err: Exception) -> typer.Exit | None:
+    """Print ``error: <one line>`` for an expected failure and return exit code 1 to raise.
+
+    The traceback is logged at DEBUG only: the user did not cause the failure, so a wall of
+    urllib3 frames hides the one thing they need (the URL or file, what happened, what to do).
+    """
+    line = _failure_line(stage, params, err)
+    if line is None:
+        return None
+    logger.debug("stage %s failed; traceback:", stage, exc_info=err)
+    typer.echo(f"error: {line}", err=True)
+    return typer.Exit(code=1)
+
+
 def _stage_command(stage: str, module: str, function: str, help_text: str) -> None:
     """Register ``python -m madapter <stage>`` calling ``<module>.<function>(params)``."""
 
@@ -124,6 +171,11 @@ def _stage_command(stage: str, module: str, function: str, help_text: str) -> No
             _run(stage, params, fn)
         except ConfigError as err:  # a stage may find a bad value only it can check (e.g. a path)
             raise _config_error(err) from None
+        except Exception as err:
+            exit_ = _stage_failed(stage, params, err)
+            if exit_ is None:
+                raise  # a bug: the traceback is what a developer needs
+            raise exit_ from None
 
     command.__name__ = f"{stage}_command"
     command.__doc__ = help_text
@@ -189,20 +241,108 @@ def preset_args(
     """Print a preset as ``--set-param=key=value`` arguments for ``dvc exp run``.
 
     Validates params.yaml + the presets first, so a broken preset never starts an experiment.
+    One argument per schema field, in DVC's (Hydra's) syntax; a mapping field is one
+    ``++key={...}`` argument, so file names with dots stay whole and DVC merges them as
+    ``--preset`` does.
     Usage: ``python -m madapter preset-args presets/ucf101.yaml | xargs dvc exp run``.
     """
     try:
         resolve_params(params_file, presets, None)
         merged: dict[str, Any] = {}
         for preset in presets:
-            merged.update(flatten_keys(read_preset(preset)))
+            for key, value in flatten_keys(read_preset(preset)).items():
+                merged[key] = merge_value(merged.get(key), value)
+        args = [shlex.quote(f"--set-param={dvc_set_param(key, value)}") for key, value in merged.items()]
     except ConfigError as err:
         raise _config_error(err) from None
-    args = []
-    for key, value in merged.items():
-        rendered = json.dumps(value) if not isinstance(value, str) else value
-        args.append(shlex.quote(f"--set-param={key}={rendered}"))
     typer.echo(" ".join(args))
+
+
+# --------------------------------------------------------------------------- dvc exp run -S syntax
+# ``dvc exp run -S`` parses each override with Hydra's grammar (dvc/utils/hydra.py), not YAML:
+# strings must be quoted (``a,b`` would be a sweep, ``1.0`` a float), mapping keys cannot be quoted
+# (so ``: , = ( ) [ ] { }``, spaces and backslashes in them are backslash-escaped), and ``${`` is an
+# OmegaConf interpolation unless escaped.
+_HYDRA_KEY_SPECIAL = re.compile(r"([\\()\[\]{}:=, \t])")
+
+
+_HYDRA_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_\-./]*")
+"""Strings Hydra reads back as the same string without quotes (``ucf101``, ``vit_b16.openai``)."""
+_HYDRA_WORDS = {"null", "true", "false", "inf", "nan"}
+
+
+def _hydra_string(text: str) -> str:
+    """A Hydra string: bare when that is unambiguous, else single-quoted with backslashes that
+    precede a quote (or the end) doubled.  Bare keeps ``preset-args`` output readable."""
+    if _HYDRA_PLAIN.fullmatch(text) and text.lower() not in _HYDRA_WORDS:
+        return text
+    body = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
+    body = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, body)
+    return "'" + body.replace("${", "\\${") + "'"
+
+
+def _hydra_key(key: Any) -> str:
+    """A mapping key as Hydra reads it unquoted: its special characters backslash-escaped."""
+    return _HYDRA_KEY_SPECIAL.sub(r"\\\1", str(key))
+
+
+def _hydra_value(value: Any) -> str:
+    """``value`` in Hydra's override grammar (what ``dvc exp run -S`` reads)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return _hydra_string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_hydra_key(k)}:{_hydra_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"{value!r}: a {type(value).__name__} value cannot be passed to dvc exp run -S")
+
+
+def _same(parsed: Any, value: Any) -> bool:
+    """Whether Hydra read back exactly ``value`` (types included: ``'1'`` is not ``1``)."""
+    if isinstance(value, str):
+        return isinstance(parsed, str) and parsed.replace("\\${", "${") == value
+    if isinstance(value, dict):
+        return (
+            isinstance(parsed, dict)
+            and [(type(k), k) for k in parsed] == [(type(k), k) for k in value]
+            and all(_same(parsed[k], value[k]) for k in value)
+        )
+    if isinstance(value, list | tuple):
+        return isinstance(parsed, list) and len(parsed) == len(value) and all(map(_same, parsed, value))
+    if isinstance(value, float) and math.isnan(value):
+        return isinstance(parsed, float) and math.isnan(parsed)
+    return type(parsed) is type(value) and parsed == value
+
+
+def dvc_set_param(key: str, value: Any) -> str:
+    """``key=value`` for ``dvc exp run --set-param``, checked by parsing it back with DVC's parser.
+
+    A mapping is written ``++key={...}``: Hydra merges it into the mapping in params.yaml and the
+    ``++`` lets it add entries params.yaml does not have yet (``--preset`` merges the same way).
+    A value Hydra cannot express (a mapping key like ``10`` that it would read as a number, a
+    quote in a key, a line break that ``xargs`` would split) is a ConfigError naming the key.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    text = f"{'++' if isinstance(value, dict) else ''}{key}={_hydra_value(value)}"
+    try:
+        parsed = OverridesParser.create().parse_overrides([text])[0]
+        ok = parsed.key_or_group == key and _same(parsed.value(), value)
+    except Exception:  # noqa: BLE001 - any parse failure means DVC would reject it too
+        ok = False
+    if not ok or "\n" in text:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise ConfigError(
+            f"{key}: {shown} cannot be written as a 'dvc exp run -S' argument; "
+            f"set it in params.yaml instead (or use --preset with python -m madapter)"
+        )
+    return text
 
 
 @app.command("predict")
@@ -232,6 +372,11 @@ def predict(
         results = predict_videos(videos, model=model, params=params, top_k=top_k or params.register.top_k)
     except ConfigError as err:
         raise _config_error(err) from None
+    except Exception as err:  # e.g. a checkpoint that cannot be read: one line, not a traceback
+        exit_ = _stage_failed("predict", params, err)
+        if exit_ is None:
+            raise
+        raise exit_ from None
     failed = 0
     for video, result in zip(videos, results, strict=False):
         if isinstance(result, dict) and "error" in result:

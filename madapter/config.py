@@ -8,11 +8,12 @@ names the offending key (``params.yaml: train.epochs: must be > 0 (got -1)``).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DATASETS = ("synthetic", "ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "ssv2", "list")
 DatasetName = Literal["synthetic", "ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "ssv2", "list"]
@@ -113,6 +114,9 @@ class ModelSection(_Section):
     A frozen backbone keeps nothing for backward, so chunking caps its transient memory; ~8
     frames per call is also faster on CPU (cache)."""
     half_precision: bool = False
+    """Run the backbone's forward in bf16 (fp16 where bf16 is unsupported) on CUDA, in training,
+    evaluation and serving alike. ``False``: a frozen backbone runs in fp32 even when ``train.amp``
+    is on (a trainable backbone, ``full``/``inserted``, then follows ``train.amp``). No effect on CPU."""
 
     @field_validator("levels")
     @classmethod
@@ -129,6 +133,9 @@ class TrainSection(_Section):
     weight_decay: float = Field(0.05, ge=0)
     warmup_epochs: float = Field(0.5, ge=0)
     grad_accum: int = Field(1, ge=1)
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    """Mixed precision of the trainable part during training, on CUDA (fp16 adds a gradient scaler).
+    The frozen backbone's precision is ``model.half_precision``, never this. No effect on CPU."""
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     compile: bool = False
     num_workers: int = Field(2, ge=1)
@@ -146,10 +153,23 @@ class TrainSection(_Section):
 
 
 class EvaluateSection(_Section):
+    """The ``frames x clips x crops`` protocol, run on the SOURCE videos (as ``predict`` does).
+
+    ``clips`` temporal views spread over the whole video (TSN: each view takes one frame per
+    segment of ``model.num_frames`` equal segments, at a different phase), each seen as ``crops``
+    square crops along the long side at the short-side scale (frames resized so the short side is
+    the model's input size).  The same views for the same video in ``predict`` and the served model.
+    """
+
     clips: int = Field(1, ge=1)
     crops: int = Field(1, ge=1)
     batch_size: int = Field(8, gt=0)
+    """Videos per batch; each contributes ``clips x crops`` views to the model batch."""
     split: Literal["val", "test"] = "test"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where evaluate, predict and the served model run: ``auto`` = cuda when available."""
+    loader_workers: int = Field(2, ge=0)
+    """Processes decoding source videos for evaluation (0: in the main process)."""
 
     @property
     def protocol(self) -> str:
@@ -187,12 +207,26 @@ class Params(_Section):
     mlflow: MlflowSection = MlflowSection()
     register: RegisterSection = RegisterSection()
 
+    @model_validator(mode="after")
+    def _stored_grid_allows_jitter(self) -> Params:
+        """Training draws each clip's T frames with temporal jitter from the stored grid: that needs
+        more stored frames than T, or every epoch sees the same frames (a silent loss of augmentation)."""
+        stored, wanted = self.decode.frames_per_video, self.model.num_frames
+        if stored <= wanted:
+            raise ValueError(
+                f"decode.frames_per_video ({stored}) must be greater than model.num_frames ({wanted}) so training "
+                f"can jitter clips in time; store at least 2x, e.g. decode.frames_per_video: {2 * wanted}"
+            )
+        return self
+
 
 def _first_error_line(source: str, err: ValidationError) -> str:
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key '{key}' (check the spelling; see params.yaml in the repository for valid keys)"
+    if not key:  # a check across sections (a model validator): its message names the keys itself
+        return f"{source}: {first['msg'].removeprefix('Value error, ')}"
     got = first.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     return f"{source}: {key}: {first['msg']}{shown}"
@@ -219,26 +253,115 @@ def read_yaml_sections(path: Path, missing_hint: str) -> dict[str, Any]:
     return data
 
 
-def flatten_keys(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested sections -> dotted keys (``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``); values kept as they are."""
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    """The model class of a field that is a section (``dataset.synthetic``); ``None`` for a value."""
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """Whether a field holds a mapping (``download.checksums``), possibly optional."""
+    if annotation is dict or get_origin(annotation) is dict:
+        return True
+    return any(_is_mapping(arg) for arg in get_args(annotation))
+
+
+def split_key(dotted: str, schema: type[BaseModel] = Params) -> tuple[str, ...]:
+    """Split a dotted key only as deep as ``schema`` has sections and fields.
+
+    Why not at every dot: a field may be a mapping whose own keys contain dots (file names in
+    ``download.checksums``).  ``download.checksums.UCF101.rar`` -> ``("download", "checksums",
+    "UCF101.rar")``: once the path reaches a field, the rest is ONE key inside its value.  Parts
+    the schema does not know are split at every dot, so validation can name the unknown key.
+    """
+    parts = dotted.split(".")
+    model: type[BaseModel] | None = schema
+    for i, name in enumerate(parts):
+        field = model.model_fields.get(name) if model is not None else None
+        model = _section_type(field.annotation) if field is not None else None
+        if field is not None and model is None:
+            rest = ".".join(parts[i + 1 :])
+            return (*parts[: i + 1], rest) if rest else tuple(parts[: i + 1])
+    return tuple(parts)
+
+
+def leaf_of(dotted: str, schema: type[BaseModel] = Params) -> tuple[str, bool] | None:
+    """``(field key, holds a mapping)`` of the schema field ``dotted`` falls in; ``None`` if unknown."""
+    path = split_key(dotted, schema)
+    model: type[BaseModel] | None = schema
+    for i, name in enumerate(path):
+        field = model.model_fields.get(name) if model is not None else None
+        if field is None:
+            return None
+        model = _section_type(field.annotation)
+        if model is None:
+            return ".".join(path[: i + 1]), _is_mapping(field.annotation)
+    return None
+
+
+def flatten_keys(
+    mapping: Mapping[str, Any], schema: type[BaseModel] | None = Params, prefix: str = ""
+) -> dict[str, Any]:
+    """Sections -> dotted keys, stopping at the schema's fields: ``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``.
+
+    A field's value is kept whole even when it is a mapping (``download.checksums`` stays one key
+    whose value is ``{"UCF101.rar": ...}``), so keys with dots round-trip.  Keys the schema does
+    not know are kept whole too; validation reports them.
+    """
     flat: dict[str, Any] = {}
     for key, value in mapping.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten_keys(value, f"{dotted}."))
+        field = schema.model_fields.get(str(key)) if schema is not None else None
+        section = _section_type(field.annotation) if field is not None else None
+        if section is not None and isinstance(value, dict):
+            flat.update(flatten_keys(value, section, f"{dotted}."))
         else:
             flat[dotted] = value
     return flat
 
 
-def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
-    """Read and validate ``params.yaml``; ``overrides`` maps dotted keys to values (``train.epochs``)."""
+def merge_value(old: Any, new: Any) -> Any:
+    """``new`` over ``old``: mappings merge key by key (recursively), anything else is replaced.
+
+    The same rule as ``dvc exp run -S`` (Hydra merges a mapping into an existing one), so a
+    preset applied with ``--preset`` and through ``preset-args | xargs dvc exp run`` gives the
+    same params.
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        merged = dict(old)
+        for key, value in new.items():
+            merged[key] = merge_value(old.get(key), value)
+        return merged
+    return new
+
+
+def apply_override(data: dict[str, Any], dotted: str, value: Any, source: str = "params") -> None:
+    """Set one dotted key in raw params ``data`` (sections are created as needed; see :func:`merge_value`)."""
+    *parents, leaf = split_key(dotted)
+    node = data
+    for depth, part in enumerate(parents):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            where = ".".join(parents[: depth + 1])
+            raise ConfigError(f"{source}: {where}: is a single value ({child!r}), so '{dotted}' cannot be set in it")
+        node = child
+    node[leaf] = merge_value(node.get(leaf), value)
+
+
+def load_params(
+    path: str | Path = "params.yaml",
+    overrides: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+) -> Params:
+    """Read and validate ``params.yaml`` with dotted-key ``overrides`` applied in order.
+
+    ``overrides`` maps keys as :func:`split_key` reads them (``train.epochs``,
+    ``download.checksums.UCF101.rar``) to values; a mapping value merges into the existing one.
+    Pairs are accepted as well as a dict, so two presets that both set a mapping both count.
+    """
     path = Path(path)
     data = read_yaml_sections(path, "file not found (run from the repository root or pass --params)")
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+    pairs = overrides.items() if isinstance(overrides, Mapping) else (overrides or ())
+    for dotted, value in pairs:
+        apply_override(data, dotted, value, str(path))
     return params_from_dict(data, str(path))

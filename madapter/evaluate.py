@@ -1,8 +1,10 @@
 """Evaluation stage: the trained checkpoint on a named multi-view protocol.
 
-Protocol ``<frames>x<clips>x<crops>`` (e.g. ``8x1x1``, ``8x4x3``): each video is seen as
-``clips`` temporal windows times ``crops`` spatial crops; the view probabilities are averaged
-(:func:`madapter.metrics.average_views`).  Results go to ``outputs/evaluate`` (metrics for
+Protocol ``<frames>x<clips>x<crops>`` (e.g. ``8x1x1``, ``8x3x3``): each SOURCE video is seen as
+``clips`` temporal views spread over its whole length times ``crops`` crops along its long side
+at the short-side scale (:class:`madapter.data.clips.ViewProtocol`, the same views ``predict`` and
+the served model take); the view probabilities are averaged (:func:`madapter.metrics.average_views`).
+The model runs on ``evaluate.device``, all views of a batch of videos in one forward pass.  Results go to ``outputs/evaluate`` (metrics for
 ``dvc metrics``, CSV/JSON plot data for ``dvc plots``) and into the training run in MLflow,
 so one run holds its training curves and its test numbers.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,9 @@ from tqdm import tqdm
 
 from madapter import metrics
 from madapter.config import ConfigError, Params
+from madapter.data.clips import SourceVideo, SourceVideoDataset, ViewProtocol
+from madapter.inference import load_model, model_device, view_logits
+from madapter.models.precision import describe as describe_precision
 from madapter.paths import StagePaths
 
 logger = logging.getLogger(__name__)
@@ -49,23 +55,40 @@ def _eval_split(params: Params, frames: Path) -> str:
     return split
 
 
-@torch.no_grad()
-def view_logits(model: torch.nn.Module, dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-view logits ``[N, V, C]`` and labels ``[N]`` of every item of a :class:`ClipDataset`."""
+def protocol_videos(params: Params, split: str) -> list[SourceVideo]:
+    """The split's videos to evaluate: those the frame store holds (scan's quarantine and decode
+    failures already left out), read from their source files with the index's segment bounds."""
+    from madapter.data.scan import read_index
+    from madapter.data.store import FrameStore
+
+    paths = StagePaths.from_params(params)
+    kept = set(FrameStore(paths.frames, split).paths)
+    raw = paths.raw.resolve()
+    return [SourceVideo(os.fsdecode(raw / row.path), row.label, row.start, row.end)
+            for row in read_index(paths.index, split) if row.path in kept]
+
+
+def protocol_logits(model: torch.nn.Module, dataset: SourceVideoDataset, batch_size: int,
+                    loader_workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-view logits ``[N, V, C]`` and labels ``[N]``; source videos decode in ``loader_workers``
+    processes while the model scores the previous batch's views on its device."""
     from torch.utils.data import DataLoader
 
-    model.eval()
+    if len(dataset) == 0:
+        raise ConfigError("evaluate: the split has no videos to evaluate (see the scan report and store.json)")
+    # spawn, not fork: the parent may hold Ray/gRPC threads and a CUDA context, neither fork-safe.
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers,
+                        pin_memory=model_device(model).type == "cuda", worker_init_fn=_one_thread,
+                        multiprocessing_context="spawn" if loader_workers > 0 else None)
     parts, labels = [], []
-    for x, y in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc="evaluate", leave=False):
-        if x.ndim == 5:  # single view: [B, T, 3, H, W]
-            x = x[:, None]
-        b, v = x.shape[:2]
-        logits = model(x.flatten(0, 1)).float().reshape(b, v, -1)
-        parts.append(logits.cpu().numpy())
+    for views, y in tqdm(loader, desc=f"evaluate {dataset.protocol.name}", unit="batch", leave=False):
+        parts.append(view_logits(model, views))
         labels.append(y.numpy())
-    if not parts:
-        raise ConfigError(f"{dataset.store.split_dir}: the split has no videos to evaluate")
     return np.concatenate(parts), np.concatenate(labels)
+
+
+def _one_thread(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # decoding workers: one core each, the model has the rest
 
 
 def _md5(path: Path) -> str:
@@ -74,9 +97,7 @@ def _md5(path: Path) -> str:
 
 def evaluate(params: Params) -> dict[str, Any]:
     """Evaluate ``outputs/train/checkpoint.pt``; write ``outputs/evaluate/*``; log to the training run."""
-    from madapter.data.clips import ClipDataset
     from madapter.data.store import FrameStore
-    from madapter.models.checkpoint import load_checkpoint
     from madapter.tracking import get_client
 
     paths = StagePaths.from_params(params)
@@ -84,23 +105,20 @@ def evaluate(params: Params) -> dict[str, Any]:
     if not checkpoint.is_file():
         raise ConfigError(f"{checkpoint}: not found; run the train stage first (python -m madapter train)")
     run = read_run_info(paths)
-    model, ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    model, ckpt = load_model(checkpoint, params.evaluate.device)
     classes = list(ckpt["classes"])
     frames = paths.frames
     split = _eval_split(params, frames)
     store = FrameStore(frames, split)
     if list(store.classes) != classes:
         raise ConfigError(f"{frames}/store.json: classes differ from the checkpoint's; re-run train on this frame store")
-    cfg = model.data_config
-    dataset = ClipDataset(
-        store, num_frames=params.model.num_frames, train=False, mean=cfg["mean"], std=cfg["std"],
-        crop_size=int(cfg["input_size"][-1]), seed=params.base.seed,
-        clips=params.evaluate.clips, crops=params.evaluate.crops,
-    )
-    logits, labels = view_logits(model, dataset, params.evaluate.batch_size)
+    view_protocol = ViewProtocol.from_params(params, model.data_config)
+    dataset = SourceVideoDataset(protocol_videos(params, split), view_protocol, params.decode.backend)
+    logits, labels = protocol_logits(model, dataset, params.evaluate.batch_size, params.evaluate.loader_workers)
     scores = metrics.average_views(logits)
     report = metrics.classification_report(scores, labels, len(classes))
     protocol = protocol_name(params)
+    precision = describe_precision(model.half_precision, params.train.amp, model_device(model))
 
     out = paths.evaluate
     out.mkdir(parents=True, exist_ok=True)
@@ -118,6 +136,8 @@ def evaluate(params: Params) -> dict[str, Any]:
         "num_classes": len(classes),
         "checkpoint_md5": _md5(checkpoint),
         "run_id": run["run_id"],
+        "half_precision": model.half_precision,
+        **precision,
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     metrics.write_confusion_csv(report["confusion"], classes, out / "confusion.csv")

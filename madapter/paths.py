@@ -29,6 +29,12 @@ class StagePaths:
     """``outputs/evaluate``: ``metrics.json`` and plot data."""
     register: Path
     """``outputs/register``: ``registration.json`` (model name, version, alias)."""
+    timings: Path
+    """``outputs/timings``: ``<stage>.json`` wall time and throughput of the data stages.
+
+    Kept out of the stage outputs on purpose: those are hashed by DVC and must be the same bytes
+    for the same inputs.  DVC metrics (``cache: false``) that no stage depends on.
+    """
 
     @classmethod
     def from_params(cls, params: Params) -> StagePaths:
@@ -42,4 +48,5 @@ class StagePaths:
             train=out / "train",
             evaluate=out / "evaluate",
             register=out / "register",
+            timings=out / "timings",
         )

@@ -13,7 +13,6 @@ import logging
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,67 +20,46 @@ import numpy as np
 import torch
 
 from madapter.config import ConfigError, Params
+from madapter.data.clips import VideoViews, ViewProtocol, load_video_views
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ViewSettings:
-    """How a raw video becomes model input: must match the decode stage and the evaluation protocol."""
-
-    num_frames: int
-    size: int
-    """Short side the frames are resized to (``decode.size``) before cropping."""
-    crop_size: int
-    clips: int
-    crops: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @classmethod
-    def from_params(cls, params: Params, data_config: dict) -> ViewSettings:
-        return cls(
-            num_frames=params.model.num_frames,
-            size=params.decode.size,
-            crop_size=int(data_config["input_size"][-1]),
-            clips=params.evaluate.clips,
-            crops=params.evaluate.crops,
-            mean=tuple(float(v) for v in data_config["mean"]),
-            std=tuple(float(v) for v in data_config["std"]),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class VideoPredictor:
-    """A loaded model plus its label map and view settings; predicts top-k per video."""
+    """A loaded model on its device, its label map and the evaluation protocol; top-k per video."""
 
-    def __init__(self, model: torch.nn.Module, classes: Sequence[str], settings: ViewSettings) -> None:
+    def __init__(self, model: torch.nn.Module, classes: Sequence[str], protocol: ViewProtocol) -> None:
         self.model = model.eval()
         self.classes = list(classes)
-        self.settings = settings
+        self.protocol = protocol
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, settings: ViewSettings | None = None, params: Params | None = None):
-        """Load ``checkpoint.pt``; view settings from ``settings`` or else from ``params``."""
-        from madapter.models.checkpoint import load_checkpoint
+    def from_checkpoint(
+        cls, path: str | Path, protocol: ViewProtocol | None = None, params: Params | None = None,
+        device: str | None = None,
+    ) -> VideoPredictor:
+        """Load ``checkpoint.pt`` on ``device`` (default ``evaluate.device`` of ``params``); the
+        protocol from ``protocol`` or else from ``params`` (its ``evaluate`` section)."""
+        from madapter.inference import load_model
 
-        model, ckpt = load_checkpoint(path, map_location="cpu")
-        if settings is None:
-            settings = ViewSettings.from_params(params or Params(), model.data_config)
-        return cls(model, ckpt["classes"], settings)
+        params = params or Params()
+        model, ckpt = load_model(path, device or params.evaluate.device)
+        if protocol is None:
+            protocol = ViewProtocol.from_params(params, model.data_config)
+        return cls(model, ckpt["classes"], protocol)
+
+    def views(self, video: str | Path) -> VideoViews:
+        """The protocol's views of one video file (exactly what ``evaluate`` builds for it)."""
+        return load_video_views(Path(video), self.protocol)
 
     @torch.no_grad()
     def probabilities(self, video: str | Path) -> np.ndarray:
         """Class probabilities of one video file, averaged over its clips x crops views."""
-        from madapter.data.clips import load_video_views
+        from madapter.inference import view_logits
         from madapter.metrics import average_views
 
-        s = self.settings
-        views = load_video_views(Path(video), s.num_frames, s.size, s.crop_size, s.clips, s.crops, s.mean, s.std)
-        logits = self.model(views).float().cpu().numpy()  # the views are the batch
-        return average_views(logits[None])[0]
+        logits = view_logits(self.model, self.views(video).tensor[None])
+        return average_views(logits)[0]
 
     def top_k(self, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
         order = np.argsort(-probs, kind="stable")[: min(k, len(probs))]
@@ -153,7 +131,7 @@ def predict(
     uri = resolve_tracking_uri(params)
     try:
         with fluent_tracking(uri):
-            pyfunc = mlflow.pyfunc.load_model(model)
+            pyfunc = mlflow.pyfunc.load_model(model, model_config={"device": params.evaluate.device})
     except Exception as err:  # noqa: BLE001 - MlflowException, missing alias, unreachable server
         raise ConfigError(f"{model}: cannot load the model from {uri}: {_one_line(err)}") from None
     frame = pd.DataFrame({"video": [str(v) for v in videos]})

@@ -11,14 +11,23 @@ Promotion gate: every registered version is tagged with its metric, protocol, da
 A new version takes alias ``champion`` only when it beats the current champion's metric on the
 SAME protocol, dataset and split (by more than ``register.min_improvement``); otherwise it gets
 alias ``challenger`` and the reason is recorded as a tag on the version and on the run.
+
+Incomplete runs are never champion: a version whose training run was stopped by
+``train.max_epochs_per_run``, failed, or is not ``FINISHED`` in MLflow is still registered (so it
+can be inspected and served on purpose) but tagged ``incomplete=true`` with ``incomplete_reason``,
+and gets ``challenger`` at most (:func:`madapter.run_status.incomplete_reason`).  Registering
+never changes the training run's status: logging the model into a KILLED run leaves it KILLED.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +36,13 @@ import mlflow.pyfunc
 
 from madapter.config import ConfigError, Params
 from madapter.paths import StagePaths
+from madapter.run_status import incomplete_reason
 
 logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+DEVICE_ENV = "MADAPTER_DEVICE"
+"""Device of a served model (auto | cpu | cuda) when the loader passes no ``model_config``."""
 COMPARABLE_TAGS = ("protocol", "dataset", "split")
 
 
@@ -38,12 +50,18 @@ class VideoClassifierPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc: video paths or bytes -> top-k labels and scores (see module docstring)."""
 
     def load_context(self, context) -> None:
-        from madapter.predict import VideoPredictor, ViewSettings
+        from madapter.data.clips import ViewProtocol
+        from madapter.predict import VideoPredictor
 
         settings = json.loads(Path(context.artifacts["settings"]).read_text())
-        settings["mean"], settings["std"] = tuple(settings["mean"]), tuple(settings["std"])
         self.top_k = int(settings.pop("top_k"))
-        self.predictor = VideoPredictor.from_checkpoint(context.artifacts["checkpoint"], ViewSettings(**settings))
+        # Where it runs is the server's business, not the model's: load_model(model_config={"device": ...})
+        # (what `madapter predict` passes from evaluate.device), else $MADAPTER_DEVICE (for
+        # `mlflow models serve`), else auto (cuda when the serving machine has one).
+        device = (context.model_config or {}).get("device") or os.environ.get(DEVICE_ENV, "auto")
+        self.predictor = VideoPredictor.from_checkpoint(
+            context.artifacts["checkpoint"], ViewProtocol.from_dict(settings), device=device
+        )
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
         import pandas as pd
@@ -101,6 +119,9 @@ class RegisterResult:
     model_uri: str
     protocol: str
     dataset: str
+    complete: bool = True
+    """False when the training run was budget-stopped, failed or not FINISHED (then ``reason`` says why)."""
+    run_status: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,8 +130,21 @@ class GateDecision:
     reason: str
 
 
-def decide(candidate: dict[str, str], champion: dict[str, str] | None, metric: str, min_improvement: float) -> GateDecision:
-    """The champion/challenger rule on version tags (pure: unit-tested without a registry)."""
+def decide(
+    candidate: dict[str, str],
+    champion: dict[str, str] | None,
+    metric: str,
+    min_improvement: float,
+    incomplete: str | None = None,
+) -> GateDecision:
+    """The champion/challenger rule on version tags (pure: unit-tested without a registry).
+
+    ``incomplete`` (why the training run is not complete, see :func:`madapter.run_status.incomplete_reason`)
+    vetoes promotion before any metric is compared: a half-trained model can score well on a
+    small test split and must still not replace the champion, even when there is none yet.
+    """
+    if incomplete:
+        return GateDecision(False, f"not eligible for champion: {incomplete}")
     value = float(candidate[metric])
     if champion is None:
         return GateDecision(True, f"no champion yet; {metric}={value:.4f}")
@@ -139,6 +173,39 @@ def _current_champion(client, name: str):
         return None
 
 
+@contextlib.contextmanager
+def _logging_into_run(client, run_id: str) -> Iterator[None]:
+    """Make ``run_id`` MLflow's active run (what ``log_model`` logs into), then restore its status.
+
+    ``mlflow.start_run(run_id=...)`` sets an existing run RUNNING, and leaving its ``with`` block
+    ends it FINISHED (``ActiveRun.__exit__`` in mlflow/tracking/fluent.py, MLflow 3.x), so
+    registering a budget-stopped (KILLED) or FAILED training run would make it look complete.
+    ``log_model`` has no run argument in the pyfunc API, so the run is activated and then ended
+    with the status and end time it had, whatever happens inside.
+    """
+    before = client.get_run(run_id).info
+    mlflow.start_run(run_id=run_id)
+    try:
+        yield
+    finally:
+        mlflow.end_run(status=before.status)
+        if before.end_time:  # end_run stamps "now": keep the training run's own duration
+            client.set_terminated(run_id, status=before.status, end_time=before.end_time)
+
+
+def _training_run(client, run_id: str, run_file: Path):
+    """The MLflow run ``run.json`` names (its status and tags decide eligibility), or a one-line error."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise ConfigError(
+            f"{run_file}: MLflow run {run_id} is not in {client.tracking_uri}; set mlflow.tracking_uri "
+            "to the store the train stage used, or re-run train"
+        ) from None
+
+
 def _read_json(path: Path, stage: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: not found; run the {stage} stage first (python -m madapter {stage})")
@@ -149,7 +216,7 @@ def register(params: Params) -> RegisterResult:
     """Log + register the evaluated checkpoint; set ``champion`` or ``challenger``; write registration.json."""
     import madapter
     from madapter.models.checkpoint import load_checkpoint
-    from madapter.predict import ViewSettings
+    from madapter.data.clips import ViewProtocol
     from madapter.tracking import fluent_tracking, get_client, resolve_tracking_uri
 
     paths = StagePaths.from_params(params)
@@ -165,9 +232,12 @@ def register(params: Params) -> RegisterResult:
     name, run_id = params.register.model_name, run["run_id"]
     uri = resolve_tracking_uri(params)
     client = get_client(params)
+    training_run = _training_run(client, run_id, paths.train / "run.json")
+    run_status = training_run.info.status
+    incomplete = incomplete_reason(run, run_status, dict(training_run.data.tags))
 
     model, _ = load_checkpoint(checkpoint, map_location="cpu")
-    settings = ViewSettings.from_params(params, model.data_config).to_dict()
+    settings = ViewProtocol.from_params(params, model.data_config).to_dict()
     settings.update(num_frames=evaluation["frames"], clips=evaluation["clips"], crops=evaluation["crops"])
     settings["top_k"] = params.register.top_k
     version_tags = {
@@ -180,11 +250,17 @@ def register(params: Params) -> RegisterResult:
         "top5": f"{evaluation['top5']:.6f}",
         "mean_class_acc": f"{evaluation['mean_class_acc']:.6f}",
         "checkpoint_md5": evaluation["checkpoint_md5"],
+        "run_status": run_status,
+        "incomplete": str(incomplete is not None).lower(),
     }
+    if incomplete is not None:
+        version_tags["incomplete_reason"] = incomplete
+    if run.get("epochs_done") is not None and run.get("epochs") is not None:
+        version_tags["epochs"] = f"{run['epochs_done']}/{run['epochs']}"
     with tempfile.TemporaryDirectory() as tmp:
         settings_file = Path(tmp) / "settings.json"
         settings_file.write_text(json.dumps(settings, indent=2))
-        with fluent_tracking(uri), mlflow.start_run(run_id=run_id):
+        with fluent_tracking(uri), _logging_into_run(client, run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=VideoClassifierPyfunc(),
@@ -200,7 +276,9 @@ def register(params: Params) -> RegisterResult:
 
     champion = _current_champion(client, name)
     champion_tags = dict(champion.tags) if champion is not None else None
-    decision = decide(version_tags, champion_tags, metric, params.register.min_improvement)
+    decision = decide(version_tags, champion_tags, metric, params.register.min_improvement, incomplete)
+    if incomplete is not None:
+        logger.warning("%s version %s is from an incomplete training run: %s", name, version, incomplete)
     alias = CHAMPION if decision.promote else CHALLENGER
     client.set_registered_model_alias(name, alias, version)
     client.set_model_version_tag(name, version, "decision", alias)
@@ -223,6 +301,8 @@ def register(params: Params) -> RegisterResult:
         model_uri=f"models:/{name}/{version}",
         protocol=evaluation["protocol"],
         dataset=evaluation["dataset"],
+        complete=incomplete is None,
+        run_status=run_status,
     )
     paths.register.mkdir(parents=True, exist_ok=True)
     (paths.register / "registration.json").write_text(json.dumps(asdict(result), indent=2))

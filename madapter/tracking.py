@@ -104,9 +104,23 @@ def ensure_experiment(client, params: Params) -> str:
 
 
 def flatten_params(params: Params) -> dict[str, str]:
-    """Every resolved parameter, flattened, for ``log_params``."""
+    """Every resolved parameter, one MLflow param per schema field, for ``log_params``.
+
+    A mapping field (``download.checksums``) is ONE param holding JSON: its keys are file names
+    with dots, which as ``download.checksums.UCF101.rar`` could not be told apart from sections,
+    and may hold characters MLflow refuses in a param name.  Lists are JSON too; scalars keep
+    ``str()`` so runs logged before this change compare equal in the MLflow UI.
+    """
     flat = flatten_keys(params.model_dump(mode="json"))
-    return {k: "null" if v is None else str(v) for k, v in flat.items() if v != {}}
+    return {key: _param_value(value) for key, value in flat.items()}
+
+
+def _param_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
 
 
 def git_info(repo: Path | None = None) -> dict[str, str]:

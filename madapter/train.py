@@ -35,6 +35,10 @@ import numpy as np
 import torch
 
 from madapter.config import ConfigError, Params
+from madapter.distributed import all_reduce_max, all_reduce_sum, gather_objects
+from madapter.errors import StageError, first_line
+from madapter.models.precision import amp_autocast, grad_scaler
+from madapter.models.precision import describe as describe_precision
 from madapter.paths import StagePaths
 
 logger = logging.getLogger(__name__)
@@ -83,7 +87,7 @@ def training_fingerprint(params: Params, frames_dir: Path) -> str:
         "seed": params.base.seed,
         "dataset": params.dataset.name,
         "data": data_id,
-        "decode": params.decode.model_dump(mode="json"),
+        "decode": params.decode.model_dump(mode="json", exclude={"workers"}),  # how many processes decode changes nothing
         "model": params.model.model_dump(mode="json"),
         "train": {k: v for k, v in params.train.model_dump(mode="json").items() if k not in RUN_CONTROL_KEYS},
     }
@@ -112,11 +116,13 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases, norms and embeddings (1-D tensors)."""
+    """AdamW groups: no weight decay on biases and norms (1-D tensors) nor on what the model names
+    in ``no_weight_decay()`` (position embeddings, tokens: timm's convention)."""
+    exempt = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
     decay, no_decay = [], []
-    for p in model.parameters():
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+            (no_decay if p.ndim <= 1 or name in exempt else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -161,38 +167,8 @@ class _WorkerStatus:
         write_json_atomic(self.path, {**self.base, **fields, "time": time.time()})
 
 
-def _all_reduce_sum(values: list[float], world_size: int) -> list[float]:
-    if world_size == 1:
-        return values
-    import torch.distributed as dist
-
-    tensor = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor.tolist()
-
-
-def _all_reduce_max(value: float, world_size: int) -> float:
-    if world_size == 1:
-        return value
-    import torch.distributed as dist
-
-    tensor = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return float(tensor.item())
-
-
-def _gather(obj: Any, world_size: int) -> list[Any]:
-    if world_size == 1:
-        return [obj]
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
 @torch.no_grad()
-def _validate(forward, dataset, rank: int, world_size: int, batch_size: int, device, num_classes: int) -> dict:
+def _validate(forward, dataset, rank: int, world_size: int, batch_size: int, device, num_classes: int, amp) -> dict:
     """Single-view validation, sharded over workers (rank r takes items r, r+W, ...), gathered exactly."""
     from madapter.metrics import classification_report
 
@@ -203,7 +179,8 @@ def _validate(forward, dataset, rank: int, world_size: int, batch_size: int, dev
         items = [dataset[i] for i in indices[start : start + batch_size]]
         x = torch.stack([item[0] for item in items]).to(device)
         y = torch.tensor([item[1] for item in items], device=device)
-        logits = forward(x).float()
+        with amp_autocast(amp, device):
+            logits = forward(x).float()
         loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
         logits_parts.append(logits.cpu().numpy())
         label_parts.append(y.cpu().numpy())
@@ -212,7 +189,7 @@ def _validate(forward, dataset, rank: int, world_size: int, batch_size: int, dev
         np.concatenate(label_parts) if label_parts else np.zeros((0,), np.int64),
         loss_sum,
     )
-    parts = _gather(local, world_size)
+    parts = gather_objects(local, world_size, device)
     logits = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     report = classification_report(logits, labels, num_classes)
@@ -263,7 +240,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    use_cuda = device.type == "cuda"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # collectives and new CUDA tensors default to the current device
     frames, run_dir = Path(config["frames_dir"]), Path(config["run_dir"])
     status = _WorkerStatus(run_dir, rank)
     status.update(epoch=None, step=0, state="starting")
@@ -318,6 +296,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+    scaler = grad_scaler(cfg.amp, device)
+    if state is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     client = None
@@ -329,6 +310,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for key in ("trainable", "backbone", "total"):
             client.set_tag(run_id, f"params_{key}", str(counts[key]))
         client.log_metric(run_id, "trainable_params", counts["trainable"])
+        for key, value in describe_precision(params.model.half_precision, cfg.amp, device).items():
+            client.set_tag(run_id, f"train.{key}", value)
 
     end_epoch = cfg.epochs if cfg.max_epochs_per_run is None else min(cfg.epochs, start_epoch + cfg.max_epochs_per_run)
     val_report = None
@@ -343,14 +326,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for step, (x, y) in enumerate(progress):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             boundary = (step + 1) % cfg.grad_accum == 0 or step + 1 == len(loader)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_cuda):
+            with amp_autocast(cfg.amp, device):  # the backbone's precision is its own switch (extract)
                 logits = forward(x)
                 loss = loss_fn(logits.float(), y)
             sync_ctx = trainable.no_sync() if (not boundary and hasattr(trainable, "no_sync")) else _nullcontext()
             with sync_ctx:
-                (loss / cfg.grad_accum).backward()
+                scaler.scale(loss / cfg.grad_accum).backward()
             if boundary:
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.item() * len(y)
@@ -358,12 +342,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             seen += len(y)
             status.update(epoch=epoch + 1, step=step + 1, steps=len(loader), state="training")
         elapsed = time.perf_counter() - started
-        loss_sum, correct, seen = _all_reduce_sum([loss_sum, correct, seen], world_size)
-        peak_mb = _all_reduce_max(peak_memory_mb(device), world_size)
+        loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], world_size, device)
+        peak_mb = all_reduce_max(peak_memory_mb(device), world_size, device)
 
         model.eval()
         val_started = time.perf_counter()
-        val_report = _validate(forward, val_ds, rank, world_size, cfg.batch_size, device, len(classes))
+        val_report = _validate(forward, val_ds, rank, world_size, cfg.batch_size, device, len(classes), cfg.amp)
         record = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(1, seen),
@@ -398,6 +382,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                         "model": model.trainable_state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
                         "epoch": epoch + 1,
                         "history": history,
                         "run_id": run_id,
@@ -442,13 +427,20 @@ def _metric(key: str, value: float, step: int):
 
 # ----------------------------------------------------------------------------- driver side
 def _start_ray(params: Params) -> None:
-    """Connect to ``$RAY_ADDRESS`` or start a small local Ray (bounded object store, no dashboard)."""
+    """Connect to ``$RAY_ADDRESS`` or start a small local Ray (bounded object store, no dashboard).
+
+    The job's runtime env (:func:`madapter.ray_runtime.worker_runtime_env`) puts ``madapter`` on
+    the workers' path and filters Ray Train's per-second PlacementGroupCleaner retry warning,
+    which a dashboard-less Ray would otherwise print dozens of times per run.  A Ray that the
+    caller initialised already is used as it is.
+    """
     import ray
+
+    from madapter.ray_runtime import worker_runtime_env
 
     if ray.is_initialized():
         return
-    package_root = str(Path(__file__).resolve().parent.parent)
-    runtime_env = {"env_vars": {"PYTHONPATH": package_root}}
+    runtime_env = worker_runtime_env()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env=runtime_env)
         return
@@ -460,6 +452,59 @@ def _start_ray(params: Params) -> None:
         runtime_env=runtime_env,
         log_to_driver=True,
     )
+
+
+def check_cluster_fits(params: Params) -> None:
+    """Refuse, before any worker starts, a run the Ray cluster cannot place.
+
+    Ray Train waits for resources rather than failing, so ``train.use_gpu: true`` on a machine
+    without GPUs would wait forever.  A local Ray (no ``RAY_ADDRESS``) cannot grow, so a shortfall
+    is an error; a cluster may autoscale, so there it is only a warning.
+    """
+    import ray
+
+    cfg = params.train
+    have = ray.cluster_resources()
+    need = {"CPU": cfg.num_workers * cfg.cpus_per_worker, "GPU": cfg.num_workers if cfg.use_gpu else 0}
+    short = {k: (v, have.get(k, 0)) for k, v in need.items() if v > have.get(k, 0)}
+    if not short:
+        return
+    kind, (wanted, present) = next(iter(short.items()))
+    fix = ("set train.use_gpu: false, or run on a machine or RAY_ADDRESS cluster with GPUs" if kind == "GPU"
+           else "lower train.num_workers or train.cpus_per_worker")
+    message = (f"train: {cfg.num_workers} Ray worker(s) need {wanted:g} {kind} but the Ray cluster has {present:g}; "
+               f"{fix}")
+    if os.environ.get("RAY_ADDRESS"):
+        logger.warning("%s (waiting: the cluster may scale up)", message)
+        return
+    raise StageError(message)
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    """The user's exception inside Ray's wrappers (``RayTaskError.cause``, ``__cause__`` chains)."""
+    seen: set[int] = set()
+    while id(err) not in seen:
+        seen.add(id(err))
+        inner = getattr(err, "cause", None) or err.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        err = inner
+    return err
+
+
+def training_failure_line(err: BaseException, run_dir: Path) -> str:
+    """One line for a failed ``fit()``: which rank (or the controller) failed, with what, and what next."""
+    failures = getattr(err, "worker_failures", None)
+    controller = getattr(err, "controller_failure", None)
+    if failures:
+        rank, cause = min(failures.items())
+        what = f"Ray Train worker rank {rank} failed: {first_line(_root_cause(cause), 300)}"
+    elif controller is not None:
+        what = f"the Ray Train controller failed: {first_line(_root_cause(controller), 300)}"
+    else:
+        what = f"Ray Train failed: {first_line(_root_cause(err), 300)}"
+    return (f"{run_dir}: {what}; the Ray log above has the traceback; after fixing it, run train again "
+            f"(it resumes from the last epoch checkpoint)")
 
 
 def _resolve_run(client, params: Params, run_dir: Path, experiment_id: str) -> tuple[str, bool]:
@@ -491,6 +536,11 @@ def train(params: Params) -> TrainResult:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from madapter.run_status import (
+        record_training_failure,
+        record_training_interrupt,
+        record_training_outcome,
+    )
     from madapter.tracking import ensure_experiment, get_client
 
     paths = StagePaths.from_params(params)
@@ -520,6 +570,11 @@ def train(params: Params) -> TrainResult:
         "val_split": val_split,
     }
     _start_ray(params)
+    try:
+        check_cluster_fits(params)
+    except StageError as err:
+        record_training_failure(client, run_id, err)
+        raise
     resources = {"CPU": params.train.cpus_per_worker}
     if params.train.use_gpu:
         resources["GPU"] = 1
@@ -539,12 +594,17 @@ def train(params: Params) -> TrainResult:
     )
     try:
         result = trainer.fit()
-    except Exception:
-        client.set_terminated(run_id, status="FAILED")
+    except (KeyboardInterrupt, SystemExit):
+        # Ctrl-C (Ray's SIGINT handler aborts the controller and may sys.exit): resumable, not failed.
+        record_training_interrupt(client, run_id)
         raise
+    except Exception as err:
+        record_training_failure(client, run_id, err)
+        raise StageError(training_failure_line(err, run_dir)) from err
     if result.checkpoint is None:
-        client.set_terminated(run_id, status="FAILED")
-        raise RuntimeError(f"{run_dir}: training finished without a checkpoint (see the Ray worker logs above)")
+        message = f"{run_dir}: training finished without a checkpoint (see the Ray worker logs above)"
+        record_training_failure(client, run_id, message)
+        raise RuntimeError(message)
 
     with result.checkpoint.as_directory() as ckpt_dir:
         ckpt_dir = Path(ckpt_dir)
@@ -555,9 +615,11 @@ def train(params: Params) -> TrainResult:
         os.replace(out_ckpt.with_suffix(".pt.tmp"), out_ckpt)
 
     epochs_done = int(state["epoch"])
-    completed = epochs_done >= params.train.epochs
-    client.set_terminated(run_id, status="FINISHED" if completed else "KILLED")
-    client.set_tag(run_id, "madapter.epochs_done", str(epochs_done))
+    # FINISHED only when every epoch is trained; a budget stop is KILLED with a stop-reason tag,
+    # so neither the MLflow UI nor the registry mistakes it for a finished model.
+    completed = record_training_outcome(
+        client, run_id, epochs_done, params.train.epochs, params.train.max_epochs_per_run
+    )
     if not completed:
         logger.warning(
             "stopped after epoch %d/%d (train.max_epochs_per_run); run again to resume", epochs_done, params.train.epochs

@@ -32,6 +32,8 @@ from typing import IO, Literal
 import rarfile
 from tqdm import tqdm
 
+from madapter.errors import MissingToolError, StageError, disk_error_line
+
 logger = logging.getLogger(__name__)
 
 ArchiveKind = Literal["zip", "tar", "rar"]
@@ -39,12 +41,21 @@ _STAGING_PREFIX = ".extracting-"
 _MAX_NESTING = 3
 
 
-class UnsafeArchiveError(ValueError):
-    """An entry would be written outside the target directory; nothing was extracted."""
+_NO_RAR_TOOL = (
+    "no RAR tool found (unar, bsdtar, unrar or 7z on PATH); install unar or bsdtar: run scripts/setup-system.sh "
+    "(or: sudo apt-get install unar libarchive-tools), then re-run"
+)
 
 
-class ArchiveError(RuntimeError):
-    """The archive cannot be read (corrupt, unsupported entry, missing RAR backend)."""
+class UnsafeArchiveError(ValueError, StageError):
+    """An entry would be written outside the target directory; nothing was extracted.
+
+    A :class:`StageError` (the CLI prints its one line): a hostile or broken download, not a bug.
+    """
+
+
+class ArchiveError(StageError):
+    """The archive cannot be read (corrupt or unsupported entry); one line naming it and what to do."""
 
 
 @dataclass(frozen=True)
@@ -196,9 +207,7 @@ def rar_backend() -> str:
     try:
         setup = rarfile.tool_setup()
     except rarfile.RarCannotExec:
-        raise ArchiveError(
-            "no RAR backend found: install 'unar' or 'libarchive-tools' (bsdtar) — scripts/setup-system.sh does"
-        ) from None
+        raise MissingToolError(f"unar: {_NO_RAR_TOOL}") from None
     return Path(setup.get_cmdline("check_cmd", None)[0]).name
 
 
@@ -217,6 +226,8 @@ def _open_plan(archive: Path) -> Iterator[list[_Entry]]:
                 yield _plan_rar(rf, archive)
         else:
             raise ArchiveError(f"{archive}: not a zip, tar or rar archive (corrupt or incomplete download?)")
+    except rarfile.RarCannotExec as err:  # before rarfile.Error: re-downloading would not help
+        raise MissingToolError(f"{archive}: cannot extract its compressed entries: {_NO_RAR_TOOL}") from err
     except (zipfile.BadZipFile, tarfile.TarError, rarfile.Error, EOFError) as err:
         raise ArchiveError(f"{archive}: cannot read archive ({err}); delete it and download again") from err
 
@@ -294,8 +305,11 @@ def extract_archive(archive: Path, dest: Path, nested: bool = False) -> list[Pat
         staging.mkdir()
         try:
             _write_entries(entries, staging, archive)
-        except BaseException:
+        except BaseException as err:
             shutil.rmtree(staging, ignore_errors=True)
+            line = disk_error_line(err, dest) if isinstance(err, OSError) else None
+            if line is not None:  # a full disk while writing: name where, not a traceback
+                raise ArchiveError(f"extracting {archive.name}: {line}") from err
             raise
     written = _merge(staging, dest)
     logger.info("extracted %d files from %s into %s", len(written), archive.name, dest)

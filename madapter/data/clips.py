@@ -1,23 +1,30 @@
-"""Clips for the model: frame-store videos (or a raw video file) -> normalised ``[T, 3, H, W]`` tensors.
+"""Clips for the model: normalised ``[T, 3, H, W]`` tensors from the frame store or a source video.
 
-Training clips are random (TSN offsets + random crop) but reproducible: the randomness of item
-``i`` in epoch ``e`` comes only from ``(seed, e, i)``, so any worker, any number of workers and a
-resumed run see the same clips.  Evaluation clips are deterministic multi-view sets
-(``clips`` temporal views x ``crops`` spatial crops).  No horizontal flip: see
-:mod:`madapter.data.transforms`.
+- :class:`ClipDataset` -- the frame store, for training (random TSN offsets over the stored grid +
+  random crop) and for the single-view validation during training.  Training randomness of item
+  ``i`` in epoch ``e`` comes only from ``(seed, e, i)``, so any worker, any number of workers and a
+  resumed run see the same clips.
+- :func:`load_video_views` / :class:`SourceVideoDataset` -- the evaluation protocol
+  (:class:`ViewProtocol`, ``frames x clips x crops``) on the SOURCE video, used by ``evaluate``,
+  ``predict`` and the served model alike.
+
+No horizontal flip anywhere: see :mod:`madapter.data.transforms`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from madapter.data.sampling import SamplingMode, multi_view_indices, sample_clip
+from madapter.config import Params
+from madapter.data.sampling import SamplingMode, multi_view_indices, protocol_indices, sample_clip
 from madapter.data.store import FrameStore
 from madapter.data.transforms import (
     crop,
@@ -25,7 +32,7 @@ from madapter.data.transforms import (
     ensure_min_size,
     normalize,
     random_crop_offset,
-    resize_and_center_crop,
+    resize_short_side,
 )
 from madapter.data.video import Backend, read_frames
 
@@ -101,21 +108,117 @@ class ClipDataset(Dataset):
         return (x[0] if self.num_views == 1 else x), label
 
 
-def load_video_views(
-    path: Path, num_frames: int, size: int, crop_size: int, clips: int, crops: int,
-    mean: Sequence[float], std: Sequence[float], sampling: SamplingMode = "tsn", frame_interval: int = 1,
-    backend: Backend = "decord",
-) -> torch.Tensor:
-    """``[clips * crops, T, 3, crop, crop]`` evaluation views of a raw video file (for prediction).
+@dataclass(frozen=True)
+class ViewProtocol:
+    """``frames x clips x crops`` plus normalisation: how a source video becomes evaluation views.
 
-    Frames are prepared as the decode stage prepares the store (short side to ``size``, centre
-    square), then viewed as :class:`ClipDataset` does in evaluation.
+    One object drives ``evaluate``, ``predict`` and the served model, so all three see the same
+    frames and crops of the same video.  It is stored with a registered model (``to_dict``).
     """
 
+    num_frames: int
+    clips: int
+    crops: int
+    crop_size: int
+    """The model's input size; frames are resized so their short side is this (the crop scale)."""
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def name(self) -> str:
+        return f"{self.num_frames}x{self.clips}x{self.crops}"
+
+    @property
+    def num_views(self) -> int:
+        return self.clips * self.crops
+
+    @classmethod
+    def from_params(cls, params: Params, data_config: dict) -> ViewProtocol:
+        return cls(
+            num_frames=params.model.num_frames,
+            clips=params.evaluate.clips,
+            crops=params.evaluate.crops,
+            crop_size=int(data_config["input_size"][-1]),
+            mean=tuple(float(v) for v in data_config["mean"]),
+            std=tuple(float(v) for v in data_config["std"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ViewProtocol:
+        """Rebuild from ``to_dict`` output; keys of other versions (e.g. an old ``size``) are ignored."""
+        known = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in data.items() if k in known}
+        kept["mean"], kept["std"] = tuple(kept["mean"]), tuple(kept["std"])
+        return cls(**kept)
+
+
+@dataclass(frozen=True)
+class VideoViews:
+    """The views of one source video, and where each came from (for checks and debugging)."""
+
+    tensor: torch.Tensor
+    """``[clips * crops, T, 3, crop, crop]``, clip-major, normalised."""
+    frame_indices: np.ndarray
+    """``[clips, T]`` indices into the source video's frames."""
+    boxes: list[tuple[int, int]]
+    """``(top, left)`` of each crop in the resized frame."""
+    resized_hw: tuple[int, int]
+    """Frame size after resizing the short side to the crop size."""
+
+
+def load_video_views(
+    path: Path, protocol: ViewProtocol, start: float | None = None, end: float | None = None,
+    backend: Backend = "decord",
+) -> VideoViews:
+    """The protocol's views of a SOURCE video file (decord, PyAV fallback), never of the frame store.
+
+    Temporal: :func:`madapter.data.sampling.protocol_indices` over the whole video (or its
+    ``[start, end)`` segment).  Spatial: short side resized to the crop size, ``crops`` crops along
+    the long side.  Reading the source is what makes K clips really spread over a long video; the
+    frame store keeps only a short grid, good for training jitter but too short for K distinct clips.
+    """
+    p = protocol
+
     def choose(count: int, fps: float) -> np.ndarray:
-        return multi_view_indices(count, num_frames, clips, sampling, frame_interval).reshape(-1)
+        return protocol_indices(count, fps, p.num_frames, p.clips, start, end).reshape(-1)
 
     result = read_frames(Path(path), choose, backend)
-    frames = resize_and_center_crop(result.frames, size)
-    positions = np.arange(len(result.indices)).reshape(clips, num_frames)
-    return _views(frames, positions, crop_size, crops, mean, std)
+    frames = resize_short_side(result.frames, p.crop_size)
+    height, width = frames.shape[1:3]
+    boxes = crop_offsets(height, width, p.crop_size, p.crops)
+    positions = np.arange(len(result.indices)).reshape(p.clips, p.num_frames)
+    views = [normalize(crop(frames[idx], top, left, p.crop_size), p.mean, p.std)
+             for idx in positions for top, left in boxes]
+    return VideoViews(torch.stack(views), result.indices.reshape(p.clips, p.num_frames), boxes, (height, width))
+
+
+@dataclass(frozen=True)
+class SourceVideo:
+    """One video to evaluate: absolute path, label and optional ``[start, end)`` seconds."""
+
+    path: str
+    label: int
+    start: float | None = None
+    end: float | None = None
+
+
+class SourceVideoDataset(Dataset):
+    """Evaluation items ``(views [V, T, 3, crop, crop], label)`` read from the source videos.
+
+    Readers are opened inside ``__getitem__``, so DataLoader worker processes each use their own
+    (decord readers must not cross a fork).
+    """
+
+    def __init__(self, videos: Sequence[SourceVideo], protocol: ViewProtocol, backend: Backend = "decord") -> None:
+        self.videos, self.protocol, self.backend = list(videos), protocol, backend
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        video = self.videos[index]
+        views = load_video_views(Path(video.path), self.protocol, video.start, video.end, self.backend)
+        return views.tensor, video.label

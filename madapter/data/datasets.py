@@ -66,7 +66,7 @@ class _DiskIndex:
         self.by_lower: dict[str, str] = {}
         self.by_stem: dict[str, str] = {}
         self.by_name: dict[str, list[str]] = {}
-        for p in raw.rglob("*"):
+        for p in sorted(raw.rglob("*")):  # sorted: the first of two same-stem files wins on every file system
             if p.suffix.lower() not in suffixes or not p.is_file():
                 continue
             rel = p.relative_to(raw).as_posix()
@@ -106,7 +106,7 @@ def _video_roots(disk: _DiskIndex, class_dirs: Iterable[str]) -> list[str]:
         if len(parts) >= 2 and parts[-2].lower() in wanted:
             root = "/".join(parts[:-2])
             counts[root] = counts.get(root, 0) + 1
-    return sorted(counts, key=lambda r: -counts[r]) or [""]
+    return sorted(counts, key=lambda r: (-counts[r], r)) or [""]  # ties by name, not by directory order
 
 
 # --------------------------------------------------------------------------- UCF101

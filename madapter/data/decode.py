@@ -7,8 +7,12 @@ centre-cropped square.  Training then samples ``model.num_frames`` of those per 
 TSN offsets -- cheap, because the store is a few memory-mapped shards instead of video files.
 
 Videos decode in parallel worker processes (each opens its own readers); results are written in
-index order, so the store is a deterministic function of the inputs.  The store is built in a
-temporary directory and swapped in at the end: a failed run leaves the previous store intact.
+index order, so the store is a deterministic function of the inputs: the same index, videos and
+settings give the same bytes whatever ``decode.workers`` is.  DVC hashes the store and training's
+fingerprint hashes ``store.json``, so nothing in it may vary from run to run -- no timings, no worker
+count, no absolute paths; the run's duration goes to ``outputs/timings/decode.json``
+(:mod:`madapter.data.timing`).  The store is built in a temporary directory and swapped in at the
+end: a failed run leaves the previous store intact.
 """
 
 from __future__ import annotations
@@ -31,13 +35,17 @@ from tqdm import tqdm
 
 from madapter.config import DecodeSection, Params
 from madapter.data.sampling import uniform_grid
-from madapter.data.scan import SPLITS, IndexRow, read_classes, read_index, read_quarantine
+from madapter.data.scan import SPLITS, IndexRow, read_classes, read_index, read_quarantine, relative_reason
 from madapter.data.store import STORE_META, ShardWriter
+from madapter.data.timing import write_timing
 from madapter.data.transforms import resize_and_center_crop
 from madapter.data.video import Backend, VideoError, display_path, read_frames
 from madapter.paths import StagePaths
 
 logger = logging.getLogger(__name__)
+
+RUN_CONTROL_KEYS = frozenset({"workers"})
+"""``decode`` keys that change how fast the stage runs, never what it writes (not DVC params)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,7 @@ def decode_video(job: DecodeJob, frames_per_video: int, size: int, backend: Back
         result = read_frames(Path(job.abs_path), choose, backend)
         frames = resize_and_center_crop(result.frames, size)
     except (VideoError, ValueError, RuntimeError) as err:
-        return Decoded(job, None, error=str(err).splitlines()[0])
+        return Decoded(job, None, error=relative_reason(err, Path(job.abs_path), row.path))
     return Decoded(job, frames, result.num_frames, result.backend)
 
 
@@ -167,7 +175,6 @@ def decode_dataset(params: Params) -> Path:
         shutil.rmtree(building, ignore_errors=True)  # the previous store, if any, stays untouched
         raise
 
-    seconds = time.perf_counter() - started
     videos = sum(s["videos"] for s in splits.values())
     meta = {
         "dataset": params.dataset.name,
@@ -184,15 +191,12 @@ def decode_dataset(params: Params) -> Path:
         "bytes": sum(s["bytes"] for s in splits.values()),
         "dropped_quarantined": tally.dropped,
         "failed": tally.failed,
-        "workers": cfg.workers,
-        "seconds": round(seconds, 3),
-        "videos_per_s": round(videos / seconds, 2) if seconds > 0 else None,
-        "frames_per_s": round(videos * cfg.frames_per_video / seconds, 1) if seconds > 0 else None,
     }
     (building / STORE_META).write_text(json.dumps(meta, indent=2) + "\n")
     if target.exists():
         shutil.rmtree(target)
     os.replace(building, target)
-    logger.info("decode: %d videos (%d quarantined dropped, %d failed), %.1f MB, %.1f videos/s -> %s",
-                videos, sum(tally.dropped.values()), len(tally.failed), meta["bytes"] / 1e6, meta["videos_per_s"] or 0, target)
+    logger.info("decode: %d videos (%d quarantined dropped, %d failed), %.1f MB -> %s",
+                videos, sum(tally.dropped.values()), len(tally.failed), meta["bytes"] / 1e6, target)
+    write_timing(paths, "decode", started, videos, cfg.workers, frames=videos * cfg.frames_per_video)
     return target

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from madapter.config import Params
+from madapter.config import ConfigError, Params
 from madapter.data.archives import concatenate_parts, extract_archive
 from madapter.data.fetch import NotFoundError, copy_local, fetch_url, sha256_of
 from madapter.data.sources import DatasetSource, RemoteFile, source_for
@@ -84,7 +84,7 @@ class _Fetcher:
             return nested if nested.exists() or not flat.exists() else flat
         base = override or self.source.base_url
         if not base:
-            raise ValueError(f"dataset.source: required for {self.source.name} ({self.source.notes})")
+            raise ConfigError(f"dataset.source: required for {self.source.name} ({self.source.notes})")
         return base.rstrip("/") + "/" + relpath
 
     def get(self, relpath: str, dest: Path, sha256: str | None = None, recorded: str | None = None) -> str:
@@ -207,7 +207,7 @@ def _ssv2_from_url(fetcher: _Fetcher, raw: Path) -> list[Path]:
 def _ssv2_from_dir(root: Path, raw: Path) -> list[Path]:
     """A directory the user has: label JSONs / ``labels.zip``, archive parts (possibly zipped), or webm files."""
     if not root.is_dir():
-        raise ValueError(f"dataset.source: {root} is not a directory (ssv2 needs the files you downloaded after login)")
+        raise ConfigError(f"dataset.source: {root} is not a directory (ssv2 needs the files you downloaded after login)")
     unzipped = raw / DOWNLOADS_DIR / "unzipped"
     for zipped in sorted(root.glob("*.zip")):
         extract_archive(zipped, unzipped)
@@ -220,7 +220,7 @@ def _ssv2_from_dir(root: Path, raw: Path) -> list[Path]:
     if not parts:
         webms = sorted(root.rglob("*.webm"))
         if not webms:
-            raise ValueError(f"dataset.source: {root} has neither 20bn-something-something-v2-?? parts nor .webm files")
+            raise ConfigError(f"dataset.source: {root} has neither 20bn-something-something-v2-?? parts nor .webm files")
         _mirror_tree(root, raw / "20bn-something-something-v2", suffixes={".webm"})
     return parts
 
@@ -229,7 +229,7 @@ def _download_ssv2(params: Params, raw: Path) -> Path:
     source = source_for("ssv2")
     override = params.dataset.source
     if not override:
-        raise ValueError(f"dataset.source: required for ssv2 — {source.notes}")
+        raise ConfigError(f"dataset.source: required for ssv2 — {source.notes}")
     state = _State(raw / DOWNLOADS_DIR / STATE_FILE)
     if state.files.get("videos", {}).get("extracted"):
         logger.info("ssv2: videos already extracted into %s, skipping", raw)
@@ -288,12 +288,12 @@ def _download_list(params: Params, raw: Path) -> Path:
     if root is not None:
         root = Path(root).expanduser()
         if not (root / "train.txt").is_file():
-            raise ValueError(f"dataset.list_root: {root} has no train.txt (expected lines 'relative/path.mp4 <label>')")
+            raise ConfigError(f"dataset.list_root: {root} has no train.txt (expected lines 'relative/path.mp4 <label>')")
         if root.resolve() != raw.resolve():
             linked = _mirror_tree(root, raw)
             logger.info("list: %d new/changed files linked from %s into %s", linked, root, raw)
     elif not (raw / "train.txt").is_file():
-        raise ValueError(f"dataset.list_root: not set and {raw}/train.txt is missing; point list_root at your data")
+        raise ConfigError(f"dataset.list_root: not set and {raw}/train.txt is missing; point list_root at your data")
     return raw
 
 

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -19,14 +20,20 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from madapter.errors import StageError, disk_error_line
+
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
-class DownloadError(RuntimeError):
-    """A file could not be fetched; what was already downloaded stays for the next run to resume."""
+class DownloadError(StageError):
+    """A file could not be fetched; what was already downloaded stays for the next run to resume.
+
+    A :class:`StageError`: the message is one line naming the URL or path and what to do, and the
+    CLI prints just that line (the traceback only with ``--log-level DEBUG``).
+    """
 
 
 class ChecksumError(DownloadError):
@@ -38,7 +45,53 @@ class NotFoundError(DownloadError):
 
 
 class _Incomplete(Exception):
-    """The response ended before the announced length: retry and resume."""
+    """The response ended before the announced length (or a retryable status): retry and resume."""
+
+
+_NETWORK_ERRORS = (
+    _Incomplete,
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.HTTPError,
+)
+"""Failures worth another attempt: the network, not the request, was the problem."""
+_NO_FIX_HINT = "check the network, or set dataset.source to a mirror or a local copy"
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    """``err`` and what it wraps (requests -> urllib3 -> socket), outermost first."""
+    chain: list[BaseException] = []
+    node: BaseException | None = err
+    while node is not None and node not in chain:
+        chain.append(node)
+        wrapped = getattr(node, "reason", None)  # urllib3's MaxRetryError keeps the cause here
+        if not isinstance(wrapped, BaseException) and node.args and isinstance(node.args[0], BaseException):
+            wrapped = node.args[0]  # requests wraps urllib3's error as its first argument
+        node = node.__cause__ or (wrapped if isinstance(wrapped, BaseException) else None) or node.__context__
+    return chain
+
+
+def network_reason(err: BaseException) -> str:
+    """A few words for why a request failed (requests' own message runs to ~300 characters)."""
+    chain = _causes(err)
+    for cause in reversed(chain):  # the innermost cause is the most specific
+        if isinstance(cause, socket.gaierror):
+            return "cannot resolve the host name (offline, or a wrong host in the URL?)"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset by the server"
+        if isinstance(cause, (TimeoutError, socket.timeout, requests.Timeout, urllib3.exceptions.TimeoutError)):
+            return "timed out (download.timeout_s)"
+        if isinstance(cause, requests.exceptions.SSLError):
+            return "TLS/SSL error"
+        if isinstance(cause, _Incomplete):
+            return str(cause)
+        if isinstance(cause, (urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError)):
+            return "connection dropped mid-transfer"
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def sha256_of(path: Path) -> str:
@@ -81,9 +134,12 @@ def _stream_once(session: requests.Session, url: str, part: Path, timeout_s: flo
         if resp.status_code == 404:
             raise NotFoundError(f"{url}: not found (HTTP 404); check dataset.source or the URL in sources.py")
         if resp.status_code in _RETRYABLE_STATUS:
-            raise _Incomplete(f"HTTP {resp.status_code}")
+            raise _Incomplete(f"HTTP {resp.status_code} {resp.reason}".strip())
         if resp.status_code >= 400:
-            raise DownloadError(f"{url}: HTTP {resp.status_code} {resp.reason}; check dataset.source / credentials")
+            raise DownloadError(
+                f"{url}: HTTP {resp.status_code} {resp.reason}; check dataset.source (a mirror or a local copy) "
+                f"or the credentials the host wants"
+            )
         if have and resp.status_code == 200:
             logger.warning("%s: server ignored the Range request; downloading the whole file again", url)
             have = 0
@@ -93,9 +149,16 @@ def _stream_once(session: requests.Session, url: str, part: Path, timeout_s: flo
                 raise DownloadError(f"{url}: server resumed at byte {start}, expected {have}; delete {part} and retry")
         length = resp.headers.get("Content-Length")
         expected = have + int(length) if length and length.isdigit() else None
-        mode = "ab" if have else "wb"
+        _write_body(resp, part, have, expected)
+    if expected is not None and part.stat().st_size < expected:
+        raise _Incomplete(f"got {part.stat().st_size} of {expected} bytes")
+
+
+def _write_body(resp: requests.Response, part: Path, have: int, expected: int | None) -> None:
+    """Append (or write) the response body to ``part``; a full or read-only disk is one line naming it."""
+    try:
         with (
-            open(part, mode) as fh,
+            open(part, "ab" if have else "wb") as fh,
             tqdm(total=expected, initial=have, unit="B", unit_scale=True, desc=part.name[:-5], leave=False) as bar,
         ):
             # We check the length ourselves: urllib3's own check would raise *and* drop the
@@ -104,8 +167,18 @@ def _stream_once(session: requests.Session, url: str, part: Path, timeout_s: flo
             while chunk := resp.raw.read1(_CHUNK, decode_content=False):
                 fh.write(chunk)
                 bar.update(len(chunk))
-    if expected is not None and part.stat().st_size < expected:
-        raise _Incomplete(f"got {part.stat().st_size} of {expected} bytes")
+    except OSError as err:
+        line = None if isinstance(err, requests.RequestException) else disk_error_line(err, part)
+        if line is None:
+            raise
+        raise DownloadError(line) from err
+
+
+def _give_up(url: str, part: Path, attempts: int, err: BaseException) -> DownloadError:
+    """The one-line error after the last attempt: URL, why, what to do; the ``.part`` file stays."""
+    have = part.stat().st_size if part.exists() else 0
+    resume = f"; re-run to resume from {part} ({have} bytes kept)" if have else ", then re-run"
+    return DownloadError(f"{url}: {network_reason(err)} (failed after {attempts} attempts); {_NO_FIX_HINT}{resume}")
 
 
 def fetch_url(
@@ -127,20 +200,15 @@ def fetch_url(
             try:
                 _stream_once(session, url, part, timeout_s)
                 break
-            except (
-                _Incomplete,
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-                urllib3.exceptions.HTTPError,
-            ) as err:
+            except _NETWORK_ERRORS as err:
                 if attempt == retries:
-                    raise DownloadError(
-                        f"{url}: failed after {retries + 1} attempts ({err}); re-run to resume from {part}"
-                    ) from err
+                    raise _give_up(url, part, retries + 1, err) from err
                 wait = backoff_s * 2**attempt
                 have = part.stat().st_size if part.exists() else 0
-                logger.warning("%s: %s; retry %d/%d in %.1fs (resuming at byte %d)", url, err, attempt + 1, retries, wait, have)
+                resuming = f" (resuming at byte {have})" if have else ""
+                logger.warning(
+                    "%s: %s; retry %d/%d in %.1fs%s", url, network_reason(err), attempt + 1, retries, wait, resuming
+                )
                 time.sleep(wait)
     finally:
         if own_session:
@@ -154,6 +222,12 @@ def copy_local(src: Path, dest: Path, sha256: str | None = None) -> str:
         raise NotFoundError(f"{src}: not found; put the file there or fix dataset.source")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = _part_path(dest)
-    with open(src, "rb") as fin, open(part, "wb") as fout:
-        shutil.copyfileobj(fin, fout, _CHUNK)
+    try:
+        with open(src, "rb") as fin, open(part, "wb") as fout:
+            shutil.copyfileobj(fin, fout, _CHUNK)
+    except OSError as err:  # a write error has no file name: then it was the copy we were writing
+        line = disk_error_line(err, err.filename or part)
+        if line is None:
+            raise
+        raise DownloadError(line) from err
     return _finish(part, dest, sha256, str(src))

@@ -10,6 +10,8 @@ segments (so a clip covers the whole video), and a seed always gives the same in
 - :func:`dense_indices` -- ``clip_len`` frames ``interval`` apart from one random (training) or
   central (evaluation) start; clips longer than the video repeat the last frame.
 - :func:`multi_view_indices` -- ``clips`` evaluation views spread evenly over the video.
+- :func:`protocol_indices` -- the evaluation protocol's views of a SOURCE video (its whole length,
+  or its ``[start, end)`` segment): what ``evaluate``, ``predict`` and the served model all read.
 """
 
 from __future__ import annotations
@@ -95,3 +97,26 @@ def sample_clip(
     if mode == "tsn":
         return segment_indices(num_frames, clip_len, train=train, seed=seed)
     return dense_indices(num_frames, clip_len, interval, train=train, seed=seed)
+
+
+def segment_bounds(num_frames: int, fps: float, start: float | None, end: float | None) -> tuple[int, int]:
+    """``[first, stop)`` frame range of a video's ``[start, end)`` seconds (the whole video without them)."""
+    first, stop = 0, num_frames
+    if fps > 0 and (start is not None or end is not None):
+        first = min(max(int(round((start or 0.0) * fps)), 0), num_frames - 1)
+        stop = max(min(int(round(end * fps)) if end is not None else num_frames, num_frames), first + 1)
+    return first, stop
+
+
+def protocol_indices(
+    num_frames: int, fps: float, clip_len: int, clips: int, start: float | None = None, end: float | None = None
+) -> np.ndarray:
+    """``[clips, clip_len]`` source-frame indices of the evaluation protocol.
+
+    The clip is TSN-style, one frame from each of ``clip_len`` equal segments of the whole video
+    (or segment), and the ``clips`` views take each segment's frame at phases ``(k + 0.5) / clips``:
+    K clips spread uniformly over the whole video, none a shifted copy of another.  Training sees
+    the same kind of clip (one random frame per segment), so evaluation asks no new question.
+    """
+    first, stop = segment_bounds(num_frames, fps, start, end)
+    return first + multi_view_indices(stop - first, clip_len, clips)

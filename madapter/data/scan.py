@@ -7,7 +7,10 @@ and has its first and last frame decoded (decord, with the PyAV fallback of
 that hangs (a stalled network mount, a pathological file) or crashes the interpreter (decord can
 segfault on garbage) is killed and recorded, and the scan goes on.
 
-Outputs (``StagePaths.scan``): ``quarantine.csv`` (``path,reason``) and ``report.json``.
+Outputs (``StagePaths.scan``): ``quarantine.csv`` (``path,reason``) and ``report.json``.  Both
+are a pure function of the index, the videos and ``scan.timeout_s``/``scan.min_frames``: DVC hashes
+them, so they name files by their dataset-relative path and hold no timings and no worker count
+(those go to ``outputs/timings/scan.json``, see :mod:`madapter.data.timing`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from tqdm import tqdm
 from madapter.config import Params
 from madapter.data.schema import INDEX_FIELDS, SPLITS, Row
 from madapter.data.store import CSV_ENCODING
+from madapter.data.timing import write_timing
 from madapter.data.video import (
     DecordVideo,
     PyAVVideo,
@@ -46,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 IndexRow = Row
 """One row of the index schema (defined once, in madapter/data/schema.py)."""
+
+RUN_CONTROL_KEYS = frozenset({"workers"})
+"""``scan`` keys that change how fast the stage runs, never what it writes (not DVC params)."""
 
 
 # ------------------------------------------------------------------------------ index / quarantine
@@ -108,9 +115,21 @@ def _classify(err: VideoError) -> str:
     return "unreadable"
 
 
-def _reason(err: VideoError, path: Path) -> str:
+def relative_reason(err: BaseException, path: Path, rel: str) -> str:
+    """First line of ``err`` with the file named by its dataset-relative path ``rel``.
+
+    Why: the text goes into DVC-hashed outputs, and the absolute path depends on where the data
+    directory lives (another clone, another machine).
+    """
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    for form in sorted({os.fsdecode(path), display_path(path)}, key=len, reverse=True):
+        text = text.replace(form, display_path(rel))
+    return text
+
+
+def _reason(err: VideoError, path: Path, rel: str) -> str:
     """The error text without the leading path (the CSV already has a path column)."""
-    text, prefix = str(err), display_path(path) + ": "
+    text, prefix = relative_reason(err, path, rel), display_path(rel) + ": "
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
@@ -119,7 +138,7 @@ def probe_video(path: Path, rel: str, min_frames: int) -> ProbeResult:
     try:
         check_file(path)
     except VideoError as err:
-        return ProbeResult(rel, False, _classify(err), _reason(err, path))
+        return ProbeResult(rel, False, _classify(err), _reason(err, path, rel))
     note = ""
     if preferred_backend(path) == "decord":
         try:
@@ -131,11 +150,11 @@ def probe_video(path: Path, rel: str, min_frames: int) -> ProbeResult:
                     return ProbeResult(rel, True, "ok", num_frames=count, backend="decord")
             note = f"decord: {count} frames"
         except VideoError as err:
-            note = f"decord: {_reason(err, path)}"
+            note = f"decord: {_reason(err, path, rel)}"
     try:
         count = PyAVVideo(path).count_decoded()
     except VideoError as err:
-        return ProbeResult(rel, False, "unreadable", _reason(err, path), note=note)
+        return ProbeResult(rel, False, "unreadable", _reason(err, path, rel), note=note)
     if count < min_frames:
         return ProbeResult(rel, False, "too_short",
                            f"only {count} decodable frame(s), scan.min_frames is {min_frames}; drop or replace it",
@@ -247,7 +266,11 @@ def _write_quarantine(path: Path, bad: list[ProbeResult]) -> None:
 
 
 def scan_videos(params: Params) -> Path:
-    """Probe every video of every index split; write ``quarantine.csv`` and ``report.json``."""
+    """Probe every video of every index split; write ``quarantine.csv`` and ``report.json``.
+
+    Same index, videos and settings -> the same bytes, whatever ``scan.workers`` is (results are
+    kept in index order); the run's duration goes to ``outputs/timings/scan.json``.
+    """
     paths = StagePaths.from_params(params)
     cfg = params.scan
     rels: dict[str, None] = {}
@@ -258,7 +281,6 @@ def scan_videos(params: Params) -> Path:
     logger.info("scan: probing %d videos with %d workers (timeout %g s)", len(jobs), cfg.workers, cfg.timeout_s)
     started = time.perf_counter()
     results = probe_all(jobs, cfg.workers, cfg.timeout_s, cfg.min_frames)
-    seconds = time.perf_counter() - started
 
     bad = [r for r in results if not r.ok]
     good = [r for r in results if r.ok]
@@ -275,11 +297,10 @@ def scan_videos(params: Params) -> Path:
         "pyav_fallbacks": [{"path": display_path(r.path), "note": r.note} for r in good if r.backend == "pyav"],
         "frames": {"min": min(counts), "median": statistics.median(counts), "max": max(counts)} if counts else {},
         "quarantine": [{**asdict(r), "path": display_path(r.path)} for r in bad],
-        "settings": {"workers": cfg.workers, "timeout_s": cfg.timeout_s, "min_frames": cfg.min_frames},
-        "seconds": round(seconds, 3),
-        "videos_per_s": round(len(results) / seconds, 2) if seconds > 0 else None,
+        "settings": {"timeout_s": cfg.timeout_s, "min_frames": cfg.min_frames},
     }
     (paths.scan / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_timing(paths, "scan", started, len(results), cfg.workers)
     level = logging.WARNING if bad else logging.INFO
     logger.log(level, "scan: %d of %d videos quarantined (%s) -> %s", len(bad), len(results),
                ", ".join(f"{k}: {v}" for k, v in report["reasons"].items()) or "none", paths.scan / "quarantine.csv")

@@ -3,7 +3,8 @@
 Why shards: DVC (and most file systems) crawl on millions of small jpgs; a shard of a few hundred
 videos hashes, copies and memory-maps in one go.  Layout::
 
-    <root>/store.json                 classes, frames_per_video, size, counts, bytes, throughput
+    <root>/store.json                 classes, frames_per_video, size, counts, bytes (no timings:
+                                      DVC hashes it, training fingerprints it; see data/timing.py)
     <root>/<split>/shard-00000.npy    uint8 [n, F, S, S, 3]
     <root>/<split>/manifest.csv       path,label,label_name,shard,offset,num_source_frames
 
@@ -29,6 +30,10 @@ MANIFEST_FIELDS = ("path", "label", "label_name", "shard", "offset", "num_source
 STORE_META = "store.json"
 CSV_ENCODING = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
 """Paths may carry undecodable bytes (non-UTF-8 names); surrogateescape round-trips them."""
+
+
+class StoreError(ValueError):
+    """A frame store file that cannot be read; the message names the file and the fix."""
 
 
 def shard_name(shard: int) -> str:
@@ -130,7 +135,11 @@ class FrameStore:
 
     def _shard_array(self, shard: int) -> np.ndarray:
         if shard not in self._maps:
-            self._maps[shard] = np.load(self.split_dir / shard_name(shard), mmap_mode="r")
+            path = self.split_dir / shard_name(shard)
+            try:
+                self._maps[shard] = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as err:  # truncated or damaged: numpy's message names no file
+                raise StoreError(f"{path}: cannot read this frame shard ({err}); re-run the decode stage") from err
         return self._maps[shard]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:

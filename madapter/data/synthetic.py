@@ -152,26 +152,57 @@ def render_video(class_index: int, video_index: int, cfg: SyntheticSection, seed
 
 
 # ---------------------------------------------------------------------------------------- encoding
+X264_DETERMINISTIC = "threads=1:lookahead-threads=1:sliced-threads=0:cpu-independent=1"
+"""x264 settings that make its output a pure function of the frames, on any machine.
+
+``threads``/``lookahead-threads``/``sliced-threads``: one thread; x264's default is one per CPU,
+and the bitstream depends on how frames and slices are split between threads.
+``cpu-independent``: without it x264 picks CPU-specific SIMD algorithms (e.g. its 9-way intra
+analysis, macroblock-tree propagation) whose results differ from the C code's; and it was not even
+stable within one process: on this machine 7-9 of 24 synthetic videos (32 and 64 px) changed bytes
+over 20 encodings of the same frames.  With it, plain C (``asm=0``), SSE2-only and AVX-512 runs
+write identical bytes (tests/data_video/test_synthetic.py).  No measurable cost at these sizes.
+"""
+
+
+def _codec_options(codec: str, options: dict[str, str] | None) -> dict[str, str]:
+    """Quality defaults, then the caller's options, then (libx264) the settings that keep it deterministic.
+
+    The determinism settings go LAST in ``x264-params`` so a caller's own ``x264-params`` (e.g.
+    ``keyint=4``) still applies but cannot switch determinism off by accident.
+    """
+    defaults = {"crf": "18", "preset": "veryfast"} if codec == "libx264" else {"crf": "10", "b": "0"}
+    merged = {**defaults, **(options or {})}
+    if codec == "libx264":
+        own = merged.get("x264-params", "").strip(":")
+        merged["x264-params"] = f"{own}:{X264_DETERMINISTIC}" if own else X264_DETERMINISTIC
+    return merged
+
+
 def encode_video(
     path: Path, frames: Sequence[np.ndarray] | np.ndarray, fps: int, codec: str = "libx264",
     options: dict[str, str] | None = None, container_options: dict[str, str] | None = None,
 ) -> Path:
     """Write RGB uint8 frames as a real video file (h264/yuv420p mp4, or VP8/VP9 webm by ``codec``).
 
-    Single-threaded so the bytes are a deterministic function of the frames (stable DVC hashes);
-    written to a temporary name and renamed so an interrupted run never leaves a half file.
+    The bytes are a pure function of (frames, fps, codec, options) -- DVC hashes them, and two
+    machines sharing a DVC remote must agree: one encoder thread and one colour-conversion thread
+    (PyAV passes ``thread_count`` to its swscale reformatter), CPU-independent x264
+    (:data:`X264_DETERMINISTIC`), and a bit-exact muxer (no ``Lavf<version>`` encoder tag in mp4,
+    no random track/segment UIDs in webm, which otherwise differ on every run).  Written to a temporary name and
+    renamed, so an interrupted run never leaves a half file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     height, width = frames[0].shape[:2]
     fmt = "webm" if path.suffix == ".webm" else "mp4"
-    defaults = {"crf": "18", "preset": "veryfast"} if codec == "libx264" else {"crf": "10", "b": "0"}
     with av.open(str(tmp), mode="w", format=fmt, options=container_options or {}) as container:
+        container.flags |= av.container.Flags.bitexact.value
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.thread_count = 1
-        stream.options = {**defaults, **(options or {})}
+        stream.options = _codec_options(codec, options)
         for arr in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
             container.mux(stream.encode(frame))

@@ -41,16 +41,19 @@ def resize_and_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def crop_offsets(height: int, width: int, crop_size: int, crops: int) -> list[tuple[int, int]]:
-    """``(top, left)`` of ``crops`` evaluation crops spread along the diagonal.
+    """``(top, left)`` of ``crops`` evaluation crops spread evenly along the LONG side.
 
-    One crop is the centre; three are the usual start/centre/end crops (along the long side, or
-    top-left/centre/bottom-right on square frames).
+    The standard multi-crop protocol: frames are resized so the short side is the crop size, and
+    the crops slide along the long side (start / centre / end for 3), centred on the short side.
+    One crop is the centre crop.  On a square frame the crops slide horizontally.
     """
     max_top, max_left = height - crop_size, width - crop_size
     if crops == 1:
         return [(max_top // 2, max_left // 2)]
     fractions = np.linspace(0.0, 1.0, crops)
-    return [(round(f * max_top), round(f * max_left)) for f in fractions]
+    if height > width:
+        return [(round(f * max_top), max_left // 2) for f in fractions]
+    return [(max_top // 2, round(f * max_left)) for f in fractions]
 
 
 def random_crop_offset(height: int, width: int, crop_size: int, rng: np.random.Generator) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,22 @@ class VideoError(RuntimeError):
     """A video that cannot be read; the message is one line naming the file and the cause."""
 
 
-def short_error(err: BaseException, limit: int = 160) -> str:
-    """First line of an exception, trimmed: C++ backtraces from decord are dozens of lines."""
+_LOG_TIMESTAMP = re.compile(r"\[\d\d:\d\d:\d\d\] ")
+"""decord (dmlc) prefixes its messages with the wall-clock time."""
+
+
+def short_error(err: BaseException, limit: int = 160, path: str | os.PathLike | None = None) -> str:
+    """First line of an exception, trimmed: C++ backtraces from decord are dozens of lines.
+
+    Wall-clock stamps are dropped and, given ``path``, the file's full path becomes its name
+    BEFORE trimming, so the text is the same on every run and machine: the scan and decode
+    stages write it into outputs that DVC hashes.
+    """
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    text = text.split("Stack trace returned")[0].strip()
+    text = _LOG_TIMESTAMP.sub("", text.split("Stack trace returned")[0]).strip()
+    if path is not None:
+        for form in sorted({os.fsdecode(path), display_path(path)}, key=len, reverse=True):
+            text = text.replace(form, os.path.basename(form))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -86,7 +99,7 @@ class DecordVideo:
         try:
             self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=num_threads)
         except Exception as err:  # decord raises DECORDError / RuntimeError with C++ traces
-            raise VideoError(f"{display_path(path)}: decord cannot open it: {short_error(err)}") from None
+            raise VideoError(f"{display_path(path)}: decord cannot open it: {short_error(err, path=path)}") from None
         self.num_frames = len(self._vr)
         self.fps = float(self._vr.get_avg_fps() or 0.0)
 
@@ -94,7 +107,7 @@ class DecordVideo:
         try:
             return self._vr.get_batch(list(indices)).asnumpy()
         except Exception as err:
-            raise VideoError(f"{display_path(self.path)}: decord cannot decode frames: {short_error(err)}") from None
+            raise VideoError(f"{display_path(self.path)}: decord cannot decode frames: {short_error(err, path=self.path)}") from None
 
     def close(self) -> None:
         self._vr = None
@@ -139,7 +152,7 @@ class PyAVVideo:
         except VideoError:
             raise
         except Exception as err:
-            raise VideoError(f"{display_path(path)}: PyAV cannot open it: {short_error(err)}") from None
+            raise VideoError(f"{display_path(path)}: PyAV cannot open it: {short_error(err, path=path)}") from None
 
     def decode_all(self) -> np.ndarray:
         """Every frame, in order (the simple decode-everything path; also the benchmark baseline)."""
@@ -160,7 +173,7 @@ class PyAVVideo:
                     last.to_ndarray(format="rgb24")
         except Exception as err:
             if count == 0:
-                raise VideoError(f"{display_path(self.path)}: PyAV cannot decode any frame: {short_error(err)}") from None
+                raise VideoError(f"{display_path(self.path)}: PyAV cannot decode any frame: {short_error(err, path=self.path)}") from None
             logger.debug("%s: decoding stopped after %d frames: %s", display_path(self.path), count, short_error(err))
         return count
 
@@ -182,7 +195,7 @@ class PyAVVideo:
         except Exception as err:
             if last_frame is None or strict:
                 raise VideoError(
-                    f"{display_path(self.path)}: PyAV decoding failed after {decoded} frames: {short_error(err)}"
+                    f"{display_path(self.path)}: PyAV decoding failed after {decoded} frames: {short_error(err, path=self.path)}"
                 ) from None
         missing = sorted(i for i in wanted if i not in found)
         if missing:

@@ -209,6 +209,11 @@ class Backbone(nn.Module):
             "input_size": (3, int(size), int(size)),
         }
 
+    def no_weight_decay(self) -> set[str]:
+        """The timm model's own no-decay names (position embeddings, class tokens), for ``full`` tuning."""
+        own = getattr(self.model, "no_weight_decay", None)
+        return {f"model.{name}" for name in own()} if callable(own) else set()
+
     def forward(self, x: torch.Tensor, with_levels: bool = True) -> tuple[list[torch.Tensor], torch.Tensor]:
         """``x`` [N,3,H,W] -> (channels-last level grids [N,H_l,W_l,C_l], pooled final feature [N,D]).
 

@@ -13,7 +13,8 @@ Frozen mode (``tuning`` in ``madapter``/``linear``), following DESIGN.md:
   and dropout of the pre-trained model never change),
 * it runs under ``torch.no_grad()`` -- no activation is kept for backward, which is where the
   memory saving comes from,
-* on CUDA it may run under half-precision autocast.
+* on CUDA it runs in half precision when ``model.half_precision`` is set, and otherwise in fp32
+  even inside a ``train.amp`` region (:mod:`madapter.models.precision`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 from madapter.config import ModelSection
 from madapter.models.backbone import Backbone
 from madapter.models.baselines import FrameContext
+from madapter.models.precision import backbone_autocast
 
 FROZEN_MODES = ("madapter", "linear")
 
@@ -86,11 +88,17 @@ class VideoClassifier(nn.Module):
             self.backbone.eval()
         return self
 
-    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        if self.half_precision and device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        return contextlib.nullcontext()
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names AdamW must not decay (timm's convention, collected from the parts).
+
+        Position embeddings and tokens are not 1-D, so "no decay for ndim <= 1" misses them; the
+        modules that own them name them (``MAdapterBranch.no_weight_decay``, timm models' own).
+        """
+        names: set[str] = set()
+        for prefix, part in (("adapter.", self.adapter), ("backbone.", self.backbone)):
+            if hasattr(part, "no_weight_decay"):
+                names |= {prefix + n for n in part.no_weight_decay()}
+        return names
 
     def extract(self, x: torch.Tensor) -> Features:
         """Run the backbone on every frame of ``x`` [B,T,3,H,W].
@@ -104,7 +112,8 @@ class VideoClassifier(nn.Module):
         b, t = x.shape[:2]
         self.frame_context.num_frames = t
         grad = contextlib.nullcontext() if not self.backbone_frozen else torch.no_grad()
-        with grad, self._autocast(x.device):
+        precision = backbone_autocast(self.half_precision, not self.backbone_frozen, x.device)
+        with grad, precision:
             frames = x.flatten(0, 1)
             # Whole clips per chunk: inserted adapters fold [clips*T] back into [clips, T].
             clips_per_chunk = b if self.backbone_chunk is None else max(1, self.backbone_chunk // t)

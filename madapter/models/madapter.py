@@ -198,6 +198,10 @@ class MAdapterBranch(nn.Module):
         self.head = nn.Linear(width + (cls_dim if use_cls else 0), num_classes)
         self.apply(_init_linear)
 
+    def no_weight_decay(self) -> set[str]:
+        """Temporal position embeddings: decaying them pulls frame positions together (timm convention)."""
+        return {name for name, _ in self.named_parameters() if name.endswith(".pos")}
+
     def forward_features(self, levels: list[torch.Tensor]) -> torch.Tensor:
         """Run the adapter chain; returns ``h_L`` [B,T,H,W,d]."""
         h = None

@@ -38,7 +38,7 @@ def _block(body: bytes) -> bytes:
     return struct.pack("<I", zlib.crc32(sized) & 0xFFFFFFFF) + sized
 
 
-def _file_header(name: str, data: bytes | None, mtime: int) -> bytes:
+def _file_header(name: str, data: bytes | None, mtime: int, method: int = 0) -> bytes:
     is_dir = data is None
     payload = b"" if data is None else data
     file_flags = _FILE_MTIME | (_FILE_DIR if is_dir else _FILE_CRC)
@@ -51,16 +51,21 @@ def _file_header(name: str, data: bytes | None, mtime: int) -> bytes:
     if not is_dir:
         body += struct.pack("<I", zlib.crc32(payload) & 0xFFFFFFFF)
     name_bytes = name.encode("utf-8")
-    body += _vint(0) + _vint(_HOST_UNIX) + _vint(len(name_bytes)) + name_bytes
+    body += _vint(method << 7) + _vint(_HOST_UNIX) + _vint(len(name_bytes)) + name_bytes
     return _block(body) + payload
 
 
-def write_rar(path: Path, entries: dict[str, bytes | None], mtime: int = 1_600_000_000) -> Path:
-    """Write ``entries`` (archive name -> bytes, or ``None`` for a directory) as a stored RAR 5 file."""
+def write_rar(path: Path, entries: dict[str, bytes | None], mtime: int = 1_600_000_000, method: int = 0) -> Path:
+    """Write ``entries`` (archive name -> bytes, or ``None`` for a directory) as a stored RAR 5 file.
+
+    ``method`` > 0 only *labels* the file entries as compressed (their bytes stay raw, so a real
+    unpacker would fail on them): enough to make ``rarfile`` reach for an external tool, which is
+    how a test shows what happens when none is installed.
+    """
     out = bytearray(RAR5_SIGNATURE)
     out += _block(_vint(_HEAD_MAIN) + _vint(0) + _vint(0))
     for name, data in entries.items():
-        out += _file_header(name, data, mtime)
+        out += _file_header(name, data, mtime, method if data is not None else 0)
     out += _block(_vint(_HEAD_END) + _vint(0) + _vint(0))
     Path(path).write_bytes(bytes(out))
     return Path(path)

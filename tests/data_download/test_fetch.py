@@ -47,7 +47,7 @@ def test_transient_503_is_retried_with_backoff(tmp_path, server, blob, monkeypat
 
 def test_gives_up_after_retries_and_keeps_the_partial_file(tmp_path, server, blob):
     server.fail_503["blob.bin"] = 10
-    with pytest.raises(DownloadError, match=r"blob.bin: failed after 3 attempts .*re-run to resume"):
+    with pytest.raises(DownloadError, match=r"blob.bin: HTTP 503 .*\(failed after 3 attempts\); .*dataset.source"):
         fetch_url(f"{server.base_url}/blob.bin", tmp_path / "b", retries=2, backoff_s=0)
     assert not (tmp_path / "b").exists()
 

@@ -51,7 +51,8 @@ def make_params(tmp_path: Path, **sections: dict) -> Params:
     data = {"base": {"data_dir": str(tmp_path / "data"), "outputs_dir": str(tmp_path / "outputs"), "seed": 0},
             "dataset": {"name": "synthetic", "synthetic": {"videos_per_class": 3, "classes": 4}},
             "scan": {"workers": 1, "timeout_s": 20},
-            "decode": {"workers": 1, "frames_per_video": 8, "size": 32, "shard_size": 3}}
+            "decode": {"workers": 1, "frames_per_video": 8, "size": 32, "shard_size": 3},
+            "model": {"num_frames": 4}}  # fewer than the stored frames: training jitters in time
     for key, value in sections.items():
         data.setdefault(key, {}).update(value)
     return params_from_dict(data, "test")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from madapter.config import Params
-from madapter.data.clips import ClipDataset, load_video_views
+from madapter.data.clips import ClipDataset, ViewProtocol, load_video_views
 from madapter.data.decode import decode_dataset
 from madapter.data.scan import scan_videos
 from madapter.data.store import FrameStore
@@ -83,10 +83,11 @@ def test_frame_order_is_kept_and_never_flipped(store: FrameStore) -> None:
 
 def test_load_video_views_from_a_raw_file(store: FrameStore) -> None:
     path = store.root.parent.parent / "raw" / "synthetic" / store.paths[0]
-    views = load_video_views(path, num_frames=4, size=32, crop_size=32, clips=2, crops=1, mean=MEAN, std=STD)
+    two = ViewProtocol(num_frames=4, clips=2, crops=1, crop_size=32, mean=MEAN, std=STD)
+    views = load_video_views(path, two).tensor
     assert views.shape == (2, 4, 3, 32, 32)
     assert np.all(np.diff(square_x(views[0])) > 0)  # move_right, in order
     centred = ClipDataset(store, 4, False, MEAN, STD, crop_size=32, seed=0)[0][0]
-    one = load_video_views(path, num_frames=4, size=32, crop_size=32, clips=1, crops=1, mean=MEAN, std=STD)
+    one = load_video_views(path, ViewProtocol(num_frames=4, clips=1, crops=1, crop_size=32, mean=MEAN, std=STD))
     # the store holds all 16 source frames here, so the raw-file path sees the same frames
-    assert (one[0] - centred).abs().mean() < 0.05
+    assert (one.tensor[0] - centred).abs().mean() < 0.05

@@ -35,7 +35,10 @@ def test_store_layout_manifest_and_metadata(decoded: Params) -> None:
     assert meta["classes"] == ["move_right", "move_left", "grow", "shrink"]
     assert meta["frame_shape"] == [8, 32, 32, 3] and meta["videos"] == 12
     assert meta["bytes"] == sum(p.stat().st_size for p in paths.frames.rglob("shard-*.npy"))
-    assert meta["videos_per_s"] > 0 and meta["backends_used"] == {"decord": 12}
+    assert meta["backends_used"] == {"decord": 12}
+    timing = json.loads((paths.timings / "decode.json").read_text())  # kept out of the hashed store
+    assert timing["videos"] == 12 and timing["videos_per_s"] > 0 and timing["workers"] == 1
+    assert not {"seconds", "videos_per_s", "frames_per_s", "workers"} & set(meta)
     # shard_size 3 and 4 train videos -> two shards, never one file per frame
     assert sorted(p.name for p in (paths.frames / "train").iterdir()) == [
         "manifest.csv", "shard-00000.npy", "shard-00001.npy"]

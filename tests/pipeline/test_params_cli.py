@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from madapter.cli import parse_overrides, resolve_params
-from madapter.config import ConfigError, Params, load_params
+from madapter.config import ConfigError, Params, leaf_of, load_params, params_from_dict, split_key
 from madapter.config import flatten_keys as flatten
-from tests.pipeline.conftest import REPO, run_cli
+from madapter.tracking import flatten_params
+from tests.pipeline.conftest import REPO, run, run_cli
 
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))
 
@@ -115,13 +118,15 @@ def test_ucf101_preset_is_clip_b16_eight_frames():
 
 
 def test_preset_args_round_trip_to_dvc_set_param(tmp_path):
-    """``preset-args`` prints what ``dvc exp run`` needs; parsing it back gives the preset."""
+    """``preset-args`` prints what ``dvc exp run`` needs; DVC's own parser (Hydra) reads back the preset."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     preset = REPO / "presets/ssv2.yaml"
     proc = run_cli(["preset-args", str(preset), "--params", str(REPO / "params.yaml")], tmp_path)
     assert proc.returncode == 0, proc.stderr
-    pairs = [arg.removeprefix("--set-param=") for arg in shlex.split(proc.stdout)]
-    assert all("=" in p for p in pairs)
-    assert parse_overrides(pairs) == flatten(yaml.safe_load(preset.read_text()))
+    args = [arg.removeprefix("--set-param=") for arg in shlex.split(proc.stdout)]
+    parsed = OverridesParser.create().parse_overrides(args)
+    assert {o.key_or_group: o.value() for o in parsed} == flatten(yaml.safe_load(preset.read_text()))
 
 
 def test_bad_preset_is_rejected_with_its_file_name(tmp_path):
@@ -131,3 +136,120 @@ def test_bad_preset_is_rejected_with_its_file_name(tmp_path):
     assert proc.returncode == 2 and "train.epochs" in proc.stderr
     proc = run_cli(["check-params", "--params", str(REPO / "params.yaml"), "--preset", "nope.yaml"], tmp_path)
     assert proc.returncode == 2 and "nope.yaml: preset file not found" in proc.stderr
+
+
+# --------------------------------------------------------------------------- keys that contain dots
+SHA_A, SHA_B, SHA_C = "a" * 64, "b" * 64, "c" * 64
+
+TRICKY_PRESET: dict = {
+    "dataset": {"name": "ucf101", "source": "http://mirror.example/ucf,101 (copy)/"},
+    "download": {
+        "checksums": {
+            "UCF101.rar": SHA_A,
+            "annotations/k400 train (v2).csv": SHA_B,
+            "2020.rar": SHA_C,
+        }
+    },
+    "model": {"backbone": "vit_base_patch16_clip_224.openai", "levels": [2, 5, 11]},
+    "train": {"lr": 3e-4, "run_name": "1.0", "use_gpu": True},
+    "mlflow": {"experiment": "ucf ${not-an-interpolation}"},
+}
+"""A preset with everything that a naive flatten or a naive ``-S`` rendering gets wrong: file
+names with dots (and a space, parentheses, a leading number) as mapping keys, a string that
+looks like a float, a comma (a Hydra sweep unquoted), ``${`` (an OmegaConf interpolation)."""
+
+
+def _write_preset(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_flatten_stops_at_schema_fields_so_dotted_mapping_keys_survive():
+    flat = flatten(TRICKY_PRESET)
+    assert flat["download.checksums"] == TRICKY_PRESET["download"]["checksums"]
+    assert not any(key.startswith("download.checksums.") for key in flat)
+    assert split_key("download.checksums.UCF101.rar") == ("download", "checksums", "UCF101.rar")
+    assert split_key("dataset.synthetic.classes") == ("dataset", "synthetic", "classes")
+    assert split_key("train.epochz.x") == ("train", "epochz", "x"), "unknown keys split fully (validation names them)"
+
+
+def test_dotted_mapping_keys_round_trip_through_a_preset(tmp_path):
+    preset = _write_preset(tmp_path / "tricky.yaml", TRICKY_PRESET)
+    params = resolve_params(REPO / "params.yaml", [preset], None)
+    assert params.download.checksums == TRICKY_PRESET["download"]["checksums"]
+    assert params.train.run_name == "1.0" and params.mlflow.experiment == "ucf ${not-an-interpolation}"
+
+
+def test_two_presets_setting_a_mapping_merge_like_dvc(tmp_path):
+    first = _write_preset(tmp_path / "a.yaml", {"download": {"checksums": {"UCF101.rar": SHA_A}}})
+    second = _write_preset(tmp_path / "b.yaml", {"download": {"checksums": {"split.zip": SHA_B}}})
+    params = resolve_params(REPO / "params.yaml", [first, second], None)
+    assert params.download.checksums == {"UCF101.rar": SHA_A, "split.zip": SHA_B}
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        [f"download.checksums.UCF101.rar={SHA_A}"],
+        [f"download.checksums={{UCF101.rar: {SHA_A}}}"],
+        [f"download.checksums={{UCF101.rar: {SHA_B}}}", f"download.checksums.UCF101.rar={SHA_A}"],
+    ],
+    ids=["entry-key", "mapping-value", "entry-over-mapping"],
+)
+def test_set_splits_only_as_deep_as_the_schema(sets):
+    params = resolve_params(REPO / "params.yaml", None, sets)
+    assert params.download.checksums == {"UCF101.rar": SHA_A}
+
+
+def test_set_into_a_plain_value_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.levels is one value, not a mapping"):
+        parse_overrides(["model.levels.0=3"])
+    proc = run_cli(["check-params", "--params", str(REPO / "params.yaml"), "-S", "train.epochs.x=1"], tmp_path)
+    assert proc.returncode == 2 and "train.epochs is one value" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_mlflow_params_keep_a_mapping_as_one_json_param():
+    params = params_from_dict({"download": {"checksums": TRICKY_PRESET["download"]["checksums"]}})
+    flat = flatten_params(params)
+    assert json.loads(flat["download.checksums"]) == TRICKY_PRESET["download"]["checksums"]
+    assert not any(key.startswith("download.checksums.") for key in flat)
+    assert all(leaf_of(key) == (key, leaf_of(key)[1]) for key in flat), "every param is exactly one schema field"
+    assert flat["train.lr"] == str(params.train.lr) and flat["mlflow.tracking_uri"] == "null"
+
+
+def test_preset_args_refuses_what_dvc_cannot_express(tmp_path):
+    preset = _write_preset(tmp_path / "p.yaml", {"download": {"checksums": {"10": SHA_A}}})
+    proc = run_cli(["preset-args", str(preset), "--params", str(REPO / "params.yaml")], tmp_path)
+    assert proc.returncode == 2 and "download.checksums" in proc.stderr and "params.yaml instead" in proc.stderr
+
+
+def _dvc_repo(root: Path) -> Path:
+    """A throw-away git + DVC repository: this checkout's params.yaml and one stage reading it."""
+    root.mkdir()
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    sections = list(yaml.safe_load((REPO / "params.yaml").read_text()))
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"noop": {"cmd": "echo ok", "params": sections}}}))
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.email", "test@madapter.local"],
+        ["git", "config", "user.name", "madapter tests"],
+        ["dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-q", "-m", "init"],
+    ):
+        run(cmd, root)
+    return root
+
+
+@pytest.mark.parametrize("preset", [*PRESETS, None], ids=[*(p.stem for p in PRESETS), "tricky"])
+def test_preset_args_piped_into_real_dvc_exp_run_gives_the_preset(tmp_path, preset):
+    """The documented command, for real: ``preset-args P | xargs dvc exp run`` must leave params.yaml
+    resolving to exactly what ``--preset P`` gives (dotted file names, quoting and all)."""
+    preset = preset or _write_preset(tmp_path / "tricky.yaml", TRICKY_PRESET)
+    repo = _dvc_repo(tmp_path / "repo")
+    madapter = f"{shlex.quote(sys.executable)} -m madapter"
+    pipe = f"{madapter} preset-args {shlex.quote(str(preset))} | xargs dvc exp run --quiet"
+    run(["bash", "-o", "pipefail", "-c", pipe], repo, timeout=300)
+    applied = load_params(repo / "params.yaml")
+    expected = resolve_params(REPO / "params.yaml", [preset], None)
+    assert applied.model_dump() == expected.model_dump()

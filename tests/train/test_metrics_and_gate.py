@@ -129,3 +129,98 @@ def test_fluent_tracking_leaves_no_tracking_uri_behind(tmp_path, monkeypatch) ->
         assert mlflow.get_tracking_uri() == uri
     assert "MLFLOW_TRACKING_URI" not in os.environ
     assert mlflow.get_tracking_uri() == before
+
+
+def test_gate_never_promotes_an_incomplete_run_even_without_a_champion() -> None:
+    reason = "incomplete training run (MLflow status KILLED): max_epochs_per_run: stopped after epoch 1/2"
+    no_champion = decide({**TAGS, "top1": "1.0"}, None, "top1", 0.0, incomplete=reason)
+    assert not no_champion.promote and no_champion.reason == f"not eligible for champion: {reason}"
+    worse_champion = decide({**TAGS, "top1": "1.0"}, {**TAGS, "top1": "0.1"}, "top1", 0.0, incomplete=reason)
+    assert not worse_champion.promote
+
+
+def test_incomplete_reason_needs_completed_run_json_and_finished_status() -> None:
+    from madapter.run_status import STOP_REASON_TAG, budget_reason, incomplete_reason
+
+    done = {"completed": True, "epochs_done": 3, "epochs": 3}
+    assert incomplete_reason(done, "FINISHED", {STOP_REASON_TAG: "completed: 3/3 epochs"}) is None
+    budget = budget_reason(1, 3, 1)
+    stopped = incomplete_reason({"completed": False, "epochs_done": 1, "epochs": 3}, "KILLED", {STOP_REASON_TAG: budget})
+    assert stopped == f"incomplete training run (MLflow status KILLED): {budget}"
+    failed = incomplete_reason(done, "FAILED", {STOP_REASON_TAG: "failed: RuntimeError: boom"})
+    assert failed == "training run is FAILED, not FINISHED: failed: RuntimeError: boom"
+    assert "unknown number of epochs" in incomplete_reason({"run_id": "x"}, "FINISHED", {})  # old/foreign run.json
+    assert incomplete_reason(done, "RUNNING", {}) == "training run is RUNNING, not FINISHED"
+
+
+@pytest.mark.parametrize("status", ["KILLED", "FAILED", "FINISHED"])
+def test_logging_a_model_into_a_run_keeps_its_status_and_end_time(tmp_path: Path, status: str) -> None:
+    """register logs the pyfunc through MLflow's fluent API, whose run context ends runs FINISHED."""
+    import mlflow
+
+    from madapter.registry import _logging_into_run
+    from madapter.tracking import fluent_tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("status", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    client.set_terminated(run_id, status=status, end_time=1_700_000_000_000)
+    with fluent_tracking(uri), _logging_into_run(client, run_id):
+        assert client.get_run(run_id).info.status == "RUNNING"  # really the active run while logging
+        mlflow.log_text("weights", "model/weights.txt")
+    info = client.get_run(run_id).info
+    assert (info.status, info.end_time) == (status, 1_700_000_000_000)
+    assert mlflow.active_run() is None
+    with pytest.raises(RuntimeError, match="boom"), fluent_tracking(uri), _logging_into_run(client, run_id):
+        raise RuntimeError("boom")  # a failed log_model must not turn the training run FAILED either
+    assert client.get_run(run_id).info.status == status
+
+
+def test_ray_worker_filter_drops_only_the_cleaner_retry_warning() -> None:
+    import logging
+
+    from madapter.ray_runtime import (
+        CLEANER_LOGGER,
+        DropCleanerRetries,
+        setup_worker_process,
+        worker_runtime_env,
+    )
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord(CLEANER_LOGGER, logging.WARNING, __file__, 1, message, None, None)
+
+    drop = DropCleanerRetries()
+    assert not drop.filter(record(
+        "Failed to query Ray Train Controller actor state. State API may be temporarily unavailable. "
+        "Continuing to monitor."
+    ))
+    assert drop.filter(record("Detected that the Ray Train controller actor (abc) is dead. Cleaning up ..."))
+    cleaner = logging.getLogger(CLEANER_LOGGER)
+    before = list(cleaner.filters)
+    try:
+        setup_worker_process()
+        setup_worker_process()  # Ray may run the hook again in a reused process: one filter only
+        assert sum(isinstance(f, DropCleanerRetries) for f in cleaner.filters) == 1
+    finally:
+        cleaner.filters[:] = before
+    env = worker_runtime_env()
+    assert env["worker_process_setup_hook"] == "madapter.ray_runtime.setup_worker_process"
+    assert Path(env["env_vars"]["PYTHONPATH"], "madapter", "ray_runtime.py").is_file()
+
+
+def test_register_names_run_json_when_its_mlflow_run_is_not_in_the_store(tmp_path: Path) -> None:
+    import json
+
+    from madapter.config import ConfigError
+    from madapter.registry import register
+
+    out = tmp_path / "out"
+    (out / "train").mkdir(parents=True)
+    (out / "evaluate").mkdir()
+    (out / "train" / "run.json").write_text(json.dumps({"run_id": "0" * 32, "completed": True}))
+    (out / "evaluate" / "metrics.json").write_text(json.dumps({"top1": 0.5}))
+    params = params_from_dict({"base": {"outputs_dir": str(out)},
+                               "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'other.db'}"}})
+    with pytest.raises(ConfigError, match=r"train/run\.json: MLflow run 0{32} is not in sqlite:///.*other\.db"):
+        register(params)

@@ -57,7 +57,11 @@ def worse_params(trained, mlflow_server: str, tmp_path_factory: pytest.TempPathF
     client = MlflowClient(mlflow_server, registry_uri=mlflow_server)
     experiment = client.get_experiment_by_name(worse.mlflow.experiment)
     run = client.create_run(experiment.experiment_id, run_name="worse-baseline")
-    (paths.train / "run.json").write_text(json.dumps({"run_id": run.info.run_id}))
+    client.set_terminated(run.info.run_id, status="FINISHED")  # a complete run: eligible for champion
+    epochs = result.epochs
+    (paths.train / "run.json").write_text(
+        json.dumps({"run_id": run.info.run_id, "completed": True, "epochs_done": epochs, "epochs": epochs})
+    )
     return worse
 
 
@@ -109,6 +113,7 @@ def test_gate_promotes_better_and_keeps_worse_as_challenger(gate, mlflow_server:
     assert client.get_model_version_by_alias(MODEL, "challenger").version == third.version
     versions = {v.version: v for v in client.search_model_versions(f"name='{MODEL}'")}
     assert set(versions) == {first.version, second.version, third.version}
+    assert all(s.complete for s in gate["steps"]) and {v.tags["incomplete"] for v in versions.values()} == {"false"}
     assert float(versions[second.version].tags["top1"]) == pytest.approx(better["top1"])
     assert float(versions[third.version].tags["top1"]) == pytest.approx(worse["top1"])
     assert versions[third.version].tags["decision_reason"] == third.reason

@@ -24,6 +24,9 @@ def test_recipe_changes_start_a_new_run_but_run_control_changes_resume(tmp_path:
     # How/where it runs -> the same Ray run, so a stopped or crashed run resumes.
     assert _fingerprint(tmp_path, train={"max_epochs_per_run": 1, "max_failures": 5}) == base
     assert _fingerprint(tmp_path, train={"run_name": "other"}) == base  # the name is prefixed, not hashed
+    assert _fingerprint(tmp_path, decode={"workers": 7}) == base  # decode workers change no frame
+    # How the branch computes (its mixed precision) changes the weights -> a new run.
+    assert _fingerprint(tmp_path, train={"amp": "bf16"}) != base
     # New data (a re-decoded frame store) -> a new run.
     (tmp_path / "store.json").write_text(json.dumps({"videos": 11}))
     assert _fingerprint(tmp_path) != base

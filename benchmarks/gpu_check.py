@@ -1,0 +1,530 @@
+"""``make gpu-check``: the GPU acceptance check a user runs on a machine with an NVIDIA GPU.
+
+CPU machines cannot run it (and ``make test`` never does): without CUDA it stops at once with one
+line and exit code 2.  On one GPU it takes a few minutes (budget: 10) and checks, printing one
+``PASS name (details)`` or ``FAIL name: reason`` line each:
+
+``cuda``       the device, and whether it has native bf16 (the branch's ``train.amp`` follows it).
+``memory``     ``benchmarks/memory.py --device cuda`` (ViT-B/16, 8 frames, 224px, batch 32): peak
+               training memory per tuning mode; ``madapter`` must stay below 12.7 GB (DiST, the
+               lowest published figure); writes ``benchmarks/results/memory_cuda.{json,png,md}``.
+               Runs first, while no other process of the check holds GPU memory.
+``pipeline``   ``dvc repro`` of the whole synthetic pipeline in a throw-away copy of this checkout
+               (download -> ... -> register), with ``train.use_gpu: true``, ``model.half_precision:
+               true``, ``train.amp: bf16``, ``evaluate.device: cuda``, 2 epochs, 1 Ray worker.  A Ray
+               worker that asks for a GPU only starts on one, so a completed run trained on the GPU.
+``evaluate``   the evaluate stage again, in this process, asserting through the CUDA allocator that
+               the model ran on the GPU (at least half its fp32 weight bytes were allocated there).
+``predict``    ``madapter.predict.predict`` on test videos, the same way, plus sane probabilities.
+``serve``      ``mlflow models serve --env-manager local`` of the registered model with
+               ``MADAPTER_DEVICE=cuda``, one video scored over HTTP; it must agree with ``predict``,
+               and device memory in use must grow while the server holds the model (a CPU-served
+               model touches no GPU memory at all).
+``nccl``       with 2 or more GPUs: a 2-worker NCCL training run (``train.num_workers=2``), the
+               end-of-epoch reductions included; with one GPU the line says SKIP.
+
+Exit code: 0 when every check passes, 1 when one fails, 2 when there is no CUDA device.  Logs of
+every subprocess are kept under the printed work directory when a check fails (``--keep`` keeps
+them always).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger("gpu-check")
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+NO_CUDA = (
+    "gpu-check: no CUDA device (torch.cuda.is_available() is False); run this on a machine with an NVIDIA GPU"
+)
+TARGET_GB = 12.7
+"""DiST's published training memory, the lowest of the published peers (benchmarks/memory.py)."""
+SERVED_MIN_MIB = 64
+"""Device memory a process that really runs the model on the GPU takes at least (CUDA context + weights)."""
+BUDGET_S = 600
+
+TIMEOUTS = {"memory": 420, "pipeline": 480, "serve_start": 180, "nccl": 360, "check_params": 120}
+"""Hang guards per subprocess (seconds), not budgets: on a working GPU each takes a fraction of this."""
+
+TOP_LEVEL_SKIP = {
+    ".git", ".venv", "data", "outputs", "mlruns", "mlartifacts", "mlflow.db", ".dvc-remote", ".prefect",
+    ".pytest_cache", ".ruff_cache", "build", "dist",
+}
+"""What a fresh clone would not have: run products, caches, the virtualenv (as tests/pipeline/conftest.py)."""
+
+
+class CheckFailed(RuntimeError):
+    """A check's expectation did not hold; the message is the one-line reason."""
+
+
+@dataclass
+class Context:
+    """What the checks share: the work directory, the repository copy and results of earlier checks."""
+
+    work: Path
+    amp: str = "bf16"
+    gpus: int = 1
+    repo: Path | None = None
+    params: Any = None
+    predictions: list[Any] = field(default_factory=list)
+    videos: list[str] = field(default_factory=list)
+
+    @property
+    def logs(self) -> Path:
+        path = self.work / "logs"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+# ----------------------------------------------------------------------------- subprocesses
+def child_env(**extra: str) -> dict[str, str]:
+    """This venv's bin first on PATH (dvc.yaml runs ``python``; mlflow serve runs ``uvicorn``)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    env.update({"DVC_NO_ANALYTICS": "1", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """End a child started in its own session and everything it started (Ray, uvicorn workers)."""
+    if proc.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_logged(cmd: list[str], cwd: Path, log: Path, timeout: float, env: dict[str, str] | None = None) -> str:
+    """Run ``cmd`` with its output in ``log``; return the output; raise CheckFailed on failure or timeout."""
+    logger.info("running %s (log: %s)", " ".join(cmd[1:] if cmd[0] == sys.executable else cmd), log)
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env or child_env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise CheckFailed(f"timed out after {timeout:.0f} s (last line: {last_line(log)}; log: {log})") from None
+        finally:
+            stop_group(proc)
+    if code != 0:
+        raise CheckFailed(f"exit {code}: {last_line(log)} (log: {log})")
+    return log.read_text()
+
+
+def last_line(log: Path) -> str:
+    """The most telling line of a log: the last error line if there is one, else the last line."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    for line in reversed(lines):  # DVC's/our CLI's error line, or a Python exception's (ConfigError: ...)
+        if re.search(r"^(ERROR|error|FAIL)\b|^[\w.]*Error: ", line):
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- repository copy
+def _copy_ignore(directory: str, names: list[str]) -> set[str]:
+    skipped = {n for n in names if n in {"__pycache__"} or n.endswith((".pyc", ".egg-info"))}
+    here = Path(directory).resolve()
+    if here == REPO:
+        skipped |= TOP_LEVEL_SKIP & set(names)
+    elif here == REPO / ".dvc":
+        skipped |= {"cache", "tmp", "config.local"} & set(names)
+    elif here == REPO / "benchmarks":
+        skipped |= {"results"} & set(names)
+    return skipped
+
+
+def copy_repo(dst: Path) -> Path:
+    """This checkout's working tree (uncommitted edits included) as a fresh git repository."""
+    shutil.copytree(REPO, dst, ignore=_copy_ignore)
+    git = ["git", "-c", "user.email=gpu-check@madapter.local", "-c", "user.name=madapter gpu-check"]
+    for cmd in (["git", "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-q", "-m", "gpu-check copy"]):
+        subprocess.run(cmd, cwd=dst, check=True, capture_output=True)
+    return dst
+
+
+def gpu_overrides(amp: str) -> dict[str, dict[str, Any]]:
+    """What the check changes in params.yaml: everything on the GPU, bf16 backbone, 2 short epochs."""
+    return {
+        "model": {"half_precision": True},
+        "train": {"use_gpu": True, "amp": amp, "epochs": 2, "num_workers": 1, "run_name": "gpu-check"},
+        "evaluate": {"device": "cuda"},
+    }
+
+
+def write_params(repo: Path, overrides: dict[str, dict[str, Any]]) -> None:
+    data = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in overrides.items():
+        data.setdefault(section, {}).update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+# ----------------------------------------------------------------------------- CUDA helpers
+def cuda_unavailable_line() -> str | None:
+    """``None`` when CUDA works, else the one line that explains why the check cannot run here."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    if torch.version.cuda is None:
+        return f"{NO_CUDA} and a CUDA build of torch (this torch {torch.__version__} is CPU-only)"
+    return NO_CUDA
+
+
+def weight_bytes(checkpoint: Path) -> int:
+    """fp32 bytes of every weight of the model a checkpoint rebuilds (backbone included)."""
+    from madapter.models.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint, map_location="cpu")
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def cuda_peak_of(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """``fn()`` and the CUDA allocator's peak bytes while it ran (0 when it never touched the GPU)."""
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    baseline = torch.cuda.memory_allocated()
+    result = fn()
+    torch.cuda.synchronize()
+    return result, torch.cuda.max_memory_allocated() - baseline
+
+
+def require_on_gpu(what: str, peak: int, checkpoint: Path) -> str:
+    """CheckFailed unless ``peak`` shows the model's weights were on the GPU; else the detail text."""
+    weights = weight_bytes(checkpoint)
+    # Half of the fp32 weights: holds whether the backbone's weights stay fp32 or are cast to bf16.
+    if peak < weights // 2:
+        raise CheckFailed(
+            f"{what} allocated {peak / 2**20:.1f} MiB on cuda, less than half the model's {weights / 2**20:.1f} MiB "
+            f"of weights: the model did not run on the GPU (check evaluate.device and the device code)"
+        )
+    return f"{peak / 2**20:.0f} MiB allocated on cuda for {weights / 2**20:.0f} MiB of weights"
+
+
+# ----------------------------------------------------------------------------- the checks
+def check_cuda(ctx: Context) -> str:
+    import torch
+
+    ctx.gpus = torch.cuda.device_count()
+    props = torch.cuda.get_device_properties(0)
+    native_bf16 = props.major >= 8
+    ctx.amp = "bf16" if native_bf16 else "fp16"
+    return (
+        f"{props.name}, {props.total_memory / 2**30:.1f} GB, {ctx.gpus} device(s), compute {props.major}.{props.minor}, "
+        f"{'native bf16' if native_bf16 else 'no native bf16: train.amp fp16'}, torch {torch.__version__}"
+    )
+
+
+def check_memory(ctx: Context) -> str:
+    out = REPO / "benchmarks" / "results" / "memory_cuda.json"
+    run_logged([sys.executable, str(REPO / "benchmarks" / "memory.py"), "--device", "cuda", "--out", str(out)],
+               REPO, ctx.logs / "memory.log", TIMEOUTS["memory"])
+    report = json.loads(out.read_text())
+    modes = report["modes"]
+
+    def shown(mode: str) -> str:
+        r = modes[mode]
+        if r.get("oom"):
+            return f"{mode} OOM"
+        return f"{mode} {r['peak_gb']:.2f} GB" if "peak_gb" in r else f"{mode} failed ({r.get('error')})"
+
+    detail = ", ".join(shown(m) for m in ("madapter", "linear", "inserted", "full"))
+    broken = [m for m, r in modes.items() if "peak_gb" not in r and not r.get("oom")]
+    if broken:
+        raise CheckFailed(f"{', '.join(broken)} crashed: {detail} (log: {ctx.logs / 'memory.log'})")
+    madapter = modes["madapter"]
+    if madapter.get("oom") or not report["target"]["met"]:
+        raise CheckFailed(f"madapter is not below {TARGET_GB} GB (DiST): {detail} on a "
+                          f"{report['setup']['gpu_total_gb']:.1f} GB GPU")
+    return f"{detail}; madapter < {TARGET_GB} GB (DiST); {out.relative_to(REPO)}"
+
+
+def check_pipeline(ctx: Context) -> str:
+    from madapter.config import load_params
+
+    ctx.repo = copy_repo(ctx.work / "repo")
+    write_params(ctx.repo, gpu_overrides(ctx.amp))
+    run_logged([sys.executable, "-m", "madapter", "check-params"], ctx.repo, ctx.logs / "check-params.log",
+               TIMEOUTS["check_params"])
+    started = time.monotonic()
+    output = run_logged([sys.executable, "-m", "dvc", "repro"], ctx.repo, ctx.logs / "pipeline.log",
+                        TIMEOUTS["pipeline"])
+    seconds = time.monotonic() - started
+    ran = re.findall(r"Running stage '([^']+)'", output)
+    from pipelines.dvc_stages import PIPELINE_STAGES
+
+    if ran != list(PIPELINE_STAGES):
+        raise CheckFailed(f"dvc repro ran {ran}, expected {list(PIPELINE_STAGES)} (log: {ctx.logs / 'pipeline.log'})")
+    os.chdir(ctx.repo)  # params.yaml's paths are relative to the repository, as for a user
+    ctx.params = load_params(ctx.repo / "params.yaml")
+    out = ctx.repo / ctx.params.base.outputs_dir
+    run = json.loads((out / "train" / "run.json").read_text())
+    if not run["completed"] or run["epochs_done"] != 2:
+        raise CheckFailed(f"training stopped after {run['epochs_done']}/2 epochs (completed={run['completed']})")
+    metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
+    registration = json.loads((out / "register" / "registration.json").read_text())
+    train_tags = {k.removeprefix("train."): v for k, v in run_tags(ctx, run["run_id"]).items() if k.startswith("train.")}
+    trained = expect_recorded("training run's MLflow tags", train_tags, ctx.amp)
+    evaluated = expect_recorded(f"{out / 'evaluate' / 'metrics.json'}", metrics, None)
+    return (
+        f"dvc repro: {len(ran)} stages in {seconds:.0f} s; train 2/2 epochs on 1 GPU worker ({trained}), "
+        f"peak {run['history'][-1]['peak_memory_mb']:.0f} MB; evaluate ({evaluated}) top1 {metrics['top1']:.3f} "
+        f"({metrics['protocol']}); {registration['model_name']} v{registration['version']} @{registration['alias']}"
+    )
+
+
+def run_tags(ctx: Context, run_id: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    from madapter.tracking import resolve_tracking_uri
+
+    return dict(MlflowClient(tracking_uri=resolve_tracking_uri(ctx.params)).get_run(run_id).data.tags)
+
+
+def expect_recorded(source: str, recorded: dict[str, Any], amp: str | None) -> str:
+    """What a stage says it ran on (``madapter.models.precision.describe``) must be the GPU setup."""
+    wrong = []
+    if recorded.get("device") != "cuda":
+        wrong.append(f"device {recorded.get('device')!r}, expected 'cuda'")
+    if recorded.get("backbone_precision") not in ("bf16", "fp16"):
+        wrong.append(f"backbone_precision {recorded.get('backbone_precision')!r}, expected bf16/fp16")
+    if amp is not None and recorded.get("train_amp_effective") != amp:
+        wrong.append(f"train_amp_effective {recorded.get('train_amp_effective')!r}, expected {amp!r}")
+    if wrong:
+        raise CheckFailed(f"{source} records {'; '.join(wrong)}")
+    shown = [recorded["device"], f"backbone {recorded['backbone_precision']}"]
+    return ", ".join(shown + ([f"branch {amp}"] if amp else []))
+
+
+def _checkpoint(ctx: Context) -> Path:
+    return ctx.repo / ctx.params.base.outputs_dir / "train" / "checkpoint.pt"
+
+
+def check_evaluate(ctx: Context) -> str:
+    from madapter.evaluate import evaluate
+
+    metrics, peak = cuda_peak_of(lambda: evaluate(ctx.params))
+    return f"top1 {metrics['top1']:.3f} on {metrics['num_videos']} videos; " + require_on_gpu(
+        "evaluate", peak, _checkpoint(ctx)
+    )
+
+
+def sample_videos(ctx: Context, count: int) -> list[str]:
+    from madapter.paths import StagePaths
+
+    paths = StagePaths.from_params(ctx.params)
+    with (paths.index / "test.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))[:count]
+    return [str((paths.raw / row["path"]).resolve()) for row in rows]
+
+
+def check_predict(ctx: Context) -> str:
+    from madapter.paths import StagePaths
+    from madapter.predict import predict
+
+    ctx.videos = sample_videos(ctx, 3)
+    index = StagePaths.from_params(ctx.params).index
+    classes = len([c for c in (index / "classes.txt").read_text().splitlines() if c.strip()])
+    results, peak = cuda_peak_of(lambda: predict(ctx.videos, str(_checkpoint(ctx)), ctx.params, top_k=classes))
+    for video, result in zip(ctx.videos, results, strict=True):
+        if isinstance(result, dict):
+            raise CheckFailed(f"{video}: {result['error']}")
+        scores = [r["score"] for r in result]
+        if not all(math.isfinite(s) for s in scores) or abs(sum(scores) - 1.0) > 1e-3:
+            raise CheckFailed(f"{video}: probabilities are not finite or do not sum to 1: {scores}")
+    ctx.predictions = results
+    top = ", ".join(r[0]["label"] for r in results)
+    return f"{len(results)} videos -> {top}; " + require_on_gpu("predict", peak, _checkpoint(ctx))
+
+
+def _wait_ping(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise CheckFailed(f"mlflow models serve exited with {proc.returncode}: {last_line(log)} (log: {log})")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise CheckFailed(f"{url} did not answer within {timeout:.0f} s: {last_line(log)} (log: {log})")
+
+
+def check_serve(ctx: Context) -> str:
+    import requests
+    import torch
+
+    from madapter.tracking import resolve_tracking_uri
+
+    registration = json.loads((ctx.repo / ctx.params.base.outputs_dir / "register" / "registration.json").read_text())
+    uri = f"models:/{registration['model_name']}@{registration['alias']}"
+    port, log = free_port(), ctx.logs / "serve.log"
+    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
+           "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    free_before = torch.cuda.mem_get_info()[0]
+    logger.info("serving %s on port %d (log: %s)", uri, port, log)
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ctx.work, env=child_env(MLFLOW_TRACKING_URI=resolve_tracking_uri(ctx.params), MADAPTER_DEVICE="cuda"),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_ping(f"http://127.0.0.1:{port}/ping", proc, log, TIMEOUTS["serve_start"])
+        response = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=120,
+                                 json={"dataframe_records": [{"video": ctx.videos[0]}], "params": {"top_k": 2}})
+        in_use = (free_before - torch.cuda.mem_get_info()[0]) / 2**20
+    finally:
+        stop_group(proc)
+    if response.status_code != 200:
+        raise CheckFailed(f"HTTP {response.status_code}: {response.text[:300]}")
+    served = response.json()["predictions"][0]
+    if served["error"]:
+        raise CheckFailed(f"the served model answered an error: {served['error']}")
+    local = ctx.predictions[0]
+    if served["labels"][0] != local[0]["label"] or abs(served["scores"][0] - local[0]["score"]) > 1e-3:
+        raise CheckFailed(f"served {served['labels'][0]} ({served['scores'][0]:.4f}) but predict gave "
+                          f"{local[0]['label']} ({local[0]['score']:.4f}) for {ctx.videos[0]}")
+    if in_use < SERVED_MIN_MIB:
+        raise CheckFailed(f"GPU memory in use grew by only {in_use:.0f} MiB while the server held the model "
+                          f"(>= {SERVED_MIN_MIB} MiB expected): the served model is not on the GPU")
+    return f"{uri} -> {served['labels'][0]} ({served['scores'][0]:.3f}) = predict; server took {in_use:.0f} MiB on the GPU"
+
+
+def check_nccl(ctx: Context) -> str:
+    out_dir = "outputs-nccl"
+    sets = {"train.num_workers": 2, "base.outputs_dir": out_dir, "train.storage_path": f"{out_dir}/ray",
+            "train.run_name": "gpu-check-nccl"}
+    cmd = [sys.executable, "-m", "madapter", "train"] + [a for k, v in sets.items() for a in ("-S", f"{k}={v}")]
+    started = time.monotonic()
+    run_logged(cmd, ctx.repo, ctx.logs / "nccl.log", TIMEOUTS["nccl"])
+    run = json.loads((ctx.repo / out_dir / "train" / "run.json").read_text())
+    if not run["completed"] or len(run["history"]) != 2:
+        raise CheckFailed(f"2-worker run stopped after {run['epochs_done']}/2 epochs (log: {ctx.logs / 'nccl.log'})")
+    last = run["history"][-1]
+    return (f"2 workers x 1 GPU, nccl: 2/2 epochs in {time.monotonic() - started:.0f} s, "
+            f"val_acc {last['val_acc']:.3f}, max peak over workers {last['peak_memory_mb']:.0f} MB")
+
+
+CHECKS: tuple[tuple[str, Callable[[Context], str], str | None], ...] = (
+    ("cuda", check_cuda, None),
+    ("memory", check_memory, "cuda"),
+    ("pipeline", check_pipeline, "cuda"),
+    ("evaluate", check_evaluate, "pipeline"),
+    ("predict", check_predict, "pipeline"),
+    ("serve", check_serve, "predict"),
+    ("nccl", check_nccl, "pipeline"),
+)
+"""(name, function, the check it needs to have passed), in the order they run."""
+
+
+# ----------------------------------------------------------------------------- driver
+def report(line: str) -> None:
+    """The check's product: one line per check on stdout (progress goes to the log on stderr)."""
+    print(line, flush=True)  # noqa: T201
+
+
+def run_checks(ctx: Context) -> dict[str, bool]:
+    """Run every check in order; a check whose prerequisite failed is reported failed without running."""
+    passed: dict[str, bool] = {}
+    for name, fn, needs in CHECKS:
+        if name == "nccl" and ctx.gpus < 2:
+            report(f"SKIP nccl (needs 2 GPUs, this machine has {ctx.gpus})")
+            continue
+        if needs is not None and not passed.get(needs):
+            report(f"FAIL {name}: not run, '{needs}' failed")
+            passed[name] = False
+            continue
+        started = time.monotonic()
+        try:
+            detail = fn(ctx)
+        except Exception as err:  # noqa: BLE001 - every failure is one line; the traceback goes to the debug log
+            logger.debug("%s failed", name, exc_info=True)
+            text = str(err).strip().splitlines()
+            report(f"FAIL {name}: {text[0] if text else type(err).__name__}")
+            passed[name] = False
+            continue
+        passed[name] = True
+        report(f"PASS {name} ({detail}; {time.monotonic() - started:.0f} s)")
+    return passed
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (repository copy, logs) on success")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG also logs the traceback of a failed check")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    unavailable = cuda_unavailable_line()
+    if unavailable:
+        print(unavailable, file=sys.stderr)  # noqa: T201 - the one line a user reads
+        return 2
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RAY_ADDRESS"):
+        os.environ.pop(key, None)  # the check uses its own stores and a local Ray, never the user's
+    ctx = Context(work=Path(tempfile.mkdtemp(prefix="madapter-gpu-check-")))
+    started = time.monotonic()
+    try:
+        passed = run_checks(ctx)
+    except KeyboardInterrupt:  # the running subprocess group was already stopped by its finally
+        report(f"gpu-check: interrupted; logs and repository copy in {ctx.work}")
+        return 130
+    finally:
+        os.chdir(REPO)
+    minutes = (time.monotonic() - started) / 60
+    failed = [name for name, ok in passed.items() if not ok]
+    if failed or args.keep:
+        where = f"; logs and repository copy kept in {ctx.work}"
+    else:
+        shutil.rmtree(ctx.work, ignore_errors=True)
+        where = ""
+    report(f"gpu-check: {len(passed) - len(failed)} passed, {len(failed)} failed in {minutes:.1f} min{where}")
+    if minutes * 60 > BUDGET_S:
+        logger.warning("the check took longer than its %d min budget", BUDGET_S // 60)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

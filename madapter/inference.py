@@ -1,0 +1,49 @@
+"""The model side of evaluation and prediction: load a checkpoint on a device, score views.
+
+``evaluate``, ``predict`` and the served MLflow model all go through these two functions, so a
+video gets the same logits whichever of them scores it (same device rule, same view batching,
+same precision: the backbone as ``model.half_precision`` says, the branch in fp32).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from madapter.models.classifier import VideoClassifier
+from madapter.models.precision import backbone_precision, resolve_device
+
+logger = logging.getLogger(__name__)
+
+
+def load_model(checkpoint: str | Path, device_setting: str = "auto") -> tuple[VideoClassifier, dict[str, Any]]:
+    """Rebuild a checkpoint's model in eval mode on ``device_setting`` (``auto``/``cpu``/``cuda``).
+
+    Weights are read on the CPU first (a checkpoint written on GPU loads anywhere), then moved.
+    """
+    from madapter.models.checkpoint import load_checkpoint
+
+    device = resolve_device(device_setting)
+    model, ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    model.to(device).eval()
+    logger.info("loaded %s on %s (backbone %s)", checkpoint, device,
+                backbone_precision(model.half_precision, device))
+    return model, ckpt
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def view_logits(model: torch.nn.Module, views: torch.Tensor) -> np.ndarray:
+    """Logits ``[B, V, C]`` of views ``[B, V, T, 3, H, W]``: all B*V views in one batch on the model's device."""
+    if views.ndim != 6:
+        raise ValueError(f"expected views shaped [B, V, T, 3, H, W], got {list(views.shape)}")
+    b, v = views.shape[:2]
+    x = views.flatten(0, 1).to(model_device(model), non_blocking=True)
+    return model(x).float().reshape(b, v, -1).cpu().numpy()

@@ -1,0 +1,63 @@
+"""How Ray processes are set up for training: the job's runtime environment and a worker log filter.
+
+Why a filter exists at all (Ray 2.60, ``ray.train.v2``): every ``TorchTrainer.fit`` starts a
+detached ``PlacementGroupCleaner`` actor that asks the Ray *State API* once a second whether
+the Train controller is still alive (``placement_group_cleaner.py``, ``check_interval_s=1.0``,
+not configurable).  The State API is served by the dashboard's ``StateHead`` module.  Our local
+Ray runs without a dashboard: ``ray[train]`` does not install the dashboard's dependencies
+(``aiohttp_cors``, ``opencensus``, ...), so Ray starts its API server in ``--minimal`` mode
+with no HTTP server, and every query fails with ``ServerUnavailable``.  The cleaner then logs
+"Failed to query Ray Train Controller actor state ... Continuing to monitor." each second for the
+whole run, which Ray forwards to the driver's terminal: dozens of lines per training run.  It is
+not the controller being starved of CPU: the query fails at once (~10 ms, no timeout involved).
+
+Fixing the cause would mean installing ``ray[default]`` and running the full dashboard (several
+extra processes) next to training on every machine, only so that a safety net can poll.  That
+safety net protects nothing here anyway: with the State API absent the cleaner can never see
+the controller die, and a local Ray's placement groups go away with the driver.  On a cluster
+started with the dashboard (``ray start --head``, KubeRay) the queries succeed and the message
+does not occur.  So this one message, and nothing else, is dropped at its source: a
+``logging.Filter`` on the cleaner's logger, installed in every Ray worker process by Ray's
+documented ``worker_process_setup_hook``.  The cleaner's other warnings (e.g. that it is
+cleaning up after a dead controller), Ray's own warnings, the training progress bars and the
+per-epoch lines are untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+CLEANER_RETRY_MESSAGE = "Failed to query Ray Train Controller actor state"
+SETUP_HOOK = f"{__name__}.setup_worker_process"
+"""Import path Ray calls in every worker process it starts (``worker_process_setup_hook``)."""
+
+
+class DropCleanerRetries(logging.Filter):
+    """Drop the PlacementGroupCleaner's per-second State-API retry warning (see module docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(CLEANER_RETRY_MESSAGE)
+
+
+def setup_worker_process() -> None:
+    """Ray's ``worker_process_setup_hook``: install :class:`DropCleanerRetries` once per process."""
+    cleaner_logger = logging.getLogger(CLEANER_LOGGER)
+    if not any(isinstance(f, DropCleanerRetries) for f in cleaner_logger.filters):
+        cleaner_logger.addFilter(DropCleanerRetries())
+
+
+def package_root() -> Path:
+    """The directory that holds the ``madapter`` package (put on the workers' ``PYTHONPATH``)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def worker_runtime_env() -> dict[str, Any]:
+    """The Ray job ``runtime_env`` for training: import ``madapter`` and filter the cleaner's noise.
+
+    Every actor and task of the job inherits it, including the Train controller and the
+    detached cleaner the controller starts, so the filter reaches the process that logs.
+    """
+    return {"env_vars": {"PYTHONPATH": str(package_root())}, "worker_process_setup_hook": SETUP_HOOK}

@@ -1,0 +1,57 @@
+"""`make gpu-check` and `benchmarks/memory.py --device cuda` on a machine without CUDA.
+
+Both need an NVIDIA GPU, which CI machines do not have.  What a user of such a machine must get
+is one line saying so and a non-zero exit code, at once, with no traceback.  CUDA is hidden from
+the subprocesses (``CUDA_VISIBLE_DEVICES=""``), so these tests mean the same on a GPU machine.
+The GPU paths themselves are exercised by ``make gpu-check`` on a GPU (README, "GPU check").
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+NO_CUDA = "gpu-check: no CUDA device (torch.cuda.is_available() is False); run this on a machine with an NVIDIA GPU"
+
+
+def _no_cuda_env() -> dict[str, str]:
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+
+
+def _run(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=REPO, env=_no_cuda_env(), capture_output=True, text=True, timeout=120)
+    return proc, time.monotonic() - started
+
+
+def test_make_gpu_check_without_cuda_stops_at_once_with_one_line() -> None:
+    # -o: never (re)install from inside a test; PY: the interpreter running this test suite.
+    proc, seconds = _run(["make", "--no-print-directory", "-o", ".venv/.installed", f"PY={sys.executable}", "gpu-check"])
+    assert proc.returncode != 0
+    assert "benchmarks/gpu_check.py" in proc.stdout, "make gpu-check must run benchmarks/gpu_check.py"
+    script_lines = [line for line in proc.stderr.splitlines() if not line.startswith("make: ***")]
+    assert script_lines == [NO_CUDA]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert seconds < 60, f"took {seconds:.0f}s: the no-CUDA answer must come before any work"
+
+
+def test_gpu_check_script_exits_2_with_only_the_no_cuda_line() -> None:
+    proc, _ = _run([sys.executable, "benchmarks/gpu_check.py"])
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [NO_CUDA]
+
+
+def test_memory_benchmark_cuda_without_cuda_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "memory_cuda.json"
+    proc, seconds = _run([sys.executable, "benchmarks/memory.py", "--device", "cuda", "--out", str(out)])
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "memory.py: --device cuda needs a CUDA device (torch.cuda.is_available() is False); "
+        "run it on a machine with an NVIDIA GPU, or use --device cpu"
+    ]
+    assert not out.exists() and seconds < 60
