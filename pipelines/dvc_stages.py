@@ -4,6 +4,12 @@ Orchestrators (the Prefect flow, ``make demo``) never call the stage functions d
 run ``dvc repro --single-item <stage>`` so DVC stays the one place that decides what is out of
 date, records ``dvc.lock`` and caches outputs.  A stage whose deps and params did not change is
 skipped by DVC, and this module reports it as skipped.
+
+Each stage runs in its own process group (DVC, the stage command and everything it starts, e.g.
+Ray's raylet and workers).  A Ctrl-C therefore reaches the orchestrator alone, which forwards one
+SIGINT to the whole stage and waits for it with a deadline (SIGTERM, then SIGKILL, after that):
+the stage is always stopped and reaped before the interrupt propagates, whether the signal came
+from a terminal, a Prefect cancellation (SIGTERM) or ``kill``.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -30,8 +38,28 @@ _RAN = re.compile(r"Running stage '([^']+)'")
 _SKIPPED = re.compile(r"Stage '([^']+)' didn't change, skipping")
 
 
+STOP_GRACE_S = 20.0
+"""How long an interrupted stage may take to stop after its SIGINT (Ray tears down its workers and
+raylet, DVC releases its lock) before it gets SIGTERM, then ``STOP_KILL_AFTER_S`` later SIGKILL."""
+STOP_KILL_AFTER_S = 5.0
+
+
 class StageFailed(RuntimeError):
     """``dvc repro`` exited non-zero; the message is one line with the stage and DVC's last error."""
+
+
+class StageInterrupted(KeyboardInterrupt):
+    """Ctrl-C (a KeyboardInterrupt) arrived while ``stage`` ran; its processes are gone.
+
+    Still a ``KeyboardInterrupt``, so Prefect, like Python, treats it as an interrupt (the run
+    crashes instead of being retried); ``stage`` tells the caller where to resume.  Other
+    interrupts (Prefect's ``TerminationSignal`` on cancellation) keep their type and get the
+    same ``stage`` attribute.
+    """
+
+    def __init__(self, stage: str):
+        super().__init__(f"interrupted during stage '{stage}'")
+        self.stage = stage
 
 
 @dataclass(frozen=True)
@@ -73,7 +101,9 @@ def run_dvc_stage(
     """``dvc repro --single-item [--force] <stage>`` in ``repo``, streaming its output to ``log``.
 
     Raises :class:`StageFailed` when DVC exits non-zero; the stage's outputs from earlier,
-    successful runs stay in DVC's cache, so nothing already done is lost.
+    successful runs stay in DVC's cache, so nothing already done is lost.  Interrupted (Ctrl-C,
+    SIGTERM turned into an exception), it first stops the stage with :func:`stop_stage`, then
+    raises :class:`StageInterrupted`.
     """
     if stage not in PIPELINE_STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(PIPELINE_STAGES)}")
@@ -83,29 +113,118 @@ def run_dvc_stage(
     tail: deque[str] = deque(maxlen=40)
     ran = False
     log.info("dvc %s (in %s)", " ".join(args), repo)
-    with subprocess.Popen(
+    proc = subprocess.Popen(
         dvc_command(*args),
         cwd=repo,
         env=subprocess_env(),
+        stdin=subprocess.DEVNULL,  # a stage in a background process group must never read the terminal
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
-    ) as proc:
-        assert proc.stdout is not None
+        process_group=0,  # the terminal's Ctrl-C reaches us only; we forward it (see module docstring)
+    )
+    assert proc.stdout is not None
+    try:
         for line in proc.stdout:
-            line = line.rstrip()
-            if not line:
-                continue
-            tail.append(line)
-            ran = ran or bool(_RAN.search(line))
-            log.info("[%s] %s", stage, line)
+            ran = _record(line, stage, tail, log) or ran
         returncode = proc.wait()
+    except BaseException as interrupt:  # KeyboardInterrupt, Prefect's TerminationSignal, ...
+        stop_stage(proc, stage, tail, log)
+        if isinstance(interrupt, KeyboardInterrupt) and not isinstance(interrupt, StageInterrupted):
+            raise StageInterrupted(stage) from interrupt
+        interrupt.stage = stage  # type: ignore[attr-defined] - where it stopped, for the caller's message
+        raise
+    proc.stdout.close()
     seconds = time.monotonic() - started
     if returncode != 0:
         raise StageFailed(f"dvc stage '{stage}' failed (exit {returncode}): {_last_error(tail)}")
     log.info("stage %s %s in %.1fs", stage, "ran" if ran else "was up to date (skipped)", seconds)
     return StageRun(stage=stage, ran=ran, seconds=seconds, output_tail="\n".join(tail))
+
+
+def _record(line: str, stage: str, tail: deque[str], log: logging.Logger | logging.LoggerAdapter) -> bool:
+    """Log one output line of the stage, keep it in ``tail``; True when it says DVC ran the stage."""
+    line = line.rstrip()
+    if not line:
+        return False
+    tail.append(line)
+    log.info("[%s] %s", stage, line)
+    return bool(_RAN.search(line))
+
+
+def stop_stage(
+    proc: subprocess.Popen,
+    stage: str,
+    tail: deque[str],
+    log: logging.Logger | logging.LoggerAdapter,
+    grace_s: float = STOP_GRACE_S,
+    kill_after_s: float = STOP_KILL_AFTER_S,
+) -> None:
+    """Stop the stage's process group: SIGINT, then SIGTERM after ``grace_s``, then SIGKILL.
+
+    Returns once DVC has exited and no process of the group is left (or after the SIGKILL), so
+    nothing of the stage outlives the caller.  The stage's output keeps being logged meanwhile
+    (a full pipe would block it from exiting).  A further Ctrl-C here skips straight to SIGKILL.
+    """
+    group = proc.pid  # process_group=0: the group id is DVC's pid
+    log.warning("stopping stage %s: SIGINT to its processes (DVC, the stage command, Ray)", stage)
+    _signal_group(group, signal.SIGINT)
+    reader = threading.Thread(
+        target=_drain, args=(proc, stage, tail, log), name=f"{stage}-output", daemon=True
+    )
+    reader.start()
+    for wait_s, escalate in ((grace_s, signal.SIGTERM), (kill_after_s, signal.SIGKILL), (kill_after_s, None)):
+        try:
+            if _wait_group(proc, group, wait_s):
+                break
+        except KeyboardInterrupt:
+            log.warning("second interrupt: killing stage %s now", stage)
+            _signal_group(group, signal.SIGKILL)
+            _wait_group(proc, group, kill_after_s)
+            break
+        if escalate is None:
+            log.error("stage %s: processes of group %d survived SIGKILL", stage, group)
+            break
+        log.warning("stage %s still running after %.0fs: sending %s", stage, wait_s, escalate.name)
+        _signal_group(group, escalate)
+    reader.join(timeout=1.0)
+    log.warning("stage %s stopped (exit %s)", stage, proc.returncode)
+
+
+def _signal_group(group: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:  # every process of the group is already gone
+        pass
+
+
+def _wait_group(proc: subprocess.Popen, group: int, timeout_s: float) -> bool:
+    """Wait until DVC has exited (reaped) and its process group is empty; False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return False
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _drain(
+    proc: subprocess.Popen, stage: str, tail: deque[str], log: logging.Logger | logging.LoggerAdapter
+) -> None:
+    """Keep logging what the stopping stage prints (its last words say what was saved)."""
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            _record(line, stage, tail, log)
+    except (OSError, ValueError):  # pipe closed under us
+        pass
 
 
 def _last_error(lines: deque[str]) -> str:
@@ -125,6 +244,8 @@ def dvc_push(repo: Path = REPO_ROOT, log: logging.Logger | logging.LoggerAdapter
     )
     output = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0:
-        raise StageFailed(f"dvc push failed (exit {proc.returncode}): {output.splitlines()[-1] if output else ''}")
+        raise StageFailed(
+            f"dvc push failed (exit {proc.returncode}): {output.splitlines()[-1] if output else ''}"
+        )
     log.info("dvc push: %s", output.splitlines()[-1] if output else "done")
     return output

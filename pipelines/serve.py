@@ -4,6 +4,10 @@
 schedules); this module reads it and hands the same definitions to :func:`prefect.serve`, so
 the local ``serve`` and a Prefect server with a work pool (``prefect deploy --all``) run exactly
 the same deployments.  Runs execute in subprocesses of this process, from this checkout.
+
+Without ``PREFECT_API_URL`` the deployments live on a local Prefect API server that this process
+starts in its own process group and stops when serving ends (Ctrl-C or SIGTERM), see
+:mod:`pipelines.prefect_server`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron, Interval, Schedule
 
 from pipelines.dvc_stages import REPO_ROOT
+from pipelines.prefect_server import local_prefect_api
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     os.chdir(REPO_ROOT)  # entrypoints (pipelines/flows.py:...) and DVC are relative to the checkout
     deployments = build_deployments(names=args.only)
     logger.info("serving %s", ", ".join(f"{d.flow_name}/{d.name}" for d in deployments))
-    serve(*deployments, limit=args.limit, pause_on_shutdown=False)
+    with local_prefect_api():  # prefect.serve returns on Ctrl-C; SIGTERM exits through here too
+        serve(*deployments, limit=args.limit, pause_on_shutdown=False)
 
 
 if __name__ == "__main__":
