@@ -215,8 +215,8 @@ def _read_json(path: Path, stage: str) -> dict[str, Any]:
 def register(params: Params) -> RegisterResult:
     """Log + register the evaluated checkpoint; set ``champion`` or ``challenger``; write registration.json."""
     import madapter
-    from madapter.models.checkpoint import load_checkpoint
     from madapter.data.clips import ViewProtocol
+    from madapter.models.checkpoint import load_checkpoint
     from madapter.tracking import fluent_tracking, get_client, resolve_tracking_uri
 
     paths = StagePaths.from_params(params)
