@@ -68,7 +68,7 @@ TIMEOUTS = {"memory": 420, "pipeline": 480, "serve_start": 180, "nccl": 360, "ch
 """Hang guards per subprocess (seconds), not budgets: on a working GPU each takes a fraction of this."""
 
 TOP_LEVEL_SKIP = {
-    ".git", ".venv", "data", "outputs", "mlruns", "mlartifacts", "mlflow.db", ".dvc-remote", ".prefect",
+    ".git", ".venv", "data", "outputs", "mlruns", "mlartifacts", "mlflow.db", ".dvc-remote", ".prefect", "dvc.lock",
     ".pytest_cache", ".ruff_cache", "build", "dist",
 }
 """What a fresh clone would not have: run products, caches, the virtualenv (as tests/pipeline/conftest.py)."""

@@ -20,10 +20,10 @@ from prefect.testing.utilities import prefect_test_harness
 REPO = Path(__file__).resolve().parents[2]
 
 TOP_LEVEL_SKIP = {
-    ".git", ".venv", "data", "outputs", "mlruns", "mlartifacts", "mlflow.db", ".dvc-remote", ".prefect",
+    ".git", ".venv", "data", "outputs", "mlruns", "mlartifacts", "mlflow.db", ".dvc-remote", ".prefect", "dvc.lock",
     ".pytest_cache", ".ruff_cache", "build", "dist",
 }
-"""What a fresh clone would not have: run products, caches, the virtualenv."""
+"""What a fresh clone would not have: run products (incl. the dvc.lock of a local run), caches, the virtualenv."""
 ANYWHERE_SKIP = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
 
 
