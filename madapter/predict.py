@@ -21,6 +21,7 @@ import torch
 
 from madapter.config import ConfigError, Params
 from madapter.data.clips import VideoViews, ViewProtocol, load_video_views
+from madapter.errors import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +82,8 @@ class VideoPredictor:
 
 def error_line(video: str | Path, err: BaseException) -> str:
     """One line naming the video and the cause (without repeating the path when the error has it)."""
-    lines = str(err).strip().splitlines()
-    first = lines[0] if lines else type(err).__name__
+    first = first_line(err)
     return first if first.startswith(str(video)) else f"{video}: {first}"
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def predict_many(predictor: VideoPredictor, videos: Sequence[str | Path], k: int) -> list[list[dict] | dict]:
@@ -133,7 +128,7 @@ def predict(
         with fluent_tracking(uri):
             pyfunc = mlflow.pyfunc.load_model(model, model_config={"device": params.evaluate.device})
     except Exception as err:  # noqa: BLE001 - MlflowException, missing alias, unreachable server
-        raise ConfigError(f"{model}: cannot load the model from {uri}: {_one_line(err)}") from None
+        raise ConfigError(f"{model}: cannot load the model from {uri}: {first_line(err)}") from None
     frame = pd.DataFrame({"video": [str(v) for v in videos]})
     out = pyfunc.predict(frame, params={"top_k": top_k})
     results: list[list[dict] | dict] = []

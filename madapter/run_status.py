@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from madapter.errors import first_line
+
 logger = logging.getLogger(__name__)
 
 STOP_REASON_TAG = "madapter.stop_reason"
@@ -56,11 +58,11 @@ def record_training_failure(client, run_id: str, error: BaseException | str) -> 
     Called while an exception is already propagating: a tracking server that is down too must
     not replace the training error with its own, so MLflow errors are only logged.
     """
-    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    first_line = (text.strip().splitlines() or [""])[0]
+    line = error if isinstance(error, str) else f"{type(error).__name__}: {first_line(error)}"
+    line = line.strip().splitlines()[0] if line.strip() else line
     try:
         client.set_tag(run_id, COMPLETED_TAG, "false")
-        client.set_tag(run_id, STOP_REASON_TAG, f"failed: {first_line}"[:_MAX_REASON])
+        client.set_tag(run_id, STOP_REASON_TAG, f"failed: {line}"[:_MAX_REASON])
         client.set_terminated(run_id, status=FAILED)
     except Exception:  # noqa: BLE001 - keep the original training error visible
         logger.exception("could not mark MLflow run %s as FAILED", run_id)

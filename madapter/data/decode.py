@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from madapter.config import DecodeSection, Params
-from madapter.data.sampling import uniform_grid
+from madapter.data.sampling import segment_bounds, uniform_grid
 from madapter.data.scan import SPLITS, IndexRow, read_classes, read_index, read_quarantine, relative_reason
 from madapter.data.store import STORE_META, ShardWriter
 from madapter.data.timing import write_timing
@@ -65,10 +65,7 @@ class Decoded:
 
 def grid_indices(num_frames: int, fps: float, count: int, start: float | None, end: float | None) -> np.ndarray:
     """``count`` segment-centre indices over the whole video, or over ``[start, end)`` seconds."""
-    first, stop = 0, num_frames
-    if fps > 0 and (start is not None or end is not None):
-        first = min(max(int(round((start or 0.0) * fps)), 0), num_frames - 1)
-        stop = max(min(int(round(end * fps)) if end is not None else num_frames, num_frames), first + 1)
+    first, stop = segment_bounds(num_frames, fps, start, end)
     return first + uniform_grid(stop - first, count)
 
 
