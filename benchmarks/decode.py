@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from madapter.data.sampling import segment_indices
-from madapter.data.synthetic import encode_video
+from madapter.data.acquire.synthetic import encode_video
 from madapter.data.video import DecordVideo, PyAVVideo
 
 matplotlib.use("Agg")

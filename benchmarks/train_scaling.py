@@ -43,10 +43,10 @@ def bench_params(work: Path, tuning: str, workers: int, epochs: int) -> Params:
 
 
 def prepare_data(params: Params) -> None:
-    from madapter.data.decode import decode_dataset
-    from madapter.data.download import download_dataset
-    from madapter.data.index import build_index
-    from madapter.data.scan import scan_videos
+    from madapter.data.store.decode import decode_dataset
+    from madapter.data.acquire.download import download_dataset
+    from madapter.data.index.stage import build_index
+    from madapter.data.store.scan import scan_videos
 
     for stage in (download_dataset, build_index, scan_videos, decode_dataset):
         stage(params)

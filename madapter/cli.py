@@ -183,13 +183,13 @@ def _stage_command(stage: str, module: str, function: str, help_text: str) -> No
 
 
 STAGES: tuple[tuple[str, str, str, str], ...] = (
-    ("download", "madapter.data.download", "download_dataset",
+    ("download", "madapter.data.acquire.download", "download_dataset",
      "Download (or, for 'synthetic', generate) the dataset into data/raw/<ds>."),
-    ("index", "madapter.data.index", "build_index",
+    ("index", "madapter.data.index.stage", "build_index",
      "Write the train/val/test CSV index and classes.txt into data/index/<ds>."),
-    ("scan", "madapter.data.scan", "scan_videos",
+    ("scan", "madapter.data.store.scan", "scan_videos",
      "Check every indexed video decodes; write quarantine.csv and report.json."),
-    ("decode", "madapter.data.decode", "decode_dataset",
+    ("decode", "madapter.data.store.decode", "decode_dataset",
      "Decode every good video to a fixed frame grid in sharded .npy files."),
     ("train", "madapter.train", "train",
      "Train the adapter with Ray Train; log to MLflow; write outputs/train."),

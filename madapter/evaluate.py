@@ -46,7 +46,7 @@ def read_run_info(paths: StagePaths) -> dict[str, Any]:
 
 
 def _eval_split(params: Params, frames: Path) -> str:
-    from madapter.data.store import FrameStore
+    from madapter.data.store.format import FrameStore
 
     split = params.evaluate.split
     if split == "val" and len(FrameStore(frames, "val")) == 0:
@@ -58,8 +58,8 @@ def _eval_split(params: Params, frames: Path) -> str:
 def protocol_videos(params: Params, split: str) -> list[SourceVideo]:
     """The split's videos to evaluate: those the frame store holds (scan's quarantine and decode
     failures already left out), read from their source files with the index's segment bounds."""
-    from madapter.data.scan import read_index
-    from madapter.data.store import FrameStore
+    from madapter.data.store.scan import read_index
+    from madapter.data.store.format import FrameStore
 
     paths = StagePaths.from_params(params)
     kept = set(FrameStore(paths.frames, split).paths)
@@ -97,7 +97,7 @@ def _md5(path: Path) -> str:
 
 def evaluate(params: Params) -> dict[str, Any]:
     """Evaluate ``outputs/train/checkpoint.pt``; write ``outputs/evaluate/*``; log to the training run."""
-    from madapter.data.store import FrameStore
+    from madapter.data.store.format import FrameStore
     from madapter.tracking import get_client
 
     paths = StagePaths.from_params(params)

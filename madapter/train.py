@@ -141,7 +141,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def _val_split(frames: Path) -> str:
     """``val`` when the dataset has a non-empty val split, else ``test`` (logged by the caller)."""
-    from madapter.data.store import FrameStore
+    from madapter.data.store.format import FrameStore
 
     try:
         if len(FrameStore(frames, "val")) > 0:
@@ -230,7 +230,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from tqdm import tqdm
 
     from madapter.data.clips import ClipDataset
-    from madapter.data.store import FrameStore
+    from madapter.data.store.format import FrameStore
     from madapter.models.build import build_model, count_parameters
     from madapter.models.checkpoint import save_checkpoint
 

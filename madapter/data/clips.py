@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from madapter.config import Params
 from madapter.data.sampling import SamplingMode, multi_view_indices, protocol_indices, sample_clip
-from madapter.data.store import FrameStore
+from madapter.data.store.format import FrameStore
 from madapter.data.transforms import (
     crop,
     crop_offsets,

@@ -1,5 +1,5 @@
 """Fixture datasets in each *official* layout, written at test time into a directory laid out like
-the dataset's host (``<host>/<relpath>`` as in ``madapter.data.sources``), ready to be served.
+the dataset's host (``<host>/<relpath>`` as in ``madapter.data.acquire.sources``), ready to be served.
 
 Videos are tiny: real AVIs (8 frames, 32x32, mpeg4, via PyAV) where torchvision must read them,
 dummy bytes elsewhere (these tests stop at the index).

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from madapter.data.archives import ArchiveError, UnsafeArchiveError, extract_archive, rar_backend
+from madapter.data.acquire.archives import ArchiveError, UnsafeArchiveError, extract_archive, rar_backend
 from tests.data_download.layouts import tar_gz_bytes, zip_bytes
 from tests.data_download.rarwriter import rar_bytes, write_rar
 
@@ -187,7 +187,7 @@ def test_links_inside_the_target_are_kept(tmp_path):
     ],
 )
 def test_entry_names_are_checked_before_anything_is_written(name, expected):
-    from madapter.data.archives import safe_relpath
+    from madapter.data.acquire.archives import safe_relpath
 
     if expected is UnsafeArchiveError:
         with pytest.raises(UnsafeArchiveError, match="refusing"):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from madapter.data.download import download_dataset
-from madapter.data.fetch import ChecksumError, DownloadError
-from madapter.data.index import INDEX_COLUMNS, build_index, read_split_csv
+from madapter.data.acquire.download import download_dataset
+from madapter.data.acquire.fetch import ChecksumError, DownloadError
+from madapter.data.index.stage import INDEX_COLUMNS, build_index, read_split_csv
 from madapter.paths import StagePaths
 from tests.data_download import layouts
 from tests.data_download.conftest import make_params

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from madapter.data.fetch import ChecksumError, DownloadError, NotFoundError, copy_local, fetch_url
+from madapter.data.acquire.fetch import ChecksumError, DownloadError, NotFoundError, copy_local, fetch_url
 
 PAYLOAD = os.urandom(300_000)
 
@@ -38,7 +38,7 @@ def test_server_ignoring_range_restarts_the_file(tmp_path, server, blob):
 
 def test_transient_503_is_retried_with_backoff(tmp_path, server, blob, monkeypatch):
     waits: list[float] = []
-    monkeypatch.setattr("madapter.data.fetch.time.sleep", waits.append)
+    monkeypatch.setattr("madapter.data.acquire.fetch.time.sleep", waits.append)
     server.fail_503["blob.bin"] = 2
     fetch_url(f"{server.base_url}/blob.bin", tmp_path / "b", sha256=blob, retries=3, backoff_s=0.5)
     assert waits == [0.5, 1.0], "exponential backoff"

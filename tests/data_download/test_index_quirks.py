@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from madapter.data.datasets import ssv2_template, ucf101
-from madapter.data.download import download_dataset
-from madapter.data.index import build_index, read_split_csv
+from madapter.data.index.layouts import ssv2_template, ucf101
+from madapter.data.acquire.download import download_dataset
+from madapter.data.index.stage import build_index, read_split_csv
 from tests.data_download.conftest import make_params
 
 

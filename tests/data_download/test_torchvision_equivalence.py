@@ -20,8 +20,8 @@ import torch
 from torchvision.datasets import HMDB51, UCF101
 from torchvision.datasets.folder import find_classes, make_dataset
 
-from madapter.data.download import download_dataset
-from madapter.data.index import build_index, read_split_csv
+from madapter.data.acquire.download import download_dataset
+from madapter.data.index.stage import build_index, read_split_csv
 from tests.data_download import layouts
 from tests.data_download.conftest import make_params
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from madapter.config import Params, params_from_dict
-from madapter.data.synthetic import generate_synthetic
+from madapter.data.acquire.synthetic import generate_synthetic
 from madapter.paths import StagePaths
 
 INDEX_HEADER = ["path", "label", "label_name", "split", "start", "end"]

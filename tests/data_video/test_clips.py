@@ -8,9 +8,9 @@ import torch
 
 from madapter.config import Params
 from madapter.data.clips import ClipDataset, ViewProtocol, load_video_views
-from madapter.data.decode import decode_dataset
-from madapter.data.scan import scan_videos
-from madapter.data.store import FrameStore
+from madapter.data.store.decode import decode_dataset
+from madapter.data.store.scan import scan_videos
+from madapter.data.store.format import FrameStore
 from madapter.paths import StagePaths
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -18,7 +18,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> FrameStore:
-    from madapter.data.synthetic import generate_synthetic
+    from madapter.data.acquire.synthetic import generate_synthetic
 
     from .conftest import index_from_lists, make_params
 

@@ -22,10 +22,10 @@ import yaml
 from madapter.config import DecodeSection, Params, ScanSection
 from madapter.data import decode as decode_module
 from madapter.data import scan as scan_module
-from madapter.data.datasets import _DiskIndex, _video_roots
-from madapter.data.decode import decode_dataset
-from madapter.data.scan import scan_videos
-from madapter.data.synthetic import encode_video, generate_synthetic
+from madapter.data.index.layouts import _DiskIndex, _video_roots
+from madapter.data.store.decode import decode_dataset
+from madapter.data.store.scan import scan_videos
+from madapter.data.acquire.synthetic import encode_video, generate_synthetic
 from madapter.paths import StagePaths
 
 from .conftest import index_from_lists, make_params, write_index

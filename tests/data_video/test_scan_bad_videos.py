@@ -12,10 +12,10 @@ import pytest
 
 from madapter.config import Params
 from madapter.data.clips import ClipDataset
-from madapter.data.decode import decode_dataset
-from madapter.data.scan import read_quarantine, scan_videos
-from madapter.data.store import FrameStore
-from madapter.data.synthetic import encode_video
+from madapter.data.store.decode import decode_dataset
+from madapter.data.store.scan import read_quarantine, scan_videos
+from madapter.data.store.format import FrameStore
+from madapter.data.acquire.synthetic import encode_video
 from madapter.paths import StagePaths
 
 from .conftest import index_from_lists, make_params, write_index
@@ -41,7 +41,7 @@ def add_bad_videos(raw: Path, rng: np.random.Generator) -> dict[str, str]:
 
 @pytest.fixture
 def dataset_with_bad_videos(tmp_path: Path) -> tuple[Params, dict[str, str]]:
-    from madapter.data.synthetic import generate_synthetic
+    from madapter.data.acquire.synthetic import generate_synthetic
 
     params = make_params(tmp_path, scan={"workers": 2, "timeout_s": 4})
     paths = StagePaths.from_params(params)

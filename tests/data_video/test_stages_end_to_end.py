@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 from madapter.data.clips import ClipDataset
-from madapter.data.decode import decode_dataset
-from madapter.data.download import download_dataset
-from madapter.data.index import build_index
-from madapter.data.scan import scan_videos
-from madapter.data.store import FrameStore
+from madapter.data.store.decode import decode_dataset
+from madapter.data.acquire.download import download_dataset
+from madapter.data.index.stage import build_index
+from madapter.data.store.scan import scan_videos
+from madapter.data.store.format import FrameStore
 
 from .conftest import make_params
 

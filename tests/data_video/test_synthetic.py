@@ -12,7 +12,7 @@ import decord
 import numpy as np
 
 from madapter.config import SyntheticSection
-from madapter.data.synthetic import CATALOGUE, encode_video, generate_synthetic, render_video
+from madapter.data.acquire.synthetic import CATALOGUE, encode_video, generate_synthetic, render_video
 
 CFG = SyntheticSection(videos_per_class=3, classes=4, num_frames=8, size=32)
 REPO = Path(__file__).resolve().parents[2]
@@ -21,7 +21,7 @@ _GENERATE_AND_HASH = """
 import hashlib, json, sys
 from pathlib import Path
 from madapter.config import SyntheticSection
-from madapter.data.synthetic import generate_synthetic
+from madapter.data.acquire.synthetic import generate_synthetic
 root = generate_synthetic(Path(sys.argv[1]), SyntheticSection(**json.loads(sys.argv[2])), int(sys.argv[3]))
 print(json.dumps({str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
                   for p in sorted(root.rglob("*")) if p.is_file()}))

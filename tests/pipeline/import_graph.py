@@ -15,7 +15,7 @@ PACKAGES = ("madapter",)
 
 
 def module_file(repo: Path, module: str) -> Path | None:
-    """``madapter.data.decode`` -> ``madapter/data/decode.py`` (or the package ``__init__.py``)."""
+    """``madapter.data.store.decode`` -> ``madapter/data/store/decode.py`` (or the package ``__init__.py``)."""
     base = repo.joinpath(*module.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():

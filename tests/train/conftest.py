@@ -96,10 +96,10 @@ def make_params(data_dir: Path, outputs: Path, tracking_uri: str | None = None, 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic set through the REAL data stages (mp4 files, decord scan and decode)."""
-    from madapter.data.decode import decode_dataset
-    from madapter.data.download import download_dataset
-    from madapter.data.index import build_index
-    from madapter.data.scan import scan_videos
+    from madapter.data.store.decode import decode_dataset
+    from madapter.data.acquire.download import download_dataset
+    from madapter.data.index.stage import build_index
+    from madapter.data.store.scan import scan_videos
 
     root = tmp_path_factory.mktemp("train-data")
     params = make_params(root / "data", root / "unused")

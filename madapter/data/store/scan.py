@@ -33,8 +33,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from madapter.config import Params
-from madapter.data.schema import INDEX_FIELDS, SPLITS, Row
-from madapter.data.store import CSV_ENCODING
+from madapter.data.index.schema import INDEX_FIELDS, SPLITS, Row
+from madapter.data.store.format import CSV_ENCODING
 from madapter.data.timing import write_timing
 from madapter.data.video import (
     DecordVideo,
@@ -49,7 +49,7 @@ from madapter.paths import StagePaths
 logger = logging.getLogger(__name__)
 
 IndexRow = Row
-"""One row of the index schema (defined once, in madapter/data/schema.py)."""
+"""One row of the index schema (defined once, in madapter/data/index/schema.py)."""
 
 RUN_CONTROL_KEYS = frozenset({"workers"})
 """``scan`` keys that change how fast the stage runs, never what it writes (not DVC params)."""

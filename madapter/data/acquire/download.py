@@ -1,8 +1,8 @@
 """The download stage: get a dataset from its official source (or a mirror / local copy) into ``data/raw/<ds>``.
 
 ``download_dataset(params)`` is the one implementation the CLI, DVC stage, Prefect task and tests
-call.  Per dataset it fetches the files listed in :mod:`madapter.data.sources`, verifies them,
-and extracts archives safely (:mod:`madapter.data.archives`).  Progress is remembered in
+call.  Per dataset it fetches the files listed in :mod:`madapter.data.acquire.sources`, verifies them,
+and extracts archives safely (:mod:`madapter.data.acquire.archives`).  Progress is remembered in
 ``<raw>/.downloads/state.json`` — one entry per file with its sha256 and whether it was extracted —
 so a re-run skips what is present and verified and picks up where a failed run stopped.
 
@@ -24,9 +24,9 @@ from pathlib import Path
 import requests
 
 from madapter.config import ConfigError, Params
-from madapter.data.archives import concatenate_parts, extract_archive
-from madapter.data.fetch import NotFoundError, copy_local, fetch_url, sha256_of
-from madapter.data.sources import DatasetSource, RemoteFile, source_for
+from madapter.data.acquire.archives import concatenate_parts, extract_archive
+from madapter.data.acquire.fetch import NotFoundError, copy_local, fetch_url, sha256_of
+from madapter.data.acquire.sources import DatasetSource, RemoteFile, source_for
 from madapter.paths import StagePaths
 
 logger = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ def download_dataset(params: Params) -> Path:
     name = params.dataset.name
     raw.mkdir(parents=True, exist_ok=True)
     if name == "synthetic":
-        from madapter.data.synthetic import generate_synthetic
+        from madapter.data.acquire.synthetic import generate_synthetic
 
         return generate_synthetic(raw, params.dataset.synthetic, params.base.seed)
     if name == "list":

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from madapter.config import Params
-from madapter.data.datasets import ADAPTERS, SPLITS, IndexTable, Row, list_layout
+from madapter.data.index.layouts import ADAPTERS, SPLITS, IndexTable, Row, list_layout
 from madapter.paths import StagePaths
 
 logger = logging.getLogger(__name__)

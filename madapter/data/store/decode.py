@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 from madapter.config import DecodeSection, Params
 from madapter.data.sampling import segment_bounds, uniform_grid
-from madapter.data.scan import SPLITS, IndexRow, read_classes, read_index, read_quarantine, relative_reason
-from madapter.data.store import STORE_META, ShardWriter
+from madapter.data.store.scan import SPLITS, IndexRow, read_classes, read_index, read_quarantine, relative_reason
+from madapter.data.store.format import STORE_META, ShardWriter
 from madapter.data.timing import write_timing
 from madapter.data.transforms import resize_and_center_crop
 from madapter.data.video import Backend, VideoError, display_path, read_frames

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from madapter.data.schema import SPLITS, Row
+from madapter.data.index.schema import SPLITS, Row
 
 logger = logging.getLogger(__name__)
 
