@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-unit test-integration demo serve deploy lint benchmarks clean gpu-check
+.PHONY: install test demo serve deploy lint dvc-deps clean gpu-check
 
 $(STAMP): pyproject.toml constraints.txt scripts/setup-system.sh
 	bash scripts/setup-system.sh
@@ -20,12 +20,6 @@ install: $(STAMP)
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
-
-test-unit: install
-	$(PY) -m pytest -q tests/unit
-
-test-integration: install
-	$(PY) -m pytest -q tests/integration
 
 # The whole default pipeline (synthetic data, tiny ViT, 2 Ray workers) THROUGH the Prefect flow,
 # which runs every DVC stage; then prints where to look (MLflow UI, registry alias, metrics).
@@ -44,6 +38,10 @@ deploy: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Rewrite the code deps of every dvc.yaml stage from the import graph (after moving or adding a module).
+dvc-deps: install
+	$(PY) -m pipelines.dvc_deps --write
 
 # GPU acceptance check, for a machine with an NVIDIA GPU (never part of `make test`): the synthetic
 # pipeline, evaluate, predict, `mlflow models serve` and the memory benchmark on CUDA (+ a 2-worker

@@ -38,6 +38,7 @@ from madapter.config import (
     read_yaml_sections,
 )
 from madapter.errors import describe
+from madapter.stages import STAGES
 
 logger = logging.getLogger(__name__)
 
@@ -182,26 +183,8 @@ def _stage_command(stage: str, module: str, function: str, help_text: str) -> No
     app.command(name=stage, help=help_text)(command)
 
 
-STAGES: tuple[tuple[str, str, str, str], ...] = (
-    ("download", "madapter.data.acquire.download", "download_dataset",
-     "Download (or, for 'synthetic', generate) the dataset into data/raw/<ds>."),
-    ("index", "madapter.data.index.stage", "build_index",
-     "Write the train/val/test CSV index and classes.txt into data/index/<ds>."),
-    ("scan", "madapter.data.store.scan", "scan_videos",
-     "Check every indexed video decodes; write quarantine.csv and report.json."),
-    ("decode", "madapter.data.store.decode", "decode_dataset",
-     "Decode every good video to a fixed frame grid in sharded .npy files."),
-    ("train", "madapter.train", "train",
-     "Train the adapter with Ray Train; log to MLflow; write outputs/train."),
-    ("evaluate", "madapter.evaluate", "evaluate",
-     "Evaluate the trained checkpoint (clips x crops views); write metrics.json and plots."),
-    ("register", "madapter.registry", "register",
-     "Register the evaluated model in MLflow; promote to 'champion' if it beats the current one."),
-)
-"""(command, module, function, help) of every pipeline stage, in pipeline order."""
-
-for _stage, _module, _function, _help in STAGES:
-    _stage_command(_stage, _module, _function, _help)
+for _stage in STAGES:
+    _stage_command(_stage.name, _stage.module, _stage.function, _stage.help)
 
 
 # --------------------------------------------------------------------------- other commands

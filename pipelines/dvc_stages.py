@@ -26,10 +26,12 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from madapter.stages import STAGE_NAMES
+
 logger = logging.getLogger(__name__)
 
-PIPELINE_STAGES: tuple[str, ...] = ("download", "index", "scan", "decode", "train", "evaluate", "register")
-"""The stages of ``dvc.yaml`` in dependency order."""
+PIPELINE_STAGES: tuple[str, ...] = STAGE_NAMES
+"""The stages of ``dvc.yaml`` in dependency order (named once, in :mod:`madapter.stages`)."""
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The repository this code was loaded from (the default place to run the pipeline)."""

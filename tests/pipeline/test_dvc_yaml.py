@@ -10,17 +10,15 @@ import pytest
 import yaml
 from dvc.repo import Repo
 
-from madapter.cli import STAGES as CLI_STAGES
+from madapter.cli import app
 from madapter.config import flatten_keys as flatten
 from madapter.config import load_params
 from madapter.paths import StagePaths
-from pipelines.dvc_stages import PIPELINE_STAGES
+from madapter.stages import STAGE_NAMES, STAGES
+from pipelines.dvc_deps import NOT_A_DEP, expected_code_deps, rewrite_code_deps, stage_sources
 from tests.pipeline.conftest import REPO
-from tests.pipeline.import_graph import stage_sources
 
-STAGE_MODULE = {name: module for name, module, _fn, _help in CLI_STAGES}
-NOT_A_DEP = {"madapter/__init__.py"}
-"""The package marker (version string + NullHandler): changing it changes no stage's output."""
+STAGE_MODULE = {stage.name: stage.module for stage in STAGES}
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +28,14 @@ def stages():
 
 
 def test_stage_order_and_one_library_entry_point_each(stages):
-    assert list(stages) == list(PIPELINE_STAGES)
-    assert [name for name, *_ in CLI_STAGES] == list(PIPELINE_STAGES)
+    assert list(stages) == list(STAGE_NAMES)
+    cli_commands = [command.name for command in app.registered_commands]
+    assert [name for name in cli_commands if name in STAGE_NAMES] == list(STAGE_NAMES)
     for name, stage in stages.items():
         assert stage.cmd == f"python -m madapter {name}"
 
 
-@pytest.mark.parametrize("stage_name", PIPELINE_STAGES)
+@pytest.mark.parametrize("stage_name", STAGE_NAMES)
 def test_deps_are_exactly_the_modules_the_stage_imports(stages, stage_name):
     """A module the stage imports but DVC does not watch would leave stale outputs after an edit."""
     used = stage_sources(REPO, STAGE_MODULE[stage_name]) - NOT_A_DEP
@@ -44,6 +43,16 @@ def test_deps_are_exactly_the_modules_the_stage_imports(stages, stage_name):
     assert used - declared == set(), f"add to {stage_name}.deps in dvc.yaml"
     assert declared - used == set(), f"{stage_name}.deps lists modules the stage does not import"
     assert all((REPO / p).is_file() for p in declared)
+
+
+def test_dep_rewriter_replaces_only_code_deps_and_keeps_the_rest():
+    """``python -m pipelines.dvc_deps --write`` must keep data deps, params and comments."""
+    text = (REPO / "dvc.yaml").read_text()
+    expected = expected_code_deps(REPO)
+    assert rewrite_code_deps(text, dict(expected)) == text, "run: python -m pipelines.dvc_deps --write"
+    stale = text.replace("      - madapter/config.py\n", "      - madapter/config.py\n      - madapter/gone.py\n", 1)
+    assert "madapter/gone.py" not in rewrite_code_deps(stale, dict(expected))
+    assert rewrite_code_deps(stale, dict(expected)) == text
 
 
 def test_params_exist_and_outs_follow_stage_paths(stages):
@@ -66,7 +75,7 @@ def test_data_flows_along_the_graph(stages):
     """Each stage depends on the outputs of the stage(s) before it (so DVC orders and re-runs them)."""
     outs = {name: {str(o.def_path) for o in stage.outs} for name, stage in stages.items()}
     deps = {name: {str(d.def_path) for d in stage.deps} for name, stage in stages.items()}
-    for upstream, downstream in zip(PIPELINE_STAGES, PIPELINE_STAGES[1:], strict=False):
+    for upstream, downstream in zip(STAGE_NAMES, STAGE_NAMES[1:], strict=False):
         assert outs[upstream] & deps[downstream], f"{downstream} does not depend on {upstream}'s output"
 
 

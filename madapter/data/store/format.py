@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from madapter.fileio import CSV_ENCODING, file_digest
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_FIELDS = ("path", "label", "label_name", "shard", "offset", "num_source_frames")
 STORE_META = "store.json"
-CSV_ENCODING = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
-"""Paths may carry undecodable bytes (non-UTF-8 names); surrogateescape round-trips them."""
 
 
 class StoreError(ValueError):
@@ -102,6 +102,35 @@ def read_store_meta(root: Path) -> dict[str, Any]:
     if not meta.is_file():
         raise FileNotFoundError(f"{meta}: frame store metadata not found; run the decode stage first")
     return json.loads(meta.read_text())
+
+
+def has_split(root: Path, split: str) -> bool:
+    """Whether the store at ``root`` holds ``split`` (its manifest exists, possibly empty)."""
+    return (Path(root) / split / "manifest.csv").is_file()
+
+
+def split_or_test(root: Path, split: str) -> str:
+    """``split``, unless it is ``val`` and the store has no val videos: then ``test``.
+
+    Datasets such as UCF101 and HMDB51 have no val split; validating and evaluating on test is
+    the convention there (the callers log that they did).
+    """
+    if split != "val":
+        return split
+    try:
+        return "val" if len(FrameStore(root, "val")) > 0 else "test"
+    except (FileNotFoundError, ValueError):
+        return "test"
+
+
+def store_digest(root: Path) -> str:
+    """sha256 of ``store.json`` (classes, grid, counts and bytes of every split); ``""`` if absent.
+
+    What training fingerprints as "the data": cheap, and it changes whenever decode's output does
+    in shape or size.
+    """
+    meta = Path(root) / STORE_META
+    return file_digest(meta) if meta.is_file() else ""
 
 
 class FrameStore:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from madapter.config import Params
 from madapter.data.index.schema import INDEX_FIELDS, SPLITS, Row
-from madapter.data.store.format import CSV_ENCODING
+from madapter.fileio import CSV_ENCODING
 from madapter.data.timing import write_timing
 from madapter.data.video import (
     DecordVideo,
