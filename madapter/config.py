@@ -220,7 +220,7 @@ class Params(_Section):
         return self
 
 
-def _first_error_line(source: str, err: ValidationError) -> str:
+def _validation_error_line(source: str, err: ValidationError) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
@@ -237,7 +237,7 @@ def params_from_dict(data: dict[str, Any] | None, source: str = "params") -> Par
     try:
         return Params.model_validate(data or {})
     except ValidationError as err:
-        raise ConfigError(_first_error_line(source, err)) from None
+        raise ConfigError(_validation_error_line(source, err)) from None
 
 
 def read_yaml_sections(path: Path, missing_hint: str) -> dict[str, Any]:

@@ -63,8 +63,9 @@ def build_model(cfg: ModelSection, num_classes: int) -> VideoClassifier:
 
 
 def count_parameters(model: VideoClassifier) -> dict[str, int]:
-    """Trainable, frozen, backbone and total parameter counts (adapters inside the backbone excluded)."""
+    """Trainable, backbone and total parameter counts (adapters inserted into the backbone are not
+    counted as backbone: they are the trainable part of ``inserted``)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     backbone = sum(p.numel() for n, p in model.backbone.named_parameters() if ".adapter." not in n)
-    return {"trainable": trainable, "frozen": total - trainable, "backbone": backbone, "total": total}
+    return {"trainable": trainable, "backbone": backbone, "total": total}

@@ -2,10 +2,9 @@
 
 The split between :meth:`VideoClassifier.extract` (the backbone part) and
 :attr:`VideoClassifier.adapter` (the trainable part) is what lets Ray/DDP wrap only the
-trainable module and never all-reduce the frozen backbone, and what lets feature caching
-skip the backbone entirely.
+trainable module and never all-reduce the frozen backbone (see :mod:`madapter.train.loop`).
 
-Frozen mode (``tuning`` in ``madapter``/``linear``), following DESIGN.md:
+Frozen mode (``tuning`` in ``madapter``/``linear``), an explicit switch as in EVL:
 
 * the backbone is registered normally (``.to()``, ``torch.compile`` and ``state_dict`` see it),
 * its parameters have ``requires_grad=False``,

@@ -38,7 +38,9 @@ def test_stage_order_and_one_library_entry_point_each(stages):
 @pytest.mark.parametrize("stage_name", STAGE_NAMES)
 def test_deps_are_exactly_the_modules_the_stage_imports(stages, stage_name):
     """A module the stage imports but DVC does not watch would leave stale outputs after an edit."""
-    used = stage_sources(REPO, STAGE_MODULE[stage_name]) - NOT_A_DEP
+    module = STAGE_MODULE[stage_name]
+    used = stage_sources(REPO, module) - NOT_A_DEP
+    assert module.replace(".", "/") + ".py" in used, f"madapter/stages.py names {module}, which does not exist"
     declared = {str(d.def_path) for d in stages[stage_name].deps if str(d.def_path).startswith("madapter/")}
     assert used - declared == set(), f"add to {stage_name}.deps in dvc.yaml"
     assert declared - used == set(), f"{stage_name}.deps lists modules the stage does not import"
