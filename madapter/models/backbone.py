@@ -15,7 +15,6 @@ fits logs how many tensors matched -- silently unloaded weights are the classic 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from pathlib import Path
 import timm
 import torch
 from torch import nn
+
+from madapter.fileio import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -63,15 +64,6 @@ def resolve_levels(levels: list[int] | None, depth: int) -> list[int]:
     if len(set(resolved)) != len(resolved):
         raise ValueError(f"model.levels: duplicate block indices in {levels}")
     return sorted(resolved)
-
-
-def file_digest(path: Path) -> str:
-    """``sha256:<hex>`` of a file, streamed (weights files can be gigabytes)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return f"sha256:{h.hexdigest()}"
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -177,7 +169,7 @@ class Backbone(nn.Module):
 
         if weights_file is not None:
             load_weights_file(self.model, Path(weights_file))
-            self.weights_digest = file_digest(Path(weights_file))
+            self.weights_digest = f"sha256:{file_digest(Path(weights_file))}"  # streamed: gigabytes
         elif pretrained:
             tag = getattr(self.model, "pretrained_cfg", {}).get("tag") or "default"
             self.weights_digest = f"timm:{name}.{tag}"
