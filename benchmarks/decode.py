@@ -12,7 +12,6 @@ decoding when there are key frames to seek to (x264's default ``keyint`` is 250)
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import tempfile
@@ -25,9 +24,10 @@ import matplotlib
 import numpy as np
 import torch
 
-from madapter.data.sampling import segment_indices
 from madapter.data.acquire.synthetic import encode_video
+from madapter.data.sampling import segment_indices
 from madapter.data.video import DecordVideo, PyAVVideo
+from madapter.fileio import write_json_atomic
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -134,8 +134,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "decode.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(args.out / "decode.json", result)
     plot(result, args.out / "decode.png")
     logger.info("wrote %s and %s", args.out / "decode.json", args.out / "decode.png")
 

@@ -11,6 +11,7 @@ Error lines (the third shared chore) live in :mod:`madapter.errors`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +28,17 @@ names), which ``surrogateescape`` round-trips; ``newline=""`` is what the csv mo
 _CHUNK = 1 << 20
 
 
+@functools.cache
+def _new_file_mode() -> int:
+    """The mode ``open()`` would give a new file (0o666 minus the umask), read once per process.
+
+    ``os.umask`` can only be read by setting it, so this is done once, not on every write.
+    """
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``, on error removed.
@@ -41,6 +53,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600; outputs are read by other users/containers
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -1,9 +1,9 @@
 """Clips for the model: normalised ``[T, 3, H, W]`` tensors from the frame store or a source video.
 
 - :class:`ClipDataset` -- the frame store, for training (random TSN offsets over the stored grid +
-  random crop) and for the single-view validation during training.  Training randomness of item
-  ``i`` in epoch ``e`` comes only from ``(seed, e, i)``, so any worker, any number of workers and a
-  resumed run see the same clips.
+  random crop) and for the single-view validation during training (the centred clip and crop).
+  Training randomness of item ``i`` in epoch ``e`` comes only from ``(seed, e, i)``, so any worker,
+  any number of workers and a resumed run see the same clips.
 - :func:`load_video_views` / :class:`SourceVideoDataset` -- the evaluation protocol
   (:class:`ViewProtocol`, ``frames x clips x crops``) on the SOURCE video, used by ``evaluate``,
   ``predict`` and the served model alike.
@@ -24,9 +24,10 @@ import torch
 from torch.utils.data import Dataset
 
 from madapter.config import Params
-from madapter.data.sampling import SamplingMode, multi_view_indices, protocol_indices, sample_clip
+from madapter.data.sampling import protocol_indices, segment_indices
 from madapter.data.store.format import FrameStore
 from madapter.data.transforms import (
+    center_crop,
     crop,
     crop_offsets,
     ensure_min_size,
@@ -39,37 +40,21 @@ from madapter.data.video import Backend, read_frames
 logger = logging.getLogger(__name__)
 
 
-def _views(
-    frames: np.ndarray, view_indices: np.ndarray, crop_size: int, crops: int,
-    mean: Sequence[float], std: Sequence[float],
-) -> torch.Tensor:
-    """``[clips * crops, T, 3, crop, crop]`` from frames and ``[clips, T]`` indices (clip-major)."""
-    frames = ensure_min_size(frames, crop_size)
-    offsets = crop_offsets(frames.shape[1], frames.shape[2], crop_size, crops)
-    views = [normalize(crop(frames[idx], top, left, crop_size), mean, std)
-             for idx in view_indices for top, left in offsets]
-    return torch.stack(views)
-
-
 class ClipDataset(Dataset):
-    """A :class:`FrameStore` split as model input.
+    """A :class:`FrameStore` split as model input: items ``(float [T, 3, H, W], label)``.
 
-    Items are ``(float [T, 3, H, W], label)`` when ``clips * crops == 1``, else
-    ``(float [V, T, 3, H, W], label)`` with ``V = clips * crops`` views (clip-major order).
+    Training items: random TSN offsets and a random crop, keyed by ``(seed, epoch, index)``.
+    Validation items (``train=False``): the centred TSN clip and the centre crop.  Evaluation's
+    multi-view protocol reads the source videos instead (:func:`load_video_views`).
     """
 
     def __init__(
         self, store: FrameStore, num_frames: int, train: bool, mean: Sequence[float], std: Sequence[float],
-        crop_size: int, seed: int, clips: int = 1, crops: int = 1,
-        sampling: SamplingMode = "tsn", frame_interval: int = 1,
+        crop_size: int, seed: int,
     ) -> None:
-        if clips < 1 or crops < 1:
-            raise ValueError(f"clips and crops must be >= 1 (got clips={clips}, crops={crops})")
         self.store, self.num_frames, self.train = store, num_frames, train
         self.mean, self.std = tuple(mean), tuple(std)
         self.crop_size, self.seed = crop_size, seed
-        self.clips, self.crops = clips, crops
-        self.sampling, self.frame_interval = sampling, frame_interval
         self.epoch = 0
         if store.frames_per_video < num_frames:
             logger.warning("%s stores %d frames per video but clips need %d: frames will repeat",
@@ -82,30 +67,18 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.store)
 
-    @property
-    def num_views(self) -> int:
-        return self.clips * self.crops
-
-    def _train_views(self, frames: np.ndarray, index: int) -> torch.Tensor:
-        frames = ensure_min_size(frames, self.crop_size)
-        views = []
-        for view in range(self.num_views):
-            key = [self.seed, self.epoch, index, view]
-            idx = sample_clip(len(frames), self.num_frames, train=True, seed=key,
-                              mode=self.sampling, interval=self.frame_interval)
-            top, left = random_crop_offset(frames.shape[1], frames.shape[2], self.crop_size,
-                                           np.random.default_rng([*key, 1]))
-            views.append(normalize(crop(frames[idx], top, left, self.crop_size), self.mean, self.std))
-        return torch.stack(views)
-
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         frames, label = self.store[index]
+        frames = ensure_min_size(frames, self.crop_size)
         if self.train:
-            x = self._train_views(frames, index)
+            key = [self.seed, self.epoch, index, 0]  # the trailing 0 keeps the clips of earlier runs (resume)
+            idx = segment_indices(len(frames), self.num_frames, train=True, seed=key)
+            top, left = random_crop_offset(frames.shape[1], frames.shape[2], self.crop_size,
+                                           np.random.default_rng([*key, 1]))
+            clip = crop(frames[idx], top, left, self.crop_size)
         else:
-            idx = multi_view_indices(len(frames), self.num_frames, self.clips, self.sampling, self.frame_interval)
-            x = _views(frames, idx, self.crop_size, self.crops, self.mean, self.std)
-        return (x[0] if self.num_views == 1 else x), label
+            clip = center_crop(frames[segment_indices(len(frames), self.num_frames, train=False)], self.crop_size)
+        return normalize(clip, self.mean, self.std), label
 
 
 @dataclass(frozen=True)
@@ -127,10 +100,6 @@ class ViewProtocol:
     @property
     def name(self) -> str:
         return f"{self.num_frames}x{self.clips}x{self.crops}"
-
-    @property
-    def num_views(self) -> int:
-        return self.clips * self.crops
 
     @classmethod
     def from_params(cls, params: Params, data_config: dict) -> ViewProtocol:

@@ -6,23 +6,21 @@ index lies in ``[0, num_frames - 1]``, TSN picks one frame from each of ``num_se
 segments (so a clip covers the whole video), and a seed always gives the same indices.
 
 - :func:`segment_indices` -- TSN: random offset per segment for training, segment centres for
-  evaluation (also the fixed uniform grid the decode stage stores).
-- :func:`dense_indices` -- ``clip_len`` frames ``interval`` apart from one random (training) or
-  central (evaluation) start; clips longer than the video repeat the last frame.
-- :func:`multi_view_indices` -- ``clips`` evaluation views spread evenly over the video.
+  evaluation (also the fixed uniform grid the decode stage stores, :func:`uniform_grid`).
+- :func:`multi_view_indices` -- ``clips`` TSN evaluation views spread evenly over the video.
 - :func:`protocol_indices` -- the evaluation protocol's views of a SOURCE video (its whole length,
   or its ``[start, end)`` segment): what ``evaluate``, ``predict`` and the served model all read.
+- :func:`segment_bounds` -- the frame range of a ``[start, end)`` segment in seconds (shared by the
+  protocol and the decode stage's grid).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 
 SeedLike = int | Sequence[int]
-SamplingMode = Literal["tsn", "dense"]
 
 
 def _check(num_frames: int, clip_len: int) -> None:
@@ -54,49 +52,18 @@ def uniform_grid(num_frames: int, count: int) -> np.ndarray:
     return segment_indices(num_frames, count, train=False)
 
 
-def dense_indices(
-    num_frames: int, clip_len: int, interval: int = 1, *, train: bool, seed: SeedLike = 0
-) -> np.ndarray:
-    """``clip_len`` frames ``interval`` apart; start random (train) or centred (eval)."""
-    _check(num_frames, clip_len)
-    if interval < 1:
-        raise ValueError(f"frame interval must be >= 1 (got {interval})")
-    span = (clip_len - 1) * interval + 1
-    slack = max(num_frames - span, 0)
-    start = int(np.random.default_rng(seed).integers(0, slack + 1)) if train else slack // 2
-    return np.minimum(start + np.arange(clip_len, dtype=np.int64) * interval, num_frames - 1)
+def multi_view_indices(num_frames: int, clip_len: int, clips: int) -> np.ndarray:
+    """``[clips, clip_len]`` deterministic TSN evaluation views spread over the video.
 
-
-def multi_view_indices(
-    num_frames: int, clip_len: int, clips: int, mode: SamplingMode = "tsn", interval: int = 1
-) -> np.ndarray:
-    """``[clips, clip_len]`` deterministic evaluation views spread over the video.
-
-    TSN views take, in every segment, the frame at fraction ``(k + 0.5) / clips`` of it, so one view
-    is the centred clip; dense views start at evenly spaced points.
+    View ``k`` takes, in every segment, the frame at fraction ``(k + 0.5) / clips`` of it, so one
+    view is the centred clip.
     """
     _check(num_frames, clip_len)
     if clips < 1:
         raise ValueError(f"clips must be >= 1 (got {clips})")
-    if mode == "tsn":
-        edges = segment_edges(num_frames, clip_len)
-        views = [edges[:-1] + (k + 0.5) / clips * (edges[1:] - edges[:-1]) for k in range(clips)]
-        return np.clip(np.floor(np.stack(views)).astype(np.int64), 0, num_frames - 1)
-    span = (clip_len - 1) * interval + 1
-    slack = max(num_frames - span, 0)
-    starts = [slack // 2] if clips == 1 else np.linspace(0, slack, clips).round().astype(int)
-    offsets = np.arange(clip_len, dtype=np.int64) * interval
-    return np.stack([np.minimum(int(s) + offsets, num_frames - 1) for s in starts])
-
-
-def sample_clip(
-    num_frames: int, clip_len: int, *, train: bool, seed: SeedLike = 0,
-    mode: SamplingMode = "tsn", interval: int = 1,
-) -> np.ndarray:
-    """One clip's indices with the chosen ``mode`` (the entry point datasets use)."""
-    if mode == "tsn":
-        return segment_indices(num_frames, clip_len, train=train, seed=seed)
-    return dense_indices(num_frames, clip_len, interval, train=train, seed=seed)
+    edges = segment_edges(num_frames, clip_len)
+    views = [edges[:-1] + (k + 0.5) / clips * (edges[1:] - edges[:-1]) for k in range(clips)]
+    return np.clip(np.floor(np.stack(views)).astype(np.int64), 0, num_frames - 1)
 
 
 def segment_bounds(num_frames: int, fps: float, start: float | None, end: float | None) -> tuple[int, int]:

@@ -10,12 +10,11 @@ shown by ``dvc metrics show``) that no stage depends on.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 
+from madapter.fileio import write_json_atomic
 from madapter.paths import StagePaths
 
 logger = logging.getLogger(__name__)
@@ -40,10 +39,7 @@ def write_timing(paths: StagePaths, stage: str, started: float, videos: int, wor
     if frames is not None:
         record["frames_per_s"] = round(frames / seconds, 1) if seconds > 0 else None
     path = stage_timing_path(paths, stage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, record)
     logger.info("%s: %d videos in %.1f s (%s videos/s, %d workers) -> %s", stage, videos, seconds,
                 record["videos_per_s"], workers, path)
     return record

@@ -9,6 +9,10 @@ fails on is retried with PyAV.
 
 Readers hold native decoder state that must not cross a ``fork``: open them inside each worker
 (every function here opens and closes its own reader).
+
+Also owned here: the one-line text of a video's error (:func:`short_error`,
+:func:`relative_reason`), which the scan and decode stages both write into outputs DVC hashes, so
+it must be the same on every run and machine.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Literal, Protocol
 
 import av
 import numpy as np
+
+from madapter.errors import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -40,24 +46,39 @@ _LOG_TIMESTAMP = re.compile(r"\[\d\d:\d\d:\d\d\] ")
 """decord (dmlc) prefixes its messages with the wall-clock time."""
 
 
-def short_error(err: BaseException, limit: int = 160, path: str | os.PathLike | None = None) -> str:
-    """First line of an exception, trimmed: C++ backtraces from decord are dozens of lines.
-
-    Wall-clock stamps are dropped and, given ``path``, the file's full path becomes its name
-    BEFORE trimming, so the text is the same on every run and machine: the scan and decode
-    stages write it into outputs that DVC hashes.
-    """
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    text = _LOG_TIMESTAMP.sub("", text.split("Stack trace returned")[0]).strip()
-    if path is not None:
-        for form in sorted({os.fsdecode(path), display_path(path)}, key=len, reverse=True):
-            text = text.replace(form, os.path.basename(form))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def display_path(path: str | os.PathLike) -> str:
     """A printable form of a path even when its name is not valid UTF-8."""
     return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _path_forms(path: str | os.PathLike) -> list[str]:
+    """How ``path`` can appear in a message (as given and printable), longest first."""
+    return sorted({os.fsdecode(path), display_path(path)}, key=len, reverse=True)
+
+
+def short_error(err: BaseException, limit: int = 160, path: str | os.PathLike | None = None) -> str:
+    """A decoder's error as one short line: C++ backtraces from decord are dozens of lines.
+
+    :func:`madapter.errors.first_line`, minus decord's wall-clock stamps and backtrace and, given
+    ``path``, with the file's full path replaced by its name BEFORE trimming, so the text is the
+    same on every run and machine: the scan and decode stages write it into outputs DVC hashes.
+    """
+    text = _LOG_TIMESTAMP.sub("", first_line(err).split("Stack trace returned")[0]).strip()
+    for form in _path_forms(path) if path is not None else ():
+        text = text.replace(form, os.path.basename(form))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def relative_reason(err: BaseException, path: Path, rel: str) -> str:
+    """:func:`madapter.errors.first_line` of ``err`` with the file named by its dataset-relative path ``rel``.
+
+    Why: scan and decode write the text into DVC-hashed outputs, and the absolute path depends on
+    where the data directory lives (another clone, another machine).
+    """
+    text = first_line(err)
+    for form in _path_forms(path):
+        text = text.replace(form, display_path(rel))
+    return text
 
 
 def check_file(path: Path) -> None:
@@ -80,7 +101,7 @@ class Video(Protocol):
     num_frames: int
     fps: float
 
-    def get_frames(self, indices: Sequence[int], strict: bool = False) -> np.ndarray:
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         """uint8 [len(indices), H, W, 3] RGB frames."""
         ...
 
@@ -103,7 +124,7 @@ class DecordVideo:
         self.num_frames = len(self._vr)
         self.fps = float(self._vr.get_avg_fps() or 0.0)
 
-    def get_frames(self, indices: Sequence[int], strict: bool = False) -> np.ndarray:
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         try:
             return self._vr.get_batch(list(indices)).asnumpy()
         except Exception as err:
@@ -177,7 +198,7 @@ class PyAVVideo:
             logger.debug("%s: decoding stopped after %d frames: %s", display_path(self.path), count, short_error(err))
         return count
 
-    def get_frames(self, indices: Sequence[int], strict: bool = False) -> np.ndarray:
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         wanted = set(int(i) for i in indices)
         if not wanted:
             raise VideoError(f"{display_path(self.path)}: no frame indices requested")
@@ -193,13 +214,13 @@ class PyAVVideo:
                     if i >= stop:
                         break
         except Exception as err:
-            if last_frame is None or strict:
+            if last_frame is None:
                 raise VideoError(
                     f"{display_path(self.path)}: PyAV decoding failed after {decoded} frames: {short_error(err, path=self.path)}"
                 ) from None
         missing = sorted(i for i in wanted if i not in found)
         if missing:
-            if strict or last_frame is None:
+            if last_frame is None:
                 raise VideoError(
                     f"{display_path(self.path)}: only {decoded} frames decode, frame {missing[0]} was asked for"
                 )

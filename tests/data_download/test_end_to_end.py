@@ -9,22 +9,23 @@ import pytest
 
 from madapter.data.acquire.download import download_dataset
 from madapter.data.acquire.fetch import ChecksumError, DownloadError
-from madapter.data.index.stage import INDEX_COLUMNS, build_index, read_split_csv
+from madapter.data.index.schema import INDEX_FIELDS, read_index
+from madapter.data.index.stage import build_index
 from madapter.paths import StagePaths
 from tests.data_download import layouts
 from tests.data_download.conftest import make_params
 
 
 def _index_paths(index_dir: Path) -> dict[str, set[str]]:
-    return {s: {r.path for r in read_split_csv(index_dir / f"{s}.csv")} for s in ("train", "val", "test")}
+    return {s: {r.path for r in read_index(index_dir, s)} for s in ("train", "val", "test")}
 
 
 def _check_index(index_dir: Path, raw: Path, layout: layouts.Layout) -> dict:
     assert _index_paths(index_dir) == layout.expected
     assert (index_dir / "classes.txt").read_text().splitlines() == layout.classes
     for split in ("train", "val", "test"):
-        assert (index_dir / f"{split}.csv").read_text().splitlines()[0] == ",".join(INDEX_COLUMNS)
-        for row in read_split_csv(index_dir / f"{split}.csv"):
+        assert (index_dir / f"{split}.csv").read_text().splitlines()[0] == ",".join(INDEX_FIELDS)
+        for row in read_index(index_dir, split):
             assert (raw / row.path).is_file(), row.path
             assert layout.classes[row.label] == row.label_name
             assert row.split == split
@@ -41,7 +42,7 @@ def test_ucf101_rar_and_split_zip(tmp_path, host_dir, server):
     assert not (raw / ".downloads" / "UCF101.rar").exists(), "archives are deleted after extraction by default"
     report = _check_index(build_index(params), raw, layout)
     assert report["missing"] == ["YoYo/v_YoYo_g06_c01.avi"]
-    labels = {r.path: r.label_name for r in read_split_csv(StagePaths.from_params(params).index / "test.csv")}
+    labels = {r.path: r.label_name for r in read_index(StagePaths.from_params(params).index, "test")}
     # test lists carry no label: it comes from the folder, also for the HandStand/Handstand quirk
     assert labels["UCF-101/HandstandPushups/v_HandStandPushups_g01_c01.avi"] == "HandstandPushups"
 
@@ -62,7 +63,7 @@ def test_kinetics_csvs_and_tar_gz_parts(tmp_path, host_dir, server, name, folder
     raw = download_dataset(params)
     report = _check_index(build_index(params), raw, layout)
     assert report["missing"] == ["train/-missingvid_000005_000015.mp4"]
-    rows = read_split_csv(StagePaths.from_params(params).index / "train.csv")
+    rows = read_index(StagePaths.from_params(params).index, "train")
     by_path = {r.path: r for r in rows}
     first = by_path["train/-0aBcDeFgHi_000010_000020.mp4"]
     assert (first.label_name, first.start, first.end) == ("abseiling", 10.0, 20.0)
@@ -77,7 +78,7 @@ def test_ssv2_json_and_archive_parts_from_mirror(tmp_path, host_dir, server):
     raw = download_dataset(params)
     report = _check_index(build_index(params), raw, layout)
     assert report["test_from"] == "val"
-    labels = {r.path: r.label for r in read_split_csv(StagePaths.from_params(params).index / "train.csv")}
+    labels = {r.path: r.label for r in read_index(StagePaths.from_params(params).index, "train")}
     assert labels["20bn-something-something-v2/42326.webm"] == 0  # template brackets stripped -> "0"
     assert labels["20bn-something-something-v2/78687.webm"] == 1
     assert server.requests_for("ssv2/20bn-something-something-v2-02")[0].status == 404  # parts end at 404
@@ -160,13 +161,13 @@ def test_list_layout_from_list_root(tmp_path):
     params = make_params(tmp_path, "list", dataset={"list_root": str(root)})
     raw = download_dataset(params)
     index = build_index(params)
-    rows = read_split_csv(index / "train.csv")
+    rows = read_index(index, "train")
     assert [(r.path, r.label, r.label_name) for r in rows] == [
         ("clips/a b/x (1).mp4", 0, "wave"),
         ("clips/a b/-y!.mp4", 1, "clap"),
     ]
     assert (raw / "clips" / "a b" / "ünï.mp4").is_file()
-    assert read_split_csv(index / "val.csv") == []
+    assert read_index(index, "val") == []
     assert json.loads((index / "index_report.json").read_text())["missing"] == ["clips/gone.mp4"]
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from madapter.data.index.layouts import ssv2_template, ucf101
 from madapter.data.acquire.download import download_dataset
-from madapter.data.index.stage import build_index, read_split_csv
+from madapter.data.index.layouts import ssv2_template, ucf101
+from madapter.data.index.schema import read_index
+from madapter.data.index.stage import build_index
 from tests.data_download.conftest import make_params
 
 
@@ -39,7 +40,7 @@ def test_synthetic_set_goes_through_the_same_index_path(tmp_path):
     index = build_index(params)
     classes = (index / "classes.txt").read_text().splitlines()
     assert classes == (raw / "classes.txt").read_text().splitlines()
-    rows = [r for split in ("train", "val", "test") for r in read_split_csv(index / f"{split}.csv")]
+    rows = [r for split in ("train", "val", "test") for r in read_index(index, split)]
     listed = sum(len((raw / f"{s}.txt").read_text().splitlines()) for s in ("train", "val", "test"))
     assert len(rows) == listed > 0
     assert all((raw / r.path).suffix == ".mp4" and (raw / r.path).stat().st_size > 0 for r in rows)

@@ -21,7 +21,8 @@ from torchvision.datasets import HMDB51, UCF101
 from torchvision.datasets.folder import find_classes, make_dataset
 
 from madapter.data.acquire.download import download_dataset
-from madapter.data.index.stage import build_index, read_split_csv
+from madapter.data.index.schema import read_index
+from madapter.data.index.stage import build_index
 from tests.data_download import layouts
 from tests.data_download.conftest import make_params
 
@@ -45,7 +46,7 @@ def _torchvision_selection(dataset) -> set[str]:
 
 def _index_selection(params, fold: int, split: str, video_root: str) -> tuple[set[str], dict[str, str]]:
     index = build_index(params.model_copy(update={"dataset": params.dataset.model_copy(update={"fold": fold})}))
-    rows = read_split_csv(index / f"{split}.csv")
+    rows = read_index(index, split)
     rel = {os.path.relpath(r.path, video_root): r.label_name for r in rows}
     return set(rel), rel
 

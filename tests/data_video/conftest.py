@@ -1,12 +1,12 @@
 """Fixtures for the video data tests: real synthetic mp4 files and index CSVs in the shared schema.
 
 The index stage is another module; these tests write the index CSVs directly (from the list files
-the synthetic generator writes) so scan/decode are tested on their own contract.
+the synthetic generator writes, through the index artefact's writer in
+:mod:`madapter.data.index.schema`) so scan/decode are tested on their own contract.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
@@ -15,9 +15,8 @@ import torch
 
 from madapter.config import Params, params_from_dict
 from madapter.data.acquire.synthetic import generate_synthetic
+from madapter.data.index.schema import SPLITS, Row, write_classes, write_split
 from madapter.paths import StagePaths
-
-INDEX_HEADER = ["path", "label", "label_name", "split", "start", "end"]
 
 
 @pytest.fixture(autouse=True)
@@ -27,14 +26,10 @@ def _one_thread() -> None:
 
 def write_index(index_dir: Path, rows_by_split: dict[str, list[tuple[str, int]]], classes: list[str]) -> None:
     """Write ``{split}.csv`` + ``classes.txt`` in the index schema (surrogateescape keeps odd names)."""
-    index_dir.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "val", "test"):
-        with open(index_dir / f"{split}.csv", "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(INDEX_HEADER)
-            for rel, label in rows_by_split.get(split, []):
-                writer.writerow([rel, label, classes[label], split, "", ""])
-    (index_dir / "classes.txt").write_text("".join(c + "\n" for c in classes))
+    for split in SPLITS:
+        rows = [Row(rel, label, classes[label], split) for rel, label in rows_by_split.get(split, [])]
+        write_split(index_dir, split, rows)
+    write_classes(index_dir, classes)
 
 
 def index_from_lists(raw: Path, index_dir: Path) -> None:

@@ -20,12 +20,13 @@ import pytest
 import yaml
 
 from madapter.config import DecodeSection, Params, ScanSection
-from madapter.data import decode as decode_module
-from madapter.data import scan as scan_module
+from madapter.data.acquire.synthetic import encode_video, generate_synthetic
 from madapter.data.index.layouts import _DiskIndex, _video_roots
+from madapter.data.index.schema import SPLITS, read_classes, read_index
+from madapter.data.store import decode as decode_module
+from madapter.data.store import scan as scan_module
 from madapter.data.store.decode import decode_dataset
 from madapter.data.store.scan import scan_videos
-from madapter.data.acquire.synthetic import encode_video, generate_synthetic
 from madapter.paths import StagePaths
 
 from .conftest import index_from_lists, make_params, write_index
@@ -49,10 +50,8 @@ def _add_awkward_videos(raw: Path, index: Path) -> None:
     damaged[start:stop] = bytes(stop - start)  # decord fails mid-stream, PyAV decodes the rest: a fallback note
     (bad / "damaged.mp4").write_bytes(bytes(damaged))
     encode_video(bad / "two frames.mp4", np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8), fps=8)
-    classes = (index / "classes.txt").read_text().split()
-    rows = {split: [(line.split(",")[0], int(line.split(",")[1]))
-                    for line in (index / f"{split}.csv").read_text().splitlines()[1:]]
-            for split in ("train", "val", "test")}
+    classes = read_classes(index)
+    rows = {split: [(r.path, r.label) for r in read_index(index, split)] for split in SPLITS}
     rows["train"] += [(f"bad/{name}", 0) for name in ("truncated.mp4", "empty.mp4", "damaged.mp4", "two frames.mp4")]
     write_index(index, rows, classes)
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from madapter.config import ModelSection
-from madapter.data.clips import SourceVideo, SourceVideoDataset, ViewProtocol, load_video_views
 from madapter.data.acquire.synthetic import encode_video
+from madapter.data.clips import SourceVideo, SourceVideoDataset, ViewProtocol, load_video_views
 from madapter.evaluate import protocol_logits
 from madapter.metrics import average_views
 from madapter.models.build import build_model

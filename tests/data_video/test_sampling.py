@@ -10,9 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from madapter.data.sampling import (
-    dense_indices,
     multi_view_indices,
-    sample_clip,
     segment_edges,
     segment_indices,
     uniform_grid,
@@ -43,8 +41,8 @@ def test_tsn_training_is_reproducible_for_a_seed(n: int, t: int, seed: int) -> N
     a = segment_indices(n, t, train=True, seed=seed)
     b = segment_indices(n, t, train=True, seed=seed)
     np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(sample_clip(n, t, train=True, seed=[seed, 3, 7]),
-                                  sample_clip(n, t, train=True, seed=[seed, 3, 7]))
+    np.testing.assert_array_equal(segment_indices(n, t, train=True, seed=[seed, 3, 7]),
+                                  segment_indices(n, t, train=True, seed=[seed, 3, 7]))
 
 
 def test_tsn_training_offsets_vary_with_the_seed() -> None:
@@ -63,22 +61,9 @@ def test_uniform_grid_covers_the_whole_video(n: int, t: int) -> None:
 
 
 @FAST
-@given(n=frame_counts, t=clip_lens, interval=st.integers(1, 8), seed=seeds, train=st.booleans())
-def test_dense_indices_in_range_and_spaced(n: int, t: int, interval: int, seed: int, train: bool) -> None:
-    idx = dense_indices(n, t, interval, train=train, seed=seed)
-    assert idx.shape == (t,) and idx.min() >= 0 and idx.max() <= n - 1
-    np.testing.assert_array_equal(idx, dense_indices(n, t, interval, train=train, seed=seed))
-    if (t - 1) * interval + 1 <= n:
-        assert np.all(np.diff(idx) == interval)
-    else:
-        assert np.all(np.diff(idx) >= 0) and idx[-1] == n - 1  # too short: repeats the last frame
-
-
-@FAST
-@given(n=frame_counts, t=clip_lens, clips=st.integers(1, 10), mode=st.sampled_from(["tsn", "dense"]),
-       interval=st.integers(1, 4))
-def test_multi_view_shapes_and_range(n: int, t: int, clips: int, mode: str, interval: int) -> None:
-    views = multi_view_indices(n, t, clips, mode, interval)
+@given(n=frame_counts, t=clip_lens, clips=st.integers(1, 10))
+def test_multi_view_shapes_and_range(n: int, t: int, clips: int) -> None:
+    views = multi_view_indices(n, t, clips)
     assert views.shape == (clips, t)
     assert views.min() >= 0 and views.max() <= n - 1
 
@@ -92,5 +77,3 @@ def test_multi_view_tsn_views_are_distinct_and_include_the_centred_clip() -> Non
 def test_bad_arguments_are_rejected_with_the_reason() -> None:
     with pytest.raises(ValueError, match="no frames"):
         segment_indices(0, 8, train=False)
-    with pytest.raises(ValueError, match="interval"):
-        dense_indices(10, 4, 0, train=False)

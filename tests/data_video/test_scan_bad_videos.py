@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
@@ -11,11 +10,13 @@ import numpy as np
 import pytest
 
 from madapter.config import Params
-from madapter.data.clips import ClipDataset
-from madapter.data.store.decode import decode_dataset
-from madapter.data.store.scan import read_quarantine, scan_videos
-from madapter.data.store.format import FrameStore
 from madapter.data.acquire.synthetic import encode_video
+from madapter.data.clips import ClipDataset
+from madapter.data.index.schema import SPLITS, read_classes, read_index
+from madapter.data.store.decode import decode_dataset
+from madapter.data.store.format import FrameStore
+from madapter.data.store.quarantine import read_quarantine
+from madapter.data.store.scan import scan_videos
 from madapter.paths import StagePaths
 
 from .conftest import index_from_lists, make_params, write_index
@@ -48,11 +49,8 @@ def dataset_with_bad_videos(tmp_path: Path) -> tuple[Params, dict[str, str]]:
     generate_synthetic(paths.raw, params.dataset.synthetic, params.base.seed)
     index_from_lists(paths.raw, paths.index)
     expected = add_bad_videos(paths.raw, np.random.default_rng(0))
-    classes = (paths.index / "classes.txt").read_text().split()
-    rows: dict[str, list[tuple[str, int]]] = {}
-    for split in ("train", "val", "test"):
-        with open(paths.index / f"{split}.csv", encoding="utf-8", newline="") as fh:
-            rows[split] = [(r["path"], int(r["label"])) for r in csv.DictReader(fh)]
+    classes = read_classes(paths.index)
+    rows = {split: [(r.path, r.label) for r in read_index(paths.index, split)] for split in SPLITS}
     rows["train"] += [(rel, 0) for rel in expected]
     write_index(paths.index, rows, classes)
     return params, expected

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from madapter.data.sampling import uniform_grid
 from madapter.data.acquire.synthetic import encode_video
+from madapter.data.sampling import uniform_grid
 from madapter.data.video import DecordVideo, PyAVVideo, VideoError, open_video, preferred_backend, read_frames
 
 

@@ -23,20 +23,22 @@ import shutil
 import stat
 import tarfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, TypeVar
 
 import rarfile
 from tqdm import tqdm
 
 from madapter.errors import MissingToolError, StageError, disk_error_line
+from madapter.fileio import atomic_open
 
 logger = logging.getLogger(__name__)
 
 ArchiveKind = Literal["zip", "tar", "rar"]
+_Member = TypeVar("_Member")
 _STAGING_PREFIX = ".extracting-"
 _MAX_NESTING = 3
 
@@ -131,14 +133,20 @@ def _check_not_through_link(entries: list[_Entry], archive: Path) -> None:
 # --------------------------------------------------------------------------- planning per format
 
 
+def _kept(
+    members: Iterable[_Member], name_of: Callable[[_Member], str], archive: Path
+) -> Iterator[tuple[_Member, str]]:
+    """``(member, safe relative path)`` of every member worth extracting: macOS litter and the root skipped."""
+    for member in members:
+        name = name_of(member)
+        path = None if is_ignored(name) else safe_relpath(name, archive)
+        if path is not None:
+            yield member, path
+
+
 def _plan_zip(zf: zipfile.ZipFile, archive: Path) -> list[_Entry]:
     entries: list[_Entry] = []
-    for info in zf.infolist():
-        if is_ignored(info.filename):
-            continue
-        path = safe_relpath(info.filename, archive)
-        if path is None:
-            continue
+    for info, path in _kept(zf.infolist(), lambda i: i.filename, archive):
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
             target = zf.read(info).decode("utf-8", "surrogateescape")
@@ -152,12 +160,7 @@ def _plan_zip(zf: zipfile.ZipFile, archive: Path) -> list[_Entry]:
 
 def _plan_tar(tf: tarfile.TarFile, archive: Path) -> list[_Entry]:
     entries: list[_Entry] = []
-    for member in tf.getmembers():
-        if is_ignored(member.name):
-            continue
-        path = safe_relpath(member.name, archive)
-        if path is None:
-            continue
+    for member, path in _kept(tf.getmembers(), lambda m: m.name, archive):
         if member.issym():
             entries.append(_Entry(path, "symlink", link=_check_link_target(path, member.linkname, archive, member.name)))
         elif member.islnk():
@@ -187,12 +190,7 @@ def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[IO[byt
 
 def _plan_rar(rf: rarfile.RarFile, archive: Path) -> list[_Entry]:
     entries: list[_Entry] = []
-    for info in rf.infolist():
-        if is_ignored(info.filename):
-            continue
-        path = safe_relpath(info.filename, archive)
-        if path is None:
-            continue
+    for info, path in _kept(rf.infolist(), lambda i: i.filename, archive):
         if info.is_symlink():
             raise UnsafeArchiveError(f"{archive}: entry '{info.filename}' is a link; links in RAR are not supported")
         if info.is_dir():
@@ -333,10 +331,8 @@ def _extract_nested(files: list[Path], depth: int) -> list[Path]:
 
 def concatenate_parts(parts: list[Path], out: Path) -> Path:
     """Join the pieces of a split archive (``name-00``, ``name-01``, ...) in name order, atomically."""
-    tmp = out.with_name(out.name + ".part")
-    with open(tmp, "wb") as dst:
+    with atomic_open(out, "wb") as dst:
         for part in sorted(parts):
             with open(part, "rb") as src:
                 shutil.copyfileobj(src, dst, 1 << 20)
-    os.replace(tmp, out)
     return out

@@ -25,8 +25,9 @@ import requests
 
 from madapter.config import ConfigError, Params
 from madapter.data.acquire.archives import concatenate_parts, extract_archive
-from madapter.data.acquire.fetch import NotFoundError, copy_local, fetch_url, sha256_of
+from madapter.data.acquire.fetch import NotFoundError, copy_local, fetch_url
 from madapter.data.acquire.sources import DatasetSource, RemoteFile, source_for
+from madapter.fileio import file_digest, write_text_atomic
 from madapter.paths import StagePaths
 
 logger = logging.getLogger(__name__)
@@ -51,10 +52,7 @@ class _State:
 
     def record(self, relpath: str, **info: object) -> None:
         self.files[relpath] = {**self.files.get(relpath, {}), **info}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.files, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, json.dumps(self.files, indent=1, sort_keys=True))
 
 
 @dataclass
@@ -95,7 +93,7 @@ class _Fetcher:
         """
         expected = self.expected_sha(relpath, sha256)
         if dest.is_file():
-            digest = sha256_of(dest)
+            digest = file_digest(dest)
             if digest == (expected or recorded or digest):
                 logger.info("%s: already present and verified, skipping download", dest.name)
                 return digest
@@ -117,7 +115,7 @@ def _ensure_file(fetcher: _Fetcher, state: _State, rf: RemoteFile) -> None:
     pinned = fetcher.expected_sha(rf.relpath, rf.sha256)
     if rf.extract != "none" and done.get("extracted") and (pinned is None or pinned == done.get("sha256")):
         archive = fetcher.downloads / rf.relpath
-        if not (keep and archive.is_file()) or sha256_of(archive) == done["sha256"]:
+        if not (keep and archive.is_file()) or file_digest(archive) == done["sha256"]:
             logger.info("%s: already downloaded (sha256 %s…) and extracted, skipping", rf.relpath, done["sha256"][:12])
             return
     if rf.extract == "none":
@@ -242,7 +240,7 @@ def _download_ssv2(params: Params, raw: Path) -> Path:
     if parts:
         joined = concatenate_parts(parts, raw / DOWNLOADS_DIR / "20bn-something-something-v2.tar.gz")
         extract_archive(joined, raw)
-        state.record("videos", sha256=sha256_of(joined), extracted=True, parts=len(parts))
+        state.record("videos", sha256=file_digest(joined), extracted=True, parts=len(parts))
         if not params.download.keep_archives:
             joined.unlink()
             for part in parts:

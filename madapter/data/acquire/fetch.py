@@ -3,12 +3,13 @@
 A file is downloaded into ``<name>.part`` and only renamed to ``<name>`` once it is complete and
 its checksum matches, so a file with its final name is always a whole, verified file.  If the
 connection drops, the next attempt (or the next run) sends ``Range: bytes=<have>-`` and appends;
-a server that ignores ranges (``200`` instead of ``206``) makes us start that file over.
+a server that ignores ranges (``200`` instead of ``206``) makes us start that file over.  (Hence
+not :func:`madapter.fileio.atomic_path`: the ``.part`` name is fixed on purpose, so the next
+attempt finds it.  Digests come from :func:`madapter.fileio.file_digest`.)
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -20,7 +21,8 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from madapter.errors import StageError, disk_error_line
+from madapter.errors import StageError, disk_error_line, first_line
+from madapter.fileio import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -90,16 +92,7 @@ def network_reason(err: BaseException) -> str:
             return str(cause)
         if isinstance(cause, (urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError)):
             return "connection dropped mid-transfer"
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return first_line(err, 120)
 
 
 def _part_path(dest: Path) -> Path:
@@ -108,7 +101,7 @@ def _part_path(dest: Path) -> Path:
 
 def _finish(part: Path, dest: Path, expected_sha256: str | None, origin: str) -> str:
     """Verify ``part`` and atomically give it its final name; returns its sha256."""
-    digest = sha256_of(part)
+    digest = file_digest(part)
     if expected_sha256 and digest != expected_sha256.lower():
         part.unlink()
         raise ChecksumError(

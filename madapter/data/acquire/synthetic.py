@@ -17,7 +17,6 @@ Layout written (the MMAction2-style "list" layout of the data contracts)::
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from madapter.config import SyntheticSection
+from madapter.fileio import atomic_path, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -189,15 +189,13 @@ def encode_video(
     machines sharing a DVC remote must agree: one encoder thread and one colour-conversion thread
     (PyAV passes ``thread_count`` to its swscale reformatter), CPU-independent x264
     (:data:`X264_DETERMINISTIC`), and a bit-exact muxer (no ``Lavf<version>`` encoder tag in mp4,
-    no random track/segment UIDs in webm, which otherwise differ on every run).  Written to a temporary name and
-    renamed, so an interrupted run never leaves a half file.
+    no random track/segment UIDs in webm, which otherwise differ on every run).  Written atomically
+    (:func:`madapter.fileio.atomic_path`), so an interrupted run never leaves a half file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
     height, width = frames[0].shape[:2]
     fmt = "webm" if path.suffix == ".webm" else "mp4"
-    with av.open(str(tmp), mode="w", format=fmt, options=container_options or {}) as container:
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format=fmt, options=container_options or {}) as container:
         container.flags |= av.container.Flags.bitexact.value
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -207,7 +205,6 @@ def encode_video(
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
-    os.replace(tmp, path)
     return path
 
 
@@ -240,8 +237,8 @@ def generate_synthetic(root: Path, cfg: SyntheticSection, seed: int) -> Path:
         split = split_of(video_index, cfg.videos_per_class, seed, class_index)
         lines[split].append(f"{rel} {class_index}")
     for split, rows in lines.items():
-        (root / f"{split}.txt").write_text("".join(row + "\n" for row in rows))
-    (root / "classes.txt").write_text("".join(c.name + "\n" for c in classes))
+        write_text_atomic(root / f"{split}.txt", "".join(row + "\n" for row in rows))
+    write_text_atomic(root / "classes.txt", "".join(c.name + "\n" for c in classes))
     logger.info("synthetic set: %d videos, %d classes, %d frames of %dpx -> %s",
                 len(jobs), len(classes), cfg.num_frames, cfg.size, root)
     return root

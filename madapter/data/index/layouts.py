@@ -1,8 +1,12 @@
-"""One small adapter per dataset layout: raw directory -> rows of the one index schema.
+"""One small parser per dataset layout: raw directory -> rows of the one index schema.
 
-Every adapter returns an :class:`IndexTable`: rows per split (``train``, ``val``, ``test``), the
-class names (row ``label`` indexes them) and the listed videos that are not on disk.  Missing
-videos are *reported*, not fatal: real mirrors lose files (Kinetics especially).
+What this module owns: how each dataset's official split files map onto
+:class:`~madapter.data.index.schema.Row` -- and nothing about writing them (the index stage does
+that through :mod:`madapter.data.index.schema`).  :data:`ADAPTERS` is the one dispatch from
+``dataset.name`` to a parser.  Every parser returns an :class:`IndexTable`: rows per split
+(``train``, ``val``, ``test``), the class names (row ``label`` indexes them) and the listed videos
+that are not on disk.  Missing videos are *reported*, not fatal: real mirrors lose files (Kinetics
+especially).
 
 Official splits and the quirks each adapter handles:
 - UCF101: ``classInd.txt`` (1-based), ``trainlistNN.txt`` (with labels) / ``testlistNN.txt`` (without:
@@ -27,11 +31,15 @@ import csv
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from madapter.data.index.schema import SPLITS, Row
+
+if TYPE_CHECKING:
+    from madapter.config import DatasetSection
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +68,12 @@ def _read_lines(path: Path) -> list[str]:
 class _DiskIndex:
     """Where files really are below ``raw``: exact, case-insensitive and by file stem."""
 
-    def __init__(self, raw: Path, suffixes: set[str] = VIDEO_SUFFIXES):
-        self.raw = raw
+    def __init__(self, raw: Path):
         self.by_rel: dict[str, str] = {}
         self.by_lower: dict[str, str] = {}
         self.by_stem: dict[str, str] = {}
-        self.by_name: dict[str, list[str]] = {}
         for p in sorted(raw.rglob("*")):  # sorted: the first of two same-stem files wins on every file system
-            if p.suffix.lower() not in suffixes or not p.is_file():
+            if p.suffix.lower() not in VIDEO_SUFFIXES or not p.is_file():
                 continue
             rel = p.relative_to(raw).as_posix()
             if rel.startswith(".downloads/"):
@@ -75,7 +81,6 @@ class _DiskIndex:
             self.by_rel[rel] = rel
             self.by_lower.setdefault(rel.lower(), rel)
             self.by_stem.setdefault(p.stem, rel)
-            self.by_name.setdefault(p.name, []).append(rel)
 
     def find_below(self, listed: str, roots: Iterable[str]) -> str | None:
         """``listed`` (as written in a split file) under one of ``roots``, exact first, then ignoring case."""
@@ -270,7 +275,7 @@ def ssv2(raw: Path, fold: int) -> IndexTable:
 # --------------------------------------------------------------------------- MMAction2-style list
 
 
-def list_layout(raw: Path, fold: int, classes_file: Path | None = None) -> IndexTable:
+def list_layout(raw: Path, classes_file: Path | None = None) -> IndexTable:
     """``train.txt`` / ``val.txt`` / ``test.txt`` with ``relative/path label`` lines; optional ``classes.txt``."""
     if not (raw / "train.txt").is_file():
         raise LayoutError(f"{raw}/train.txt: missing (list layout: lines 'relative/path.mp4 <label>')")
@@ -304,13 +309,29 @@ def list_layout(raw: Path, fold: int, classes_file: Path | None = None) -> Index
     return table
 
 
-ADAPTERS = {
-    "ucf101": ucf101,
-    "hmdb51": hmdb51,
-    "kinetics400": kinetics,
-    "kinetics600": kinetics,
-    "kinetics700": kinetics,
-    "ssv2": ssv2,
-    "list": list_layout,
-    "synthetic": list_layout,
+# --------------------------------------------------------------------------- dispatch
+
+Adapter = Callable[[Path, "DatasetSection"], IndexTable]
+
+
+def _official(parse: Callable[[Path, int], IndexTable]) -> Adapter:
+    """An official layout, given ``dataset.fold`` (UCF101 / HMDB51 have three folds; the others ignore it)."""
+    return lambda raw, dataset: parse(raw, dataset.fold)
+
+
+def _listed(raw: Path, dataset: DatasetSection) -> IndexTable:
+    """The list layout (also what the synthetic generator writes), names from ``dataset.classes_file``."""
+    return list_layout(raw, dataset.classes_file)
+
+
+ADAPTERS: dict[str, Adapter] = {
+    "ucf101": _official(ucf101),
+    "hmdb51": _official(hmdb51),
+    "kinetics400": _official(kinetics),
+    "kinetics600": _official(kinetics),
+    "kinetics700": _official(kinetics),
+    "ssv2": _official(ssv2),
+    "list": _listed,
+    "synthetic": _listed,
 }
+"""``dataset.name`` -> parser of its raw directory: the one way the index stage picks a layout."""

@@ -1,5 +1,10 @@
 """Decode stage: indexed videos -> the sharded frame store training reads.
 
+It reads the index (:mod:`madapter.data.index.schema`) and the scan's quarantine list
+(:mod:`madapter.data.store.quarantine`), never the scan stage itself, and writes the store through
+its format's writers (:mod:`madapter.data.store.format`); what it owns is how a video becomes
+stored frames.
+
 Every usable video (index minus the scan's quarantine) is decoded ONCE to
 ``decode.frames_per_video`` frames on a fixed uniform grid (segment centres, so the grid covers the
 whole video or its ``start``/``end`` segment), resized so the short side is ``decode.size`` and
@@ -17,7 +22,6 @@ end: a failed run leaves the previous store intact.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -34,12 +38,13 @@ import numpy as np
 from tqdm import tqdm
 
 from madapter.config import DecodeSection, Params
+from madapter.data.index.schema import SPLITS, Row, read_classes, read_index
 from madapter.data.sampling import segment_bounds, uniform_grid
-from madapter.data.store.scan import SPLITS, IndexRow, read_classes, read_index, read_quarantine, relative_reason
-from madapter.data.store.format import STORE_META, ShardWriter
+from madapter.data.store.format import ShardWriter, write_store_meta
+from madapter.data.store.quarantine import QUARANTINE_FILE, read_quarantine
 from madapter.data.timing import write_timing
 from madapter.data.transforms import resize_and_center_crop
-from madapter.data.video import Backend, VideoError, display_path, read_frames
+from madapter.data.video import Backend, VideoError, display_path, read_frames, relative_reason
 from madapter.paths import StagePaths
 
 logger = logging.getLogger(__name__)
@@ -51,7 +56,7 @@ RUN_CONTROL_KEYS = frozenset({"workers"})
 @dataclass(frozen=True)
 class DecodeJob:
     abs_path: str
-    row: IndexRow
+    row: Row
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ def _decode_split(
     tally.dropped[split] = len(rows) - len(kept)
     if tally.dropped[split]:
         logger.warning("decode %s: dropping %d quarantined of %d videos (see %s)", split, tally.dropped[split],
-                       len(rows), paths.scan / "quarantine.csv")
+                       len(rows), paths.scan / QUARANTINE_FILE)
     writer = ShardWriter(split_dir, cfg.shard_size, cfg.frames_per_video, cfg.size)
     jobs = [DecodeJob(os.fsdecode(paths.raw / r.path), r) for r in kept]
     for out in decode_all(jobs, cfg.frames_per_video, cfg.size, cfg.backend, pool, f"decode {split}"):
@@ -189,7 +194,7 @@ def decode_dataset(params: Params) -> Path:
         "dropped_quarantined": tally.dropped,
         "failed": tally.failed,
     }
-    (building / STORE_META).write_text(json.dumps(meta, indent=2) + "\n")
+    write_store_meta(building, meta)
     if target.exists():
         shutil.rmtree(target)
     os.replace(building, target)

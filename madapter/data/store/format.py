@@ -1,10 +1,14 @@
-"""The decoded frame store: a few large ``.npy`` shards per split, never one file per frame.
+"""The decoded frame store: its format, its one writer and its one reader.
 
-Why shards: DVC (and most file systems) crawl on millions of small jpgs; a shard of a few hundred
-videos hashes, copies and memory-maps in one go.  Layout::
+The decode stage fills it through :class:`ShardWriter` and :func:`write_store_meta`; training,
+evaluation and the callers of :func:`split_or_test` / :func:`store_digest` read it through
+:class:`FrameStore` and :func:`read_store_meta`.  A few large ``.npy`` shards per split, never one
+file per frame: DVC (and most file systems) crawl on millions of small jpgs; a shard of a few
+hundred videos hashes, copies and memory-maps in one go.  Layout::
 
     <root>/store.json                 classes, frames_per_video, size, counts, bytes (no timings:
-                                      DVC hashes it, training fingerprints it; see data/timing.py)
+                                      DVC hashes it, training fingerprints it; see
+                                      madapter/data/timing.py)
     <root>/<split>/shard-00000.npy    uint8 [n, F, S, S, 3]
     <root>/<split>/manifest.csv       path,label,label_name,shard,offset,num_source_frames
 
@@ -16,20 +20,17 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from madapter.fileio import CSV_ENCODING, file_digest
-
-logger = logging.getLogger(__name__)
+from madapter.fileio import CSV_ENCODING, atomic_open, file_digest, write_json_atomic
 
 MANIFEST_FIELDS = ("path", "label", "label_name", "shard", "offset", "num_source_frames")
 STORE_META = "store.json"
+MANIFEST_FILE = "manifest.csv"
 
 
 class StoreError(ValueError):
@@ -50,8 +51,8 @@ class SplitSummary:
 class ShardWriter:
     """Collect fixed-shape frame arrays and write them as shards plus a manifest.
 
-    Each shard is written to a temporary name and renamed, so a crash never leaves a truncated
-    ``.npy`` that a later reader would trust.
+    Each shard and the manifest are written atomically (:mod:`madapter.fileio`), so a crash never
+    leaves a truncated ``.npy`` that a later reader would trust.
     """
 
     def __init__(self, split_dir: Path, shard_size: int, frames_per_video: int, size: int) -> None:
@@ -79,10 +80,8 @@ class ShardWriter:
         if self._fill == 0:
             return
         target = self.split_dir / shard_name(self._shard)
-        tmp = target.with_name(target.name + ".partial")
-        with open(tmp, "wb") as fh:
+        with atomic_open(target, "wb") as fh:
             np.save(fh, self._buffer[: self._fill])
-        os.replace(tmp, target)
         self._bytes += target.stat().st_size
         self._shard += 1
         self._fill = 0
@@ -90,14 +89,22 @@ class ShardWriter:
     def close(self) -> SplitSummary:
         """Write the last shard and the manifest (header only for an empty split)."""
         self._flush()
-        with open(self.split_dir / "manifest.csv", "w", **CSV_ENCODING) as fh:
+        with atomic_open(self.split_dir / MANIFEST_FILE, "w", **CSV_ENCODING) as fh:
             writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
             writer.writeheader()
             writer.writerows(self._rows)
         return SplitSummary(videos=len(self._rows), shards=self._shard, bytes=self._bytes)
 
 
+def write_store_meta(root: Path, meta: dict[str, Any]) -> Path:
+    """Write ``<root>/store.json`` atomically; returns its path."""
+    path = Path(root) / STORE_META
+    write_json_atomic(path, meta)
+    return path
+
+
 def read_store_meta(root: Path) -> dict[str, Any]:
+    """``<root>/store.json``: classes, frame grid, counts and bytes per split."""
     meta = Path(root) / STORE_META
     if not meta.is_file():
         raise FileNotFoundError(f"{meta}: frame store metadata not found; run the decode stage first")
@@ -106,7 +113,7 @@ def read_store_meta(root: Path) -> dict[str, Any]:
 
 def has_split(root: Path, split: str) -> bool:
     """Whether the store at ``root`` holds ``split`` (its manifest exists, possibly empty)."""
-    return (Path(root) / split / "manifest.csv").is_file()
+    return (Path(root) / split / MANIFEST_FILE).is_file()
 
 
 def split_or_test(root: Path, split: str) -> str:
@@ -143,7 +150,7 @@ class FrameStore:
         self.root, self.split = Path(root), split
         self.split_dir = self.root / split
         meta = read_store_meta(self.root)
-        manifest = self.split_dir / "manifest.csv"
+        manifest = self.split_dir / MANIFEST_FILE
         if not manifest.is_file():
             raise FileNotFoundError(f"{manifest}: split '{split}' not in the frame store; run the decode stage")
         self.classes: list[str] = list(meta["classes"])

@@ -7,16 +7,16 @@ and has its first and last frame decoded (decord, with the PyAV fallback of
 that hangs (a stalled network mount, a pathological file) or crashes the interpreter (decord can
 segfault on garbage) is killed and recorded, and the scan goes on.
 
-Outputs (``StagePaths.scan``): ``quarantine.csv`` (``path,reason``) and ``report.json``.  Both
-are a pure function of the index, the videos and ``scan.timeout_s``/``scan.min_frames``: DVC hashes
-them, so they name files by their dataset-relative path and hold no timings and no worker count
-(those go to ``outputs/timings/scan.json``, see :mod:`madapter.data.timing`).
+Outputs (``StagePaths.scan``): ``quarantine.csv`` (``path,reason``; the decode stage's input,
+so it is written and read through :mod:`madapter.data.store.quarantine`) and ``report.json``
+(owned here).  Both are a pure function of the index, the videos and
+``scan.timeout_s``/``scan.min_frames``: DVC hashes them, so they name files by their
+dataset-relative path and hold no timings and no worker count (those go to
+``outputs/timings/scan.json``, see :mod:`madapter.data.timing`).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -33,8 +33,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from madapter.config import Params
-from madapter.data.index.schema import INDEX_FIELDS, SPLITS, Row
-from madapter.fileio import CSV_ENCODING
+from madapter.data.index.schema import SPLITS, read_index
+from madapter.data.store.quarantine import write_quarantine
 from madapter.data.timing import write_timing
 from madapter.data.video import (
     DecordVideo,
@@ -43,53 +43,15 @@ from madapter.data.video import (
     check_file,
     display_path,
     preferred_backend,
+    relative_reason,
 )
+from madapter.fileio import write_json_atomic
 from madapter.paths import StagePaths
 
 logger = logging.getLogger(__name__)
 
-IndexRow = Row
-"""One row of the index schema (defined once, in madapter/data/index/schema.py)."""
-
 RUN_CONTROL_KEYS = frozenset({"workers"})
 """``scan`` keys that change how fast the stage runs, never what it writes (not DVC params)."""
-
-
-# ------------------------------------------------------------------------------ index / quarantine
-def _optional_float(text: str | None) -> float | None:
-    return float(text) if text not in (None, "") else None
-
-
-def read_index(index_dir: Path, split: str) -> list[IndexRow]:
-    """Rows of ``<index_dir>/<split>.csv`` (the shared index schema)."""
-    path = Path(index_dir) / f"{split}.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: index split not found; run the index stage first")
-    with open(path, **CSV_ENCODING) as fh:
-        reader = csv.DictReader(fh)
-        missing = set(INDEX_FIELDS[:3]) - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {sorted(missing)}; expected header {','.join(INDEX_FIELDS)}")
-        return [IndexRow(path=r["path"], label=int(r["label"]) if r["label"] not in (None, "") else -1,
-                         label_name=r.get("label_name") or "", split=r.get("split") or split,
-                         start=_optional_float(r.get("start")), end=_optional_float(r.get("end")))
-                for r in reader]
-
-
-def read_classes(index_dir: Path) -> list[str]:
-    path = Path(index_dir) / "classes.txt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: class list not found; run the index stage first")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def read_quarantine(scan_dir: Path) -> dict[str, str]:
-    """``{relative path: reason}`` from ``quarantine.csv``."""
-    path = Path(scan_dir) / "quarantine.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: quarantine list not found; run the scan stage first")
-    with open(path, **CSV_ENCODING) as fh:
-        return {r["path"]: r["reason"] for r in csv.DictReader(fh)}
 
 
 # ------------------------------------------------------------------------------------------ probing
@@ -113,18 +75,6 @@ def _classify(err: VideoError) -> str:
         if marker in text:
             return kind
     return "unreadable"
-
-
-def relative_reason(err: BaseException, path: Path, rel: str) -> str:
-    """First line of ``err`` with the file named by its dataset-relative path ``rel``.
-
-    Why: the text goes into DVC-hashed outputs, and the absolute path depends on where the data
-    directory lives (another clone, another machine).
-    """
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    for form in sorted({os.fsdecode(path), display_path(path)}, key=len, reverse=True):
-        text = text.replace(form, display_path(rel))
-    return text
 
 
 def _reason(err: VideoError, path: Path, rel: str) -> str:
@@ -256,15 +206,6 @@ def probe_all(jobs: list[tuple[str, str]], workers: int, timeout_s: float, min_f
 
 
 # ------------------------------------------------------------------------------------------- stage
-def _write_quarantine(path: Path, bad: list[ProbeResult]) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w", **CSV_ENCODING) as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "reason"])
-        writer.writerows([r.path, r.reason] for r in bad)
-    os.replace(tmp, path)
-
-
 def scan_videos(params: Params) -> Path:
     """Probe every video of every index split; write ``quarantine.csv`` and ``report.json``.
 
@@ -284,8 +225,7 @@ def scan_videos(params: Params) -> Path:
 
     bad = [r for r in results if not r.ok]
     good = [r for r in results if r.ok]
-    paths.scan.mkdir(parents=True, exist_ok=True)
-    _write_quarantine(paths.scan / "quarantine.csv", bad)
+    quarantine = write_quarantine(paths.scan, [(r.path, r.reason) for r in bad])
     counts = [r.num_frames for r in good]
     report = {
         "dataset": params.dataset.name,
@@ -299,9 +239,9 @@ def scan_videos(params: Params) -> Path:
         "quarantine": [{**asdict(r), "path": display_path(r.path)} for r in bad],
         "settings": {"timeout_s": cfg.timeout_s, "min_frames": cfg.min_frames},
     }
-    (paths.scan / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(paths.scan / "report.json", report)
     write_timing(paths, "scan", started, len(results), cfg.workers)
     level = logging.WARNING if bad else logging.INFO
     logger.log(level, "scan: %d of %d videos quarantined (%s) -> %s", len(bad), len(results),
-               ", ".join(f"{k}: {v}" for k, v in report["reasons"].items()) or "none", paths.scan / "quarantine.csv")
+               ", ".join(f"{k}: {v}" for k, v in report["reasons"].items()) or "none", quarantine)
     return paths.scan
