@@ -2,7 +2,7 @@
 
 Every mode runs in its own fresh processes on the same batch, so one mode's allocator state
 cannot flatter another's, and the model is driven the way training drives it
-(``madapter/train.py``): ``build_model``, then for the frozen-backbone modes ``model.extract``
+(``madapter/train/step.py``): ``build_model``, then for the frozen-backbone modes ``model.extract``
 (frozen, ``no_grad``) followed by ``model.adapter``, the whole forward under the branch's
 autocast, then backward and an AdamW step.
 
@@ -102,7 +102,7 @@ def build(mode: str, args: argparse.Namespace, device: str):
 
 
 def make_step(model, optimizer, x, y, amp: str) -> Callable[[], None]:
-    """One training step as the Ray worker runs it (madapter/train.py): the frozen backbone outside
+    """One training step as the Ray worker runs it (madapter/train/step.py): the frozen backbone outside
     the trained module, its precision from ``model.half_precision`` (inside ``extract``), the
     rest under ``train.amp``'s autocast."""
     import torch

@@ -43,9 +43,9 @@ def bench_params(work: Path, tuning: str, workers: int, epochs: int) -> Params:
 
 
 def prepare_data(params: Params) -> None:
-    from madapter.data.store.decode import decode_dataset
     from madapter.data.acquire.download import download_dataset
     from madapter.data.index.stage import build_index
+    from madapter.data.store.decode import decode_dataset
     from madapter.data.store.scan import scan_videos
 
     for stage in (download_dataset, build_index, scan_videos, decode_dataset):
@@ -86,7 +86,7 @@ def main() -> None:
     import ray
 
     from madapter.ray_runtime import worker_runtime_env
-    from madapter.train import train
+    from madapter.train.driver import train
 
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)

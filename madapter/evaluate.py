@@ -4,14 +4,14 @@ Protocol ``<frames>x<clips>x<crops>`` (e.g. ``8x1x1``, ``8x3x3``): each SOURCE v
 ``clips`` temporal views spread over its whole length times ``crops`` crops along its long side
 at the short-side scale (:class:`madapter.data.clips.ViewProtocol`, the same views ``predict`` and
 the served model take); the view probabilities are averaged (:func:`madapter.metrics.average_views`).
-The model runs on ``evaluate.device``, all views of a batch of videos in one forward pass.  Results go to ``outputs/evaluate`` (metrics for
-``dvc metrics``, CSV/JSON plot data for ``dvc plots``) and into the training run in MLflow,
-so one run holds its training curves and its test numbers.
+The model runs on ``evaluate.device``, all views of a batch of videos in one forward pass.
+Results go to ``outputs/evaluate`` (``metrics.json`` for ``dvc metrics``, CSV plot data for
+``dvc plots``) and into the training run in MLflow, so one run holds its training curves and its
+test numbers.  The training curves themselves are train's output (``outputs/train/history.json``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +25,7 @@ from tqdm import tqdm
 from madapter import metrics
 from madapter.config import ConfigError, Params
 from madapter.data.clips import SourceVideo, SourceVideoDataset, ViewProtocol
+from madapter.fileio import file_digest, write_json_atomic
 from madapter.inference import load_model, model_device, view_logits
 from madapter.models.precision import describe as describe_precision
 from madapter.paths import StagePaths
@@ -45,20 +46,10 @@ def read_run_info(paths: StagePaths) -> dict[str, Any]:
     return json.loads(run_file.read_text())
 
 
-def _eval_split(params: Params, frames: Path) -> str:
-    from madapter.data.store.format import FrameStore
-
-    split = params.evaluate.split
-    if split == "val" and len(FrameStore(frames, "val")) == 0:
-        logger.warning("%s has no val videos: evaluating on the test split", params.dataset.name)
-        return "test"
-    return split
-
-
 def protocol_videos(params: Params, split: str) -> list[SourceVideo]:
     """The split's videos to evaluate: those the frame store holds (scan's quarantine and decode
     failures already left out), read from their source files with the index's segment bounds."""
-    from madapter.data.store.scan import read_index
+    from madapter.data.index.schema import read_index
     from madapter.data.store.format import FrameStore
 
     paths = StagePaths.from_params(params)
@@ -91,15 +82,8 @@ def _one_thread(_worker_id: int) -> None:
     torch.set_num_threads(1)  # decoding workers: one core each, the model has the rest
 
 
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 def evaluate(params: Params) -> dict[str, Any]:
     """Evaluate ``outputs/train/checkpoint.pt``; write ``outputs/evaluate/*``; log to the training run."""
-    from madapter.data.store.format import FrameStore
-    from madapter.tracking import get_client
-
     paths = StagePaths.from_params(params)
     checkpoint = paths.train / "checkpoint.pt"
     if not checkpoint.is_file():
@@ -107,26 +91,15 @@ def evaluate(params: Params) -> dict[str, Any]:
     run = read_run_info(paths)
     model, ckpt = load_model(checkpoint, params.evaluate.device)
     classes = list(ckpt["classes"])
-    frames = paths.frames
-    split = _eval_split(params, frames)
-    store = FrameStore(frames, split)
-    if list(store.classes) != classes:
-        raise ConfigError(f"{frames}/store.json: classes differ from the checkpoint's; re-run train on this frame store")
+    split = _split(params, paths.frames, classes)
     view_protocol = ViewProtocol.from_params(params, model.data_config)
     dataset = SourceVideoDataset(protocol_videos(params, split), view_protocol, params.decode.backend)
     logits, labels = protocol_logits(model, dataset, params.evaluate.batch_size, params.evaluate.loader_workers)
     scores = metrics.average_views(logits)
     report = metrics.classification_report(scores, labels, len(classes))
-    protocol = protocol_name(params)
-    precision = describe_precision(model.half_precision, params.train.amp, model_device(model))
-
-    out = paths.evaluate
-    out.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {
-        "top1": report["top1"],
-        "top5": report["top5"],
-        "mean_class_acc": report["mean_class_acc"],
-        "protocol": protocol,
+    result = {
+        **{k: report[k] for k in ("top1", "top5", "mean_class_acc")},
+        "protocol": protocol_name(params),
         "frames": params.model.num_frames,
         "clips": params.evaluate.clips,
         "crops": params.evaluate.crops,
@@ -134,37 +107,55 @@ def evaluate(params: Params) -> dict[str, Any]:
         "split": split,
         "num_videos": report["num_videos"],
         "num_classes": len(classes),
-        "checkpoint_md5": _md5(checkpoint),
+        "checkpoint_md5": file_digest(checkpoint, "md5"),
         "run_id": run["run_id"],
         "half_precision": model.half_precision,
-        **precision,
+        **describe_precision(model.half_precision, params.train.amp, model_device(model)),
     }
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    metrics.write_confusion_csv(report["confusion"], classes, out / "confusion.csv")
-    metrics.write_predictions_csv(scores.argmax(1), labels, classes, out / "predictions.csv")
-    metrics.write_per_class_csv(report["confusion"], classes, out / "per_class.csv")
-    (out / "train_curves.json").write_text(json.dumps(ckpt["extra"].get("history", []), indent=2))
-    png = metrics.plot_confusion(report["confusion"], classes, out / "confusion_matrix.png", f"{split} {protocol}")
-
-    client = get_client(params)
-    run_id = run["run_id"]
-    prefix = f"{split}_{protocol}"
-    client.log_batch(
-        run_id,
-        metrics=[_metric(f"{prefix}_{k}", result[k]) for k in ("top1", "top5", "mean_class_acc") if np.isfinite(result[k])],
-    )
-    client.set_tag(run_id, "eval_protocol", protocol)
-    client.set_tag(run_id, "eval_split", split)
-    for path in (out / "metrics.json", out / "per_class.csv", out / "confusion.csv", png):
-        client.log_artifact(run_id, str(path), f"evaluate/{protocol}")
-    logger.info("%s %s on %d videos: top1 %.4f top5 %.4f mean class %.4f", split, protocol,
+    files = _write_outputs(paths.evaluate, result, report["confusion"], scores.argmax(1), labels, classes)
+    _log_to_run(params, result, files)
+    logger.info("%s %s on %d videos: top1 %.4f top5 %.4f mean class %.4f", split, result["protocol"],
                 result["num_videos"], result["top1"], result["top5"], result["mean_class_acc"])
     return result
 
 
-def _metric(key: str, value: float):
-    import time
+def _split(params: Params, frames: Path, classes: list[str]) -> str:
+    """``evaluate.split`` (``test`` for a ``val`` the dataset lacks), checked to hold the checkpoint's classes."""
+    from madapter.data.store.format import FrameStore, split_or_test
 
-    from mlflow.entities import Metric
+    split = split_or_test(frames, params.evaluate.split)
+    if split != params.evaluate.split:
+        logger.warning("%s has no val videos: evaluating on the test split", params.dataset.name)
+    if list(FrameStore(frames, split).classes) != classes:
+        raise ConfigError(f"{frames}/store.json: classes differ from the checkpoint's; re-run train on this frame store")
+    return split
 
-    return Metric(key, float(value), int(time.time() * 1000), 0)
+
+def _write_outputs(out: Path, result: dict[str, Any], confusion: np.ndarray, preds: np.ndarray,
+                   labels: np.ndarray, classes: list[str]) -> list[Path]:
+    """``metrics.json`` (``dvc metrics``), the CSVs ``dvc plots`` reads and the confusion PNG.
+
+    Returns the files logged to MLflow.  The training curves are train's own output
+    (``outputs/train/history.json``), not copied here.
+    """
+    write_json_atomic(out / "metrics.json", result)
+    metrics.write_confusion_csv(confusion, classes, out / "confusion.csv")
+    metrics.write_predictions_csv(preds, labels, classes, out / "predictions.csv")
+    metrics.write_per_class_csv(confusion, classes, out / "per_class.csv")
+    title = f"{result['split']} {result['protocol']}"
+    png = metrics.plot_confusion(confusion, classes, out / "confusion_matrix.png", title)
+    return [out / "metrics.json", out / "per_class.csv", out / "confusion.csv", png]
+
+
+def _log_to_run(params: Params, result: dict[str, Any], files: list[Path]) -> None:
+    """Metrics ``<split>_<protocol>_<metric>``, protocol/split tags and the files, into the training run."""
+    from madapter.tracking import get_client, log_metrics
+
+    client = get_client(params)
+    run_id, split, protocol = result["run_id"], result["split"], result["protocol"]
+    prefix = f"{split}_{protocol}"
+    log_metrics(client, run_id, {f"{prefix}_{k}": result[k] for k in ("top1", "top5", "mean_class_acc")})
+    client.set_tag(run_id, "eval_protocol", protocol)
+    client.set_tag(run_id, "eval_split", split)
+    for path in files:
+        client.log_artifact(run_id, str(path), f"evaluate/{protocol}")

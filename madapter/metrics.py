@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from madapter.fileio import CSV_ENCODING, atomic_open, atomic_path
+
 logger = logging.getLogger(__name__)
 
 
@@ -83,8 +85,7 @@ def classification_report(scores: np.ndarray, labels: np.ndarray, num_classes: i
 
 def write_confusion_csv(matrix: np.ndarray, classes: Sequence[str], path: Path) -> Path:
     """Long-format ``actual,predicted,count`` rows: what ``dvc plots`` confusion templates read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+    with atomic_open(path, "w", **CSV_ENCODING) as f:
         writer = csv.writer(f)
         writer.writerow(["actual", "predicted", "count"])
         for i, actual in enumerate(classes):
@@ -95,8 +96,7 @@ def write_confusion_csv(matrix: np.ndarray, classes: Sequence[str], path: Path) 
 
 def write_predictions_csv(preds: np.ndarray, labels: np.ndarray, classes: Sequence[str], path: Path) -> Path:
     """One ``actual,predicted`` row per video: the input of DVC's ``confusion`` plot template."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+    with atomic_open(path, "w", **CSV_ENCODING) as f:
         writer = csv.writer(f)
         writer.writerow(["actual", "predicted"])
         for p, y in zip(preds, labels, strict=True):
@@ -108,8 +108,7 @@ def write_per_class_csv(matrix: np.ndarray, classes: Sequence[str], path: Path) 
     """``class,accuracy,support`` per class (accuracy empty when the class has no videos)."""
     acc = per_class_accuracy(matrix)
     support = matrix.sum(axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+    with atomic_open(path, "w", **CSV_ENCODING) as f:
         writer = csv.writer(f)
         writer.writerow(["class", "accuracy", "support"])
         for name, a, n in zip(classes, acc, support, strict=True):
@@ -141,8 +140,8 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path, title
                     ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=6, color=color)
     ax.set_title(title or "confusion matrix (row-normalised)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")  # tmp ends in .tmp
     plt.close(fig)
     return path
 
@@ -165,7 +164,7 @@ def plot_curves(history: Sequence[dict], path: Path) -> Path:
         ax.set_ylabel(key)
         ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")  # tmp ends in .tmp
     plt.close(fig)
     return path

@@ -35,6 +35,7 @@ from typing import Any
 import mlflow.pyfunc
 
 from madapter.config import ConfigError, Params
+from madapter.fileio import write_json_atomic
 from madapter.paths import StagePaths
 from madapter.run_status import incomplete_reason
 
@@ -214,79 +215,27 @@ def _read_json(path: Path, stage: str) -> dict[str, Any]:
 
 def register(params: Params) -> RegisterResult:
     """Log + register the evaluated checkpoint; set ``champion`` or ``challenger``; write registration.json."""
-    import madapter
-    from madapter.data.clips import ViewProtocol
-    from madapter.models.checkpoint import load_checkpoint
-    from madapter.tracking import fluent_tracking, get_client, resolve_tracking_uri
+    from madapter.tracking import get_client
 
     paths = StagePaths.from_params(params)
     run = _read_json(paths.train / "run.json", "train")
     evaluation = _read_json(paths.evaluate / "metrics.json", "evaluate")
-    checkpoint = paths.train / "checkpoint.pt"
-    metric = params.register.metric
-    if metric not in evaluation or not isinstance(evaluation[metric], int | float):
-        raise ConfigError(
-            f"params.yaml: register.metric: {metric!r} is not a number in {paths.evaluate / 'metrics.json'} "
-            f"(choose one of top1, top5, mean_class_acc)"
-        )
+    metric = _checked_metric(params, evaluation, paths.evaluate / "metrics.json")
     name, run_id = params.register.model_name, run["run_id"]
-    uri = resolve_tracking_uri(params)
     client = get_client(params)
     training_run = _training_run(client, run_id, paths.train / "run.json")
     run_status = training_run.info.status
     incomplete = incomplete_reason(run, run_status, dict(training_run.data.tags))
-
-    model, _ = load_checkpoint(checkpoint, map_location="cpu")
-    settings = ViewProtocol.from_params(params, model.data_config).to_dict()
-    settings.update(num_frames=evaluation["frames"], clips=evaluation["clips"], crops=evaluation["crops"])
-    settings["top_k"] = params.register.top_k
-    version_tags = {
-        "metric": metric,
-        metric: f"{float(evaluation[metric]):.6f}",
-        "protocol": evaluation["protocol"],
-        "dataset": evaluation["dataset"],
-        "split": evaluation["split"],
-        "top1": f"{evaluation['top1']:.6f}",
-        "top5": f"{evaluation['top5']:.6f}",
-        "mean_class_acc": f"{evaluation['mean_class_acc']:.6f}",
-        "checkpoint_md5": evaluation["checkpoint_md5"],
-        "run_status": run_status,
-        "incomplete": str(incomplete is not None).lower(),
-    }
-    if incomplete is not None:
-        version_tags["incomplete_reason"] = incomplete
-    if run.get("epochs_done") is not None and run.get("epochs") is not None:
-        version_tags["epochs"] = f"{run['epochs_done']}/{run['epochs']}"
-    with tempfile.TemporaryDirectory() as tmp:
-        settings_file = Path(tmp) / "settings.json"
-        settings_file.write_text(json.dumps(settings, indent=2))
-        with fluent_tracking(uri), _logging_into_run(client, run_id):
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=VideoClassifierPyfunc(),
-                artifacts={"checkpoint": str(checkpoint), "settings": str(settings_file)},
-                code_paths=[str(Path(madapter.__file__).parent)],
-                signature=model_signature(params.register.top_k),
-                pip_requirements=_pip_requirements(),
-                registered_model_name=name,
-            )
-    version = str(info.registered_model_version)
+    version_tags = _version_tags(metric, evaluation, run, run_status, incomplete)
+    version = _log_model(params, client, run_id, paths.train / "checkpoint.pt", evaluation)
     for key, value in version_tags.items():
         client.set_model_version_tag(name, version, key, value)
-
     champion = _current_champion(client, name)
     champion_tags = dict(champion.tags) if champion is not None else None
     decision = decide(version_tags, champion_tags, metric, params.register.min_improvement, incomplete)
     if incomplete is not None:
         logger.warning("%s version %s is from an incomplete training run: %s", name, version, incomplete)
-    alias = CHAMPION if decision.promote else CHALLENGER
-    client.set_registered_model_alias(name, alias, version)
-    client.set_model_version_tag(name, version, "decision", alias)
-    client.set_model_version_tag(name, version, "decision_reason", decision.reason)
-    client.set_tag(run_id, "registry.version", version)
-    client.set_tag(run_id, "registry.decision", f"{alias}: {decision.reason}")
-    logger.info("%s version %s -> %s (%s)", name, version, alias, decision.reason)
-
+    alias = _record_decision(client, name, version, run_id, decision)
     result = RegisterResult(
         model_name=name,
         version=version,
@@ -304,9 +253,89 @@ def register(params: Params) -> RegisterResult:
         complete=incomplete is None,
         run_status=run_status,
     )
-    paths.register.mkdir(parents=True, exist_ok=True)
-    (paths.register / "registration.json").write_text(json.dumps(asdict(result), indent=2))
+    write_json_atomic(paths.register / "registration.json", asdict(result))
     return result
+
+
+def _checked_metric(params: Params, evaluation: dict[str, Any], metrics_file: Path) -> str:
+    """``register.metric``, once it is known to be a number in the evaluation's ``metrics.json``."""
+    metric = params.register.metric
+    if metric not in evaluation or not isinstance(evaluation[metric], int | float):
+        raise ConfigError(
+            f"params.yaml: register.metric: {metric!r} is not a number in {metrics_file} "
+            f"(choose one of top1, top5, mean_class_acc)"
+        )
+    return metric
+
+
+def _version_tags(metric: str, evaluation: dict[str, Any], run: dict[str, Any], run_status: str,
+                  incomplete: str | None) -> dict[str, str]:
+    """What a version is tagged with: the gate's metric, what it was measured on, the run's state."""
+    tags = {
+        "metric": metric,
+        metric: f"{float(evaluation[metric]):.6f}",
+        "protocol": evaluation["protocol"],
+        "dataset": evaluation["dataset"],
+        "split": evaluation["split"],
+        "top1": f"{evaluation['top1']:.6f}",
+        "top5": f"{evaluation['top5']:.6f}",
+        "mean_class_acc": f"{evaluation['mean_class_acc']:.6f}",
+        "checkpoint_md5": evaluation["checkpoint_md5"],
+        "run_status": run_status,
+        "incomplete": str(incomplete is not None).lower(),
+    }
+    if incomplete is not None:
+        tags["incomplete_reason"] = incomplete
+    if run.get("epochs_done") is not None and run.get("epochs") is not None:
+        tags["epochs"] = f"{run['epochs_done']}/{run['epochs']}"
+    return tags
+
+
+def _serving_settings(params: Params, checkpoint: Path, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The view protocol the model was evaluated with, plus ``top_k``: what the pyfunc serves with."""
+    from madapter.data.clips import ViewProtocol
+    from madapter.models.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint, map_location="cpu")
+    settings = ViewProtocol.from_params(params, model.data_config).to_dict()
+    settings.update(num_frames=evaluation["frames"], clips=evaluation["clips"], crops=evaluation["crops"])
+    settings["top_k"] = params.register.top_k
+    return settings
+
+
+def _log_model(params: Params, client, run_id: str, checkpoint: Path, evaluation: dict[str, Any]) -> str:
+    """Log the pyfunc (checkpoint, settings, its own ``madapter`` copy) into the training run and
+    register it as a new version of ``register.model_name``; returns the version."""
+    import madapter
+    from madapter.tracking import fluent_tracking, resolve_tracking_uri
+
+    settings = _serving_settings(params, checkpoint, evaluation)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings_file = Path(tmp) / "settings.json"
+        settings_file.write_text(json.dumps(settings, indent=2))
+        with fluent_tracking(resolve_tracking_uri(params)), _logging_into_run(client, run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=VideoClassifierPyfunc(),
+                artifacts={"checkpoint": str(checkpoint), "settings": str(settings_file)},
+                code_paths=[str(Path(madapter.__file__).parent)],
+                signature=model_signature(params.register.top_k),
+                pip_requirements=_pip_requirements(),
+                registered_model_name=params.register.model_name,
+            )
+    return str(info.registered_model_version)
+
+
+def _record_decision(client, name: str, version: str, run_id: str, decision: GateDecision) -> str:
+    """Point ``champion`` or ``challenger`` at the version; tag the decision on version and run."""
+    alias = CHAMPION if decision.promote else CHALLENGER
+    client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, "decision", alias)
+    client.set_model_version_tag(name, version, "decision_reason", decision.reason)
+    client.set_tag(run_id, "registry.version", version)
+    client.set_tag(run_id, "registry.decision", f"{alias}: {decision.reason}")
+    logger.info("%s version %s -> %s (%s)", name, version, alias, decision.reason)
+    return alias
 
 
 def _pip_requirements() -> list[str]:

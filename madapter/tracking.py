@@ -13,11 +13,12 @@ from later stages, and all of them must write into the same run.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
+import math
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import yaml
 
 from madapter.config import Params, flatten_keys
+from madapter.fileio import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -143,14 +145,6 @@ def git_info(repo: Path | None = None) -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
 
 
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def dvc_hashes(repo: Path | None = None) -> dict[str, str]:
     """DVC's own hashes of params and data: ``dvc.lock`` out hashes per stage plus params.yaml md5.
 
@@ -161,10 +155,10 @@ def dvc_hashes(repo: Path | None = None) -> dict[str, str]:
     tags: dict[str, str] = {}
     params_file = root / "params.yaml"
     if params_file.is_file():
-        tags["dvc.params_md5"] = file_md5(params_file)
+        tags["dvc.params_md5"] = file_digest(params_file, "md5")
     lock = root / "dvc.lock"
     if lock.is_file():
-        tags["dvc.lock_md5"] = file_md5(lock)
+        tags["dvc.lock_md5"] = file_digest(lock, "md5")
         try:
             stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
         except yaml.YAMLError:
@@ -200,3 +194,15 @@ def log_dict_artifact(client, run_id: str, data: Any, artifact_file: str) -> Non
         client.log_text(run_id, yaml.safe_dump(data, sort_keys=False), artifact_file)
     else:
         client.log_text(run_id, json.dumps(data, indent=2, sort_keys=True), artifact_file)
+
+
+def metric(key: str, value: float, step: int = 0):
+    """One :class:`mlflow.entities.Metric` stamped now (what ``log_batch`` takes)."""
+    from mlflow.entities import Metric
+
+    return Metric(key, float(value), int(time.time() * 1000), int(step))
+
+
+def log_metrics(client, run_id: str, values: dict[str, float], step: int = 0) -> None:
+    """Log ``values`` at ``step`` in one batch, skipping non-finite ones (NaN when a split is empty)."""
+    client.log_batch(run_id, metrics=[metric(k, v, step) for k, v in values.items() if math.isfinite(v)])

@@ -9,14 +9,13 @@ message saying which field differs.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from madapter.config import ModelSection
+from madapter.fileio import atomic_path
 from madapter.models.build import build_model
 from madapter.models.classifier import VideoClassifier
 
@@ -47,7 +46,6 @@ def save_checkpoint(
 ) -> Path:
     """Write trainable weights + rebuild information (``model.config``) atomically (temp file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "model_cfg": model.config.model_dump(mode="json"),
@@ -56,14 +54,8 @@ def save_checkpoint(
         "trainable_state_dict": model.trainable_state_dict(),
         "extra": dict(extra or {}),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -20,7 +20,7 @@ from madapter.models.precision import (
     grad_scaler,
     resolve_device,
 )
-from madapter.train import param_groups
+from madapter.train.optim import param_groups
 from tests.model.conftest import tiny_cfg
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

@@ -96,9 +96,9 @@ def make_params(data_dir: Path, outputs: Path, tracking_uri: str | None = None, 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic set through the REAL data stages (mp4 files, decord scan and decode)."""
-    from madapter.data.store.decode import decode_dataset
     from madapter.data.acquire.download import download_dataset
     from madapter.data.index.stage import build_index
+    from madapter.data.store.decode import decode_dataset
     from madapter.data.store.scan import scan_videos
 
     root = tmp_path_factory.mktemp("train-data")
@@ -152,7 +152,7 @@ def ray_session():
 @pytest.fixture(scope="session")
 def trained(data_dir: Path, mlflow_server: str, ray_session, tmp_path_factory: pytest.TempPathFactory):
     """A real 2-worker CPU TorchTrainer run long enough to learn the training set, plus its params."""
-    from madapter.train import train
+    from madapter.train.driver import train
 
     outputs = tmp_path_factory.mktemp("trained") / "trained"
     params = make_params(data_dir, outputs, mlflow_server, train={"epochs": 20})

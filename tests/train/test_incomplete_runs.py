@@ -27,7 +27,7 @@ from madapter.evaluate import evaluate
 from madapter.ray_runtime import CLEANER_RETRY_MESSAGE
 from madapter.registry import RegisterResult, register
 from madapter.run_status import COMPLETED_TAG, STOP_REASON_TAG
-from madapter.train import TrainResult, train
+from madapter.train.driver import TrainResult, train
 from tests.train.conftest import make_params
 
 pytestmark = pytest.mark.integration

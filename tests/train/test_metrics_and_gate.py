@@ -13,7 +13,8 @@ from madapter import metrics
 from madapter.config import params_from_dict
 from madapter.registry import decide
 from madapter.tracking import dvc_hashes, flatten_params, resolve_tracking_uri
-from madapter.train import latest_checkpoint_dir, lr_lambda
+from madapter.train.optim import lr_lambda
+from madapter.train.state import latest_checkpoint_dir
 
 
 def test_average_views_matches_hand_computed_probabilities() -> None:

@@ -83,10 +83,11 @@ def test_evaluate_is_deterministic_and_logged_to_the_training_run(evaluated, tra
     assert first["protocol"] == "4x1x1" and first["split"] == "test" and first["dataset"] == "synthetic"
     assert 0.0 <= first["top1"] <= first["top5"] <= 1.0 and first["num_videos"] == 8
     out = StagePaths.from_params(params).evaluate
-    for name in ("metrics.json", "confusion.csv", "per_class.csv", "predictions.csv", "train_curves.json",
-                 "confusion_matrix.png"):
+    for name in ("metrics.json", "confusion.csv", "per_class.csv", "predictions.csv", "confusion_matrix.png"):
         assert (out / name).is_file(), name
-    assert len(json.loads((out / "train_curves.json").read_text())) == 20
+    # the training curves are train's own output; evaluate no longer copies them
+    assert not (out / "train_curves.json").exists()
+    assert len(json.loads((StagePaths.from_params(params).train / "history.json").read_text())) == 20
     run = MlflowClient(mlflow_server, registry_uri=mlflow_server).get_run(trained[1].run_id)
     assert run.data.metrics["test_4x1x1_top1"] == pytest.approx(first["top1"])
     assert run.data.tags["eval_protocol"] == "4x1x1"

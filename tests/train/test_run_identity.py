@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from madapter.config import params_from_dict
-from madapter.train import training_fingerprint
+from madapter.train.identity import training_fingerprint
 
 
 def _fingerprint(frames: Path, **sections) -> str:

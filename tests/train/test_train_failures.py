@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from madapter.errors import StageError
-from madapter.train import train
+from madapter.train.driver import train
 from tests.train.conftest import make_params
 
 pytestmark = pytest.mark.integration

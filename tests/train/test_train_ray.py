@@ -19,7 +19,8 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from madapter.train import ray_run_name, train
+from madapter.train.driver import train
+from madapter.train.identity import ray_run_name
 from tests.train.conftest import make_params
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,288 @@
+"""The train stage on the driver: check, open the MLflow run, run Ray Train, write ``outputs/train``.
+
+:func:`train` resolves everything a worker must not resolve itself (absolute paths, the
+tracking URI, the MLflow run, the validation split) and hands it to
+:func:`madapter.train.loop.train_loop_per_worker` in a plain ``config`` dict.
+
+A run is resumable: the Ray run name carries a fingerprint of the recipe
+(:mod:`madapter.train.identity`), Ray Train V2 restores the run's latest epoch checkpoint
+after a worker failure and when the same run is started again, and the MLflow run id stored in
+that checkpoint (:mod:`madapter.train.state`) makes the resumed run log into the same MLflow
+run.  How a run ended (all epochs, stopped by ``train.max_epochs_per_run``, failed,
+interrupted) is recorded on it by :mod:`madapter.run_status`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from madapter.config import ConfigError, Params
+from madapter.errors import StageError, first_line
+from madapter.fileio import write_json_atomic
+from madapter.paths import StagePaths
+from madapter.train.identity import ray_run_name
+from madapter.train.state import export_model, latest_checkpoint_dir, load_train_state, read_meta
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What the train stage produced (also written as ``outputs/train/run.json``)."""
+
+    checkpoint: Path
+    run_id: str
+    run_name: str
+    experiment: str
+    tracking_uri: str
+    epochs_done: int
+    epochs: int
+    completed: bool
+    ray_checkpoint: str
+    history: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["checkpoint"] = str(self.checkpoint)
+        return data
+
+
+def train(params: Params) -> TrainResult:
+    """Train with Ray Train on ``data/frames/<ds>``; write ``outputs/train/{checkpoint.pt,run.json,history.json}``."""
+    from madapter.run_status import record_training_failure
+    from madapter.tracking import get_client
+
+    paths = StagePaths.from_params(params)
+    frames = paths.frames.resolve()
+    val_split = _val_split(params, frames)
+    client = get_client(params)
+    storage = Path(params.train.storage_path).resolve()
+    ray_name = ray_run_name(params)
+    run_dir = storage / ray_name
+    run_id = _open_run(client, params, run_dir)
+    client.set_tag(run_id, "val_split", val_split)
+    client.set_tag(run_id, "madapter.ray_run", ray_name)
+    config = {
+        "params": params.model_dump(mode="json"),
+        "run_id": run_id,
+        "run_name": params.train.run_name,
+        "tracking_uri": client.tracking_uri,
+        "frames_dir": str(frames),
+        "run_dir": str(run_dir),
+        "val_split": val_split,
+    }
+    _start_ray(params)
+    try:
+        check_cluster_fits(params)
+    except StageError as err:
+        record_training_failure(client, run_id, err)
+        raise
+    result = _fit(_trainer(params, config, ray_name, storage), client, run_id, run_dir)
+    return _write_outputs(params, paths, result, client, run_id)
+
+
+def _val_split(params: Params, frames: Path) -> str:
+    """The split to validate on (``val``, or ``test`` for datasets without one); the store must exist."""
+    from madapter.data.store.format import has_split, split_or_test
+
+    if not has_split(frames, "train"):
+        raise ConfigError(f"{frames / 'train'}: no frame store found; run the decode stage first (python -m madapter decode)")
+    val_split = split_or_test(frames, "val")
+    if val_split == "test":
+        logger.warning("%s has no val split: validating on the test split", params.dataset.name)
+    return val_split
+
+
+def _open_run(client, params: Params, run_dir: Path) -> str:
+    """MLflow run id for this Ray run: the one stored in its latest checkpoint, else a new run."""
+    from madapter.tracking import (
+        RUN_NAME_TAG,
+        ensure_experiment,
+        flatten_params,
+        log_params_batched,
+        provenance_tags,
+    )
+
+    experiment_id = ensure_experiment(client, params)
+    latest = latest_checkpoint_dir(run_dir)
+    if latest is not None:
+        run_id = read_meta(latest)["run_id"]
+        try:
+            client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - any lookup failure means the run is not in this store
+            raise ConfigError(
+                f"{latest}: checkpoint belongs to MLflow run {run_id}, which is not in {client.tracking_uri}; "
+                f"use the same mlflow.tracking_uri, or a new train.run_name to start over"
+            ) from None
+        logger.info("resuming Ray run %s from %s (MLflow run %s)", run_dir.name, latest.name, run_id)
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    tags = {RUN_NAME_TAG: params.train.run_name, **provenance_tags(params)}
+    run = client.create_run(experiment_id, run_name=params.train.run_name, tags=tags)
+    log_params_batched(client, run.info.run_id, flatten_params(params))
+    logger.info("new MLflow run %s (%s)", run.info.run_id, params.train.run_name)
+    return run.info.run_id
+
+
+def _start_ray(params: Params) -> None:
+    """Connect to ``$RAY_ADDRESS`` or start a small local Ray (bounded object store, no dashboard).
+
+    The job's runtime env (:func:`madapter.ray_runtime.worker_runtime_env`) puts ``madapter`` on
+    the workers' path and filters Ray Train's per-second PlacementGroupCleaner retry warning,
+    which a dashboard-less Ray would otherwise print dozens of times per run.  A Ray that the
+    caller initialised already is used as it is.
+    """
+    import ray
+
+    from madapter.ray_runtime import worker_runtime_env
+
+    if ray.is_initialized():
+        return
+    runtime_env = worker_runtime_env()
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(runtime_env=runtime_env)
+        return
+    needed = params.train.num_workers * params.train.cpus_per_worker
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, math.ceil(needed)),
+        object_store_memory=params.train.object_store_mb * 2**20,
+        include_dashboard=False,
+        runtime_env=runtime_env,
+        log_to_driver=True,
+    )
+
+
+def check_cluster_fits(params: Params) -> None:
+    """Refuse, before any worker starts, a run the Ray cluster cannot place.
+
+    Ray Train waits for resources rather than failing, so ``train.use_gpu: true`` on a machine
+    without GPUs would wait forever.  A local Ray (no ``RAY_ADDRESS``) cannot grow, so a shortfall
+    is an error; a cluster may autoscale, so there it is only a warning.
+    """
+    import ray
+
+    cfg = params.train
+    have = ray.cluster_resources()
+    need = {"CPU": cfg.num_workers * cfg.cpus_per_worker, "GPU": cfg.num_workers if cfg.use_gpu else 0}
+    short = {k: (v, have.get(k, 0)) for k, v in need.items() if v > have.get(k, 0)}
+    if not short:
+        return
+    kind, (wanted, present) = next(iter(short.items()))
+    fix = ("set train.use_gpu: false, or run on a machine or RAY_ADDRESS cluster with GPUs" if kind == "GPU"
+           else "lower train.num_workers or train.cpus_per_worker")
+    message = (f"train: {cfg.num_workers} Ray worker(s) need {wanted:g} {kind} but the Ray cluster has {present:g}; "
+               f"{fix}")
+    if os.environ.get("RAY_ADDRESS"):
+        logger.warning("%s (waiting: the cluster may scale up)", message)
+        return
+    raise StageError(message)
+
+
+def _trainer(params: Params, config: dict[str, Any], ray_name: str, storage: Path):
+    """The ``TorchTrainer``: ``train.num_workers`` workers (gloo on CPU, nccl on GPU), the run's
+    storage, retries after worker failures, and how many epoch checkpoints to keep."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from madapter.train.loop import train_loop_per_worker
+
+    cfg = params.train
+    resources = {"CPU": cfg.cpus_per_worker}
+    if cfg.use_gpu:
+        resources["GPU"] = 1
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=ray_name,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
+        ),
+    )
+
+
+def _fit(trainer, client, run_id: str, run_dir: Path):
+    """``trainer.fit()``; a failure marks the MLflow run FAILED (Ctrl-C: KILLED) and becomes one line."""
+    from madapter.run_status import record_training_failure, record_training_interrupt
+
+    try:
+        result = trainer.fit()
+    except (KeyboardInterrupt, SystemExit):
+        # Ctrl-C (Ray's SIGINT handler aborts the controller and may sys.exit): resumable, not failed.
+        record_training_interrupt(client, run_id)
+        raise
+    except Exception as err:
+        record_training_failure(client, run_id, err)
+        raise StageError(training_failure_line(err, run_dir)) from err
+    if result.checkpoint is None:
+        message = f"{run_dir}: training finished without a checkpoint (see the Ray worker logs above)"
+        record_training_failure(client, run_id, message)
+        raise RuntimeError(message)
+    return result
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    """The user's exception inside Ray's wrappers (``RayTaskError.cause``, ``__cause__`` chains)."""
+    seen: set[int] = set()
+    while id(err) not in seen:
+        seen.add(id(err))
+        inner = getattr(err, "cause", None) or err.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        err = inner
+    return err
+
+
+def training_failure_line(err: BaseException, run_dir: Path) -> str:
+    """One line for a failed ``fit()``: which rank (or the controller) failed, with what, and what next."""
+    failures = getattr(err, "worker_failures", None)
+    controller = getattr(err, "controller_failure", None)
+    if failures:
+        rank, cause = min(failures.items())
+        what = f"Ray Train worker rank {rank} failed: {first_line(_root_cause(cause), 300)}"
+    elif controller is not None:
+        what = f"the Ray Train controller failed: {first_line(_root_cause(controller), 300)}"
+    else:
+        what = f"Ray Train failed: {first_line(_root_cause(err), 300)}"
+    return (f"{run_dir}: {what}; the Ray log above has the traceback; after fixing it, run train again "
+            f"(it resumes from the last epoch checkpoint)")
+
+
+def _write_outputs(params: Params, paths: StagePaths, result, client, run_id: str) -> TrainResult:
+    """Copy the last checkpoint's model to ``outputs/train/checkpoint.pt``, record how the run ended
+    in MLflow, and write ``run.json`` and ``history.json`` (per-epoch curves for ``dvc plots``)."""
+    from madapter.run_status import record_training_outcome
+
+    with result.checkpoint.as_directory() as ckpt_dir:
+        state = load_train_state(Path(ckpt_dir))
+        out_ckpt = export_model(Path(ckpt_dir), paths.train / "checkpoint.pt")
+    cfg = params.train
+    epochs_done = int(state["epoch"])
+    # FINISHED only when every epoch is trained; a budget stop is KILLED with a stop-reason tag,
+    # so neither the MLflow UI nor the registry mistakes it for a finished model.
+    completed = record_training_outcome(client, run_id, epochs_done, cfg.epochs, cfg.max_epochs_per_run)
+    if not completed:
+        logger.warning("stopped after epoch %d/%d (train.max_epochs_per_run); run again to resume", epochs_done, cfg.epochs)
+    train_result = TrainResult(
+        checkpoint=out_ckpt,
+        run_id=run_id,
+        run_name=cfg.run_name,
+        experiment=params.mlflow.experiment,
+        tracking_uri=client.tracking_uri,
+        epochs_done=epochs_done,
+        epochs=cfg.epochs,
+        completed=completed,
+        ray_checkpoint=str(result.checkpoint.path),
+        history=state["history"],
+    )
+    write_json_atomic(paths.train / "run.json", train_result.to_json())
+    write_json_atomic(paths.train / "history.json", state["history"])
+    return train_result

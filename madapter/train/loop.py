@@ -1,0 +1,204 @@
+"""The loop every Ray Train worker runs: setup, epochs, a checkpoint per epoch.
+
+:func:`train_loop_per_worker` is the wiring only; each job it wires lives in its own module
+(:mod:`.step` trains and validates, :mod:`.optim` updates, :mod:`.state` checkpoints and
+restores, :mod:`.mlflow_log` logs).  It gets a plain ``config`` dict from the driver: the
+validated params as JSON and absolute paths/URIs, so the worker never depends on its cwd.
+
+Only the trainable part is data-parallel (:func:`data_parallel`).  With a frozen backbone
+(``madapter``/``linear``) ``model.adapter`` alone is wrapped in DDP, so the gradient all-reduce
+never touches the backbone, which runs outside DDP under ``no_grad``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from madapter.config import Params, TrainSection
+from madapter.train.mlflow_log import RunLog
+from madapter.train.optim import Optimisation
+from madapter.train.state import report_epoch, restore, save_epoch
+from madapter.train.step import Forward, epoch_record, reduce_epoch, train_epoch, validate
+from madapter.train.worker_status import WorkerStatus
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
+    from madapter.data.clips import ClipDataset
+    from madapter.data.store.format import FrameStore
+    from madapter.models.classifier import VideoClassifier
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Worker:
+    """This process's place in the Ray Train group: rank, group size, device, status file."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    status: WorkerStatus
+
+    @classmethod
+    def join(cls, cpus: float, run_dir: Path) -> Worker:
+        """Read rank and device from Ray, make the device current, cap torch's threads at the CPUs
+        this worker was given, and mark it ``starting`` in its status file."""
+        import ray.train
+        import ray.train.torch
+
+        torch.set_num_threads(max(1, int(cpus)))
+        context = ray.train.get_context()
+        device = ray.train.torch.get_device()
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # collectives and new CUDA tensors default to the current device
+        worker = cls(context.get_world_rank(), context.get_world_size(), device,
+                     WorkerStatus(run_dir, context.get_world_rank()))
+        worker.status.update(epoch=None, step=0, state="starting")
+        return worker
+
+
+@dataclass
+class Training:
+    """What the epochs work on, built once per worker by :func:`train_loop_per_worker`."""
+
+    model: VideoClassifier
+    """The whole model, unwrapped (what checkpoints save)."""
+    trainable: torch.nn.Module
+    """The DDP-wrapped module that gets gradients (``model.adapter`` when the backbone is frozen)."""
+    forward: Forward
+    classes: list[str]
+    train_ds: ClipDataset
+    val_ds: ClipDataset
+    sampler: DistributedSampler
+    loader: DataLoader
+    opt: Optimisation
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: data shard, model (DDP on the trainable part), epochs, checkpoints."""
+    from madapter.data.store.format import FrameStore
+    from madapter.models.build import build_model
+
+    params = Params.model_validate(config["params"])
+    cfg, seed = params.train, params.base.seed
+    worker = Worker.join(cfg.cpus_per_worker, Path(config["run_dir"]))
+    frames = Path(config["frames_dir"])
+    store = FrameStore(frames, "train")
+    torch.manual_seed(seed)  # identical init on every rank (DDP also broadcasts rank 0's)
+    model = build_model(params.model, len(store.classes))
+    train_ds, val_ds = _datasets(params, model.data_config, store, FrameStore(frames, config["val_split"]))
+    resume = restore(model, config["run_id"])  # before DDP wraps the model: it broadcasts rank 0's weights
+    if resume.epoch and worker.rank == 0:
+        logger.info("resuming run %s after epoch %d (MLflow run %s)", config["run_name"], resume.epoch, resume.run_id)
+    model.to(worker.device)
+    trainable, forward = data_parallel(model, cfg.compile)
+    sampler, loader = _loader(train_ds, cfg, worker, seed)
+    opt = Optimisation.build(model, cfg, len(loader), worker.device)
+    opt.load_state_dict(resume.state)
+    run_log = RunLog(config["tracking_uri"], resume.run_id) if worker.rank == 0 else None
+    if run_log is not None:
+        run_log.setup(model, params, worker.device)
+    t = Training(model, trainable, forward, list(store.classes), train_ds, val_ds, sampler, loader, opt)
+
+    history, val_report = resume.history, None
+    end_epoch = cfg.epochs if cfg.max_epochs_per_run is None else min(cfg.epochs, resume.epoch + cfg.max_epochs_per_run)
+    for epoch in range(resume.epoch + 1, end_epoch + 1):  # numbered from 1, as in history and checkpoints
+        record, val_report = _train_and_validate(t, worker, cfg, epoch)
+        history.append(record)
+        if run_log is not None:
+            run_log.epoch(record, cfg.epochs)
+        _checkpoint(t, worker, record, history, resume.run_id, config["run_name"])
+
+    if run_log is not None and val_report is not None:
+        run_log.final(params, t.classes, val_report, history)
+    worker.status.update(epoch=end_epoch, state="done")
+
+
+def data_parallel(model: VideoClassifier, compile_forward: bool) -> tuple[torch.nn.Module, Forward]:
+    """Wrap the trainable part in DDP (Ray's ``prepare_model``); return it and clips -> logits.
+
+    With a frozen backbone only ``model.adapter`` is wrapped and ``forward`` runs
+    ``model.extract`` (no_grad, outside DDP) then the wrapped adapter; otherwise the whole model.
+    """
+    import ray.train.torch
+
+    ddp_kwargs = {"find_unused_parameters": False}
+    if model.backbone_frozen:
+        trainable = ray.train.torch.prepare_model(model.adapter, parallel_strategy_kwargs=ddp_kwargs)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            features = model.extract(x)  # frozen: no_grad, outside DDP
+            return trainable(features.levels, features.pooled)
+    else:
+        trainable = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return trainable(x)
+
+    return trainable, torch.compile(forward) if compile_forward else forward
+
+
+def _datasets(params: Params, data_config: dict, train_store: FrameStore,
+              val_store: FrameStore) -> tuple[ClipDataset, ClipDataset]:
+    """Training clips (random views, per-epoch seeded) and validation clips (one central view)."""
+    from madapter.data.clips import ClipDataset
+
+    clip_kw = dict(num_frames=params.model.num_frames, mean=data_config["mean"], std=data_config["std"],
+                   crop_size=int(data_config["input_size"][-1]))
+    seed = params.base.seed
+    return (ClipDataset(train_store, train=True, seed=seed, **clip_kw),
+            ClipDataset(val_store, train=False, seed=seed, **clip_kw))
+
+
+def _loader(train_ds: ClipDataset, cfg: TrainSection, worker: Worker,
+            seed: int) -> tuple[DistributedSampler, DataLoader]:
+    """This rank's shard of the training set (``DistributedSampler``) and its DataLoader."""
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(train_ds, num_replicas=worker.world_size, rank=worker.rank, shuffle=True, seed=seed)
+    loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.loader_workers,
+                        drop_last=False)
+    return sampler, loader
+
+
+def _train_and_validate(t: Training, worker: Worker, cfg: TrainSection, epoch: int) -> tuple[dict, dict]:
+    """Epoch ``epoch`` (1-based): train on this rank's shard, reduce, validate; the history record."""
+    from tqdm import tqdm
+
+    t.sampler.set_epoch(epoch - 1)
+    t.train_ds.set_epoch(epoch - 1)
+    t.model.train()
+    batches = tqdm(t.loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=worker.rank != 0, leave=False)
+
+    def on_step(step: int) -> None:
+        worker.status.update(epoch=epoch, step=step, steps=len(t.loader), state="training")
+
+    local = train_epoch(t.forward, t.trainable, batches, t.opt, cfg.grad_accum, cfg.amp, worker.device, on_step)
+    sums = reduce_epoch(local, worker.world_size, worker.device)
+    t.model.eval()
+    val_started = time.perf_counter()
+    report = validate(t.forward, t.val_ds, worker.rank, worker.world_size, cfg.batch_size, worker.device,
+                      len(t.classes), cfg.amp)
+    return epoch_record(epoch, sums, report, time.perf_counter() - val_started, t.opt.lr), report
+
+
+def _checkpoint(t: Training, worker: Worker, record: dict, history: list[dict], run_id: str, run_name: str) -> None:
+    """Report the epoch to Ray, with rank 0's checkpoint attached (every rank must report)."""
+    epoch, started = int(record["epoch"]), time.perf_counter()
+
+    def save(directory: Path) -> None:
+        save_epoch(directory, t.model, t.opt, t.classes, epoch, history, run_id, run_name)
+
+    report_epoch(record, save if worker.rank == 0 else None)
+    worker.status.update(epoch=epoch, step=len(t.loader), steps=len(t.loader), state="checkpointed")
+    if worker.rank == 0:
+        logger.info("epoch %d: checkpoint + report took %.2fs", epoch, time.perf_counter() - started)
