@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo serve deploy lint dvc-deps clean gpu-check
+.PHONY: install test demo serve deploy lint dvc-deps clean gpu-check tune
 
 $(STAMP): pyproject.toml constraints.txt scripts/setup-system.sh
 	bash scripts/setup-system.sh
@@ -48,6 +48,13 @@ dvc-deps: install
 # NCCL run with 2 GPUs); one PASS/FAIL line per check. Without CUDA it stops at once (exit 2).
 gpu-check: install
 	$(PY) benchmarks/gpu_check.py
+
+# Ray Tune sweep of the branch's hyperparameters (params.yaml `tune:`, ASHA) on the cached backbone
+# features, built first by DVC. Not a pipeline stage: its product is a preset (printed at the end) to
+# run with `dvc exp run`. Interrupted, `make tune` again resumes it. More: make tune TUNE_ARGS='-S tune.trials=16'
+tune: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro features
+	$(PY) -m madapter tune -S train.source=features $(TUNE_ARGS)
 
 clean:
 	rm -rf outputs data/frames data/scan data/index .pytest_cache

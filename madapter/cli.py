@@ -371,6 +371,51 @@ def predict(
         raise typer.Exit(code=1)
 
 
+@app.command("tune")
+def tune(
+    params_file: ParamsOption = Path("params.yaml"),
+    preset: PresetOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Sweep the branch's hyperparameters (params 'tune' section) with Ray Tune + ASHA; write the best as a preset.
+
+    Not a pipeline stage: every trial is a train run (one Ray worker, tune.max_epochs epochs) logged
+    as a child of the sweep's MLflow run.  Interrupted (Ctrl-C: exit code 130), the same command
+    resumes it.  Apply the result with ``python -m madapter preset-args <preset> | xargs dvc exp run``.
+    """
+    try:
+        params = resolve_params(params_file, preset, set_)
+    except ConfigError as err:
+        raise _config_error(err) from None
+    from madapter.tune.sweep import tune_sweep
+
+    again = f"run the same command again to resume sweep '{params.tune.name}'"
+    try:
+        result = tune_sweep(params)
+    except ConfigError as err:
+        raise _config_error(err) from None
+    except KeyboardInterrupt:
+        typer.echo(f"error: interrupted; {again}", err=True)
+        raise typer.Exit(code=130) from None
+    except Exception as err:
+        exit_ = _stage_failed("tune", params, err)
+        if exit_ is None:
+            raise
+        raise exit_ from None
+    counts = (f"{result.count('completed')} completed, {result.count('stopped_early')} stopped early by ASHA, "
+              f"{result.count('error')} failed")
+    if not result.completed:
+        typer.echo(f"sweep {result.name}: interrupted with {len(result.trials)}/{params.tune.trials} trials started "
+                   f"({counts}); {again}", err=True)
+        raise typer.Exit(code=130)
+    best = result.best
+    values = " ".join(f"{k}={json.dumps(v)}" for k, v in best.config.items())
+    typer.echo(f"sweep {result.name}: {len(result.trials)} trials ({counts})")
+    typer.echo(f"best: trial {best.trial_id}, {params.tune.metric} {best.metric} after epoch {best.epochs}: {values}")
+    typer.echo(f"preset: {result.preset}   (apply: python -m madapter preset-args {result.preset} | xargs dvc exp run)")
+    typer.echo(f"MLflow: parent run {result.parent_run_id} at {result.tracking_uri}")
+
+
 def run() -> None:
     """Console-script / ``python -m`` entry: never show a traceback for a configuration error."""
     try:

@@ -126,6 +126,40 @@ class ModelSection(_Section):
         return v
 
 
+class FeaturesSection(_Section):
+    """The ``features`` stage: the frozen backbone's multi-level outputs, computed once.
+
+    The branch never backpropagates into a frozen backbone (``model.tuning: madapter`` or
+    ``linear``), so its outputs for a given view are the same every epoch and every sweep trial:
+    computing them once and training from them (``train.source: features``) skips the most
+    expensive part of every step.  Only a fixed number of augmented training views can be stored,
+    hence ``train_views``.
+    """
+
+    train_views: int = Field(4, ge=1)
+    """Augmented views stored per training video: temporal jitter + random crop, exactly the views
+    the frames path (``ClipDataset(train=True)``) draws at epochs ``0..train_views-1``; training from
+    features cycles through them.  More views: more augmentation, proportionally more disk."""
+    pool: int | None = Field(None, ge=1)
+    """Average-pool each level's token grid to at most ``pool x pool`` before storing (``None``: the
+    full grid).  Bounds disk (ViT-B/16 at 224 px has 14x14 tokens per level) at some loss of detail."""
+    dtype: Literal["float16", "float32"] = "float16"
+    """Stored precision; float16 halves the disk and is well within what the branch can resolve."""
+    batch_size: int = Field(16, gt=0)
+    """Clips per backbone forward pass in one extraction actor (run control: a clip's values do not depend
+    on its batch-mates, so the bytes are the same for any value; tested)."""
+    actors: int = Field(1, ge=1)
+    """Ray Data actors each holding one backbone (run control: same bytes for any count)."""
+    use_gpu: bool = False
+    """Give each actor a GPU.  Not run control: GPU kernels round differently and ``model.half_precision``
+    applies on CUDA only, so the stored values change (a DVC param of the stage)."""
+    shard_size: int = Field(256, ge=1)
+    """Views per ``.npy`` shard (few big files keep DVC fast); a video's views never span two shards."""
+    object_store_mb: int = Field(512, ge=75)
+    """Ray object store when ``features`` starts a local Ray: the features travel through it from the
+    actors to the writer (run control; ViT-B/16 at 224 px is ~10 MB per view in float16)."""
+
+
 class TrainSection(_Section):
     epochs: int = Field(4, gt=0)
     batch_size: int = Field(8, gt=0)
@@ -150,6 +184,11 @@ class TrainSection(_Section):
     checkpoints_to_keep: int = Field(2, ge=1)
     object_store_mb: int = Field(300, ge=75)
     """Ray object store size when ``train`` starts a local Ray instance (we move no data through it)."""
+    source: Literal["frames", "features"] = "frames"
+    """What training reads: ``frames`` decodes clips from the frame store and runs the backbone every
+    step; ``features`` reads the frozen backbone's outputs stored by the ``features`` stage (much
+    faster, but only ``features.train_views`` augmented views per video, and only for a frozen
+    backbone: ``model.tuning`` ``madapter`` or ``linear``)."""
 
 
 class EvaluateSection(_Section):
@@ -190,6 +229,91 @@ class RegisterSection(_Section):
     """A challenger takes ``champion`` only if it beats it by more than this (same protocol and dataset)."""
 
 
+class TuneSpaceSection(_Section):
+    """What a sweep searches, one entry per branch hyperparameter (read by :mod:`madapter.tune.space`).
+
+    An empty list leaves that key out of the search: every trial keeps the value the params give it.
+    """
+
+    lr: list[float] = [1e-4, 1e-2]
+    """``train.lr``: ``[low, high]``, sampled log-uniformly."""
+    weight_decay: list[float] = [0.0, 0.1]
+    """``train.weight_decay``: ``[low, high]``, sampled uniformly."""
+    width: list[int] = [64, 128, 192]
+    """``model.width``: a choice."""
+    levels: list[list[int] | None] = []
+    """``model.levels``: a choice of block lists (``null``: the default 4 evenly spaced blocks).
+    Only with ``train.source: frames``: cached features hold the outputs of ``model.levels`` alone."""
+    temporal: list[TemporalKind] = ["conv", "attention", "none"]
+    """``model.temporal``: a choice."""
+    fusion: list[FusionKind] = ["add", "concat", "gated"]
+    """``model.fusion``: a choice."""
+
+    @field_validator("lr", "weight_decay")
+    @classmethod
+    def _range(cls, v: list[float], info) -> list[float]:
+        if v and (len(v) != 2 or not 0 <= v[0] < v[1] or (info.field_name == "lr" and v[0] <= 0)):
+            lowest = "0 <" if info.field_name == "lr" else "0 <="
+            raise ValueError(f"must be [] (not searched) or [low, high] with {lowest} low < high")
+        return v
+
+    @field_validator("width")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(w <= 0 for w in v):
+            raise ValueError("every width must be > 0")
+        return v
+
+    @field_validator("levels")
+    @classmethod
+    def _level_lists(cls, v: list[list[int] | None]) -> list[list[int] | None]:
+        if any(choice is not None and (not choice or min(choice) < 0) for choice in v):
+            raise ValueError("each choice must be a non-empty list of block indices >= 0, or null")
+        return v
+
+
+class TuneSection(_Section):
+    """``python -m madapter tune``: a Ray Tune sweep of the branch's hyperparameters, pruned by ASHA.
+
+    Not a DVC stage, and no stage's param: a sweep explores; what it produces is a preset
+    (``output``) that a tracked ``dvc exp run`` then trains.  Every trial is a train run (the same
+    worker loop) of ``max_epochs`` epochs on one Ray worker, logged as a child of the sweep's
+    MLflow run.
+    """
+
+    name: str = Field("madapter-sweep", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """The sweep: its directory ``<storage_path>/<name>``, its MLflow parent run, trial runs
+    ``<name>-<trial id>``.  Starting a sweep of the same name again resumes it."""
+    trials: int = Field(8, ge=1)
+    """Configurations sampled from ``space`` (Tune's ``num_samples``)."""
+    max_epochs: int = Field(4, ge=1)
+    """``train.epochs`` of every trial, and ASHA's ``max_t``."""
+    grace_period: int = Field(1, ge=1)
+    """ASHA stops no trial before it has trained this many epochs."""
+    reduction_factor: float = Field(2.0, gt=1)
+    """At each ASHA rung (epochs ``grace_period x reduction_factor^k``) only the best
+    ``1/reduction_factor`` of the trials go on."""
+    metric: Literal["val_acc", "train_loss"] = "val_acc"
+    """The epoch metric ASHA and the choice of the best trial go by (``val_acc`` maximised,
+    ``train_loss`` minimised): what each epoch's ``ray.train.report`` carries."""
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    """Trials running at once; ``null``: as many as the Ray cluster fits (each needs one worker of
+    ``train.cpus_per_worker`` CPUs, and a GPU with ``train.use_gpu``).  A resumed sweep keeps the
+    limit it started with (Tune restores it)."""
+    storage_path: Path = Path("outputs/tune")
+    """Where sweeps live: Tune's state, each trial's outputs and Ray checkpoints, under ``<name>/``."""
+    output: Path | None = None
+    """The best configuration as a preset file; ``null``: ``<storage_path>/<name>/best.yaml``."""
+    space: TuneSpaceSection = TuneSpaceSection()
+
+    @model_validator(mode="after")
+    def _grace_within_budget(self) -> TuneSection:
+        if self.grace_period > self.max_epochs:
+            raise ValueError(f"tune.grace_period ({self.grace_period}) must not exceed tune.max_epochs "
+                             f"({self.max_epochs}): ASHA could never stop a trial")
+        return self
+
+
 # ``register`` is the stage's name everywhere (dvc.yaml, CLI); pydantic only warns that it
 # shadows ``BaseModel.register`` (an ABC helper nobody calls on Params), so silence that one.
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
@@ -201,11 +325,13 @@ class Params(_Section):
     download: DownloadSection = DownloadSection()
     scan: ScanSection = ScanSection()
     decode: DecodeSection = DecodeSection()
+    features: FeaturesSection = FeaturesSection()
     model: ModelSection = ModelSection()
     train: TrainSection = TrainSection()
     evaluate: EvaluateSection = EvaluateSection()
     mlflow: MlflowSection = MlflowSection()
     register: RegisterSection = RegisterSection()
+    tune: TuneSection = TuneSection()
 
     @model_validator(mode="after")
     def _stored_grid_allows_jitter(self) -> Params:
@@ -216,6 +342,16 @@ class Params(_Section):
             raise ValueError(
                 f"decode.frames_per_video ({stored}) must be greater than model.num_frames ({wanted}) so training "
                 f"can jitter clips in time; store at least 2x, e.g. decode.frames_per_video: {2 * wanted}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _features_need_frozen_backbone(self) -> Params:
+        """Stored features are the outputs of a FROZEN backbone: a trained one changes them every step."""
+        if self.train.source == "features" and self.model.tuning in ("full", "inserted"):
+            raise ValueError(
+                f"train.source: features needs a frozen backbone (model.tuning: madapter or linear, "
+                f"got {self.model.tuning}); set train.source: frames"
             )
         return self
 

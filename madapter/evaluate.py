@@ -8,6 +8,12 @@ The model runs on ``evaluate.device``, all views of a batch of videos in one for
 Results go to ``outputs/evaluate`` (``metrics.json`` for ``dvc metrics``, CSV plot data for
 ``dvc plots``) and into the training run in MLflow, so one run holds its training curves and its
 test numbers.  The training curves themselves are train's output (``outputs/train/history.json``).
+
+With ``train.source: features`` the same views come from the ``features`` stage instead: it ran
+the frozen backbone once on exactly these protocol views of the source videos, so evaluation
+loads only the checkpoint's head and scores the stored views (:func:`feature_protocol_logits`),
+averaged the same way.  ``metrics.json`` records which (``"source"``); the numbers agree with
+the frames path within the stored precision (``features.dtype``).
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,9 +33,13 @@ from madapter import metrics
 from madapter.config import ConfigError, Params
 from madapter.data.clips import SourceVideo, SourceVideoDataset, ViewProtocol
 from madapter.fileio import file_digest, write_json_atomic
-from madapter.inference import load_model, model_device, view_logits
+from madapter.inference import head_view_logits, load_head, load_model, model_device, view_logits
 from madapter.models.precision import describe as describe_precision
 from madapter.paths import StagePaths
+
+if TYPE_CHECKING:
+    from madapter.data.features.format import FeatureStore
+    from madapter.models.headless import FeatureClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +93,19 @@ def _one_thread(_worker_id: int) -> None:
     torch.set_num_threads(1)  # decoding workers: one core each, the model has the rest
 
 
+@dataclass
+class Scored:
+    """Per-view logits of a split and what produced them."""
+
+    logits: np.ndarray
+    """``[N, V, C]``."""
+    labels: np.ndarray
+    classes: list[str]
+    split: str
+    half_precision: bool
+    device: torch.device
+
+
 def evaluate(params: Params) -> dict[str, Any]:
     """Evaluate ``outputs/train/checkpoint.pt``; write ``outputs/evaluate/*``; log to the training run."""
     paths = StagePaths.from_params(params)
@@ -89,34 +113,87 @@ def evaluate(params: Params) -> dict[str, Any]:
     if not checkpoint.is_file():
         raise ConfigError(f"{checkpoint}: not found; run the train stage first (python -m madapter train)")
     run = read_run_info(paths)
-    model, ckpt = load_model(checkpoint, params.evaluate.device)
-    classes = list(ckpt["classes"])
-    split = _split(params, paths.frames, classes)
-    view_protocol = ViewProtocol.from_params(params, model.data_config)
-    dataset = SourceVideoDataset(protocol_videos(params, split), view_protocol, params.decode.backend)
-    logits, labels = protocol_logits(model, dataset, params.evaluate.batch_size, params.evaluate.loader_workers)
-    scores = metrics.average_views(logits)
-    report = metrics.classification_report(scores, labels, len(classes))
+    source = params.train.source
+    scored = score_features(params, checkpoint) if source == "features" else score_frames(params, checkpoint)
+    scores = metrics.average_views(scored.logits)
+    report = metrics.classification_report(scores, scored.labels, len(scored.classes))
     result = {
         **{k: report[k] for k in ("top1", "top5", "mean_class_acc")},
         "protocol": protocol_name(params),
         "frames": params.model.num_frames,
         "clips": params.evaluate.clips,
         "crops": params.evaluate.crops,
+        "source": source,
         "dataset": params.dataset.name,
-        "split": split,
+        "split": scored.split,
         "num_videos": report["num_videos"],
-        "num_classes": len(classes),
+        "num_classes": len(scored.classes),
         "checkpoint_md5": file_digest(checkpoint, "md5"),
         "run_id": run["run_id"],
-        "half_precision": model.half_precision,
-        **describe_precision(model.half_precision, params.train.amp, model_device(model)),
+        "half_precision": scored.half_precision,
+        **describe_precision(scored.half_precision, params.train.amp, scored.device),
     }
-    files = _write_outputs(paths.evaluate, result, report["confusion"], scores.argmax(1), labels, classes)
+    files = _write_outputs(paths.evaluate, result, report["confusion"], scores.argmax(1), scored.labels,
+                           scored.classes)
     _log_to_run(params, result, files)
-    logger.info("%s %s on %d videos: top1 %.4f top5 %.4f mean class %.4f", split, result["protocol"],
-                result["num_videos"], result["top1"], result["top5"], result["mean_class_acc"])
+    logger.info("%s %s on %d videos (%s): top1 %.4f top5 %.4f mean class %.4f", scored.split, result["protocol"],
+                result["num_videos"], source, result["top1"], result["top5"], result["mean_class_acc"])
     return result
+
+
+def score_frames(params: Params, checkpoint: Path) -> Scored:
+    """The full model on the protocol's views decoded from the SOURCE videos."""
+    paths = StagePaths.from_params(params)
+    model, ckpt = load_model(checkpoint, params.evaluate.device)
+    classes = list(ckpt["classes"])
+    split = _split(params, paths.frames, classes)
+    view_protocol = ViewProtocol.from_params(params, model.data_config)
+    dataset = SourceVideoDataset(protocol_videos(params, split), view_protocol, params.decode.backend)
+    logits, labels = protocol_logits(model, dataset, params.evaluate.batch_size, params.evaluate.loader_workers)
+    return Scored(logits, labels, classes, split, model.half_precision, model_device(model))
+
+
+def score_features(params: Params, checkpoint: Path) -> Scored:
+    """The checkpoint's head alone on the same views, as the ``features`` stage stored them (no backbone)."""
+    from madapter.data.features.dataset import (
+        check_features_match,
+        check_protocol_views,
+        level_infos,
+        split_or_test,
+    )
+    from madapter.data.features.format import FeatureStore, read_features_meta
+
+    root = StagePaths.from_params(params).features.resolve()
+    meta = read_features_meta(root)
+    check_features_match(params, meta, root)
+    split = split_or_test(root, params.evaluate.split)
+    if split != params.evaluate.split:
+        logger.warning("%s has no val videos: evaluating on the test split", params.dataset.name)
+    store = FeatureStore(root, split)
+    check_protocol_views(store, root, split, params.evaluate.clips, params.evaluate.crops)
+    head, ckpt = load_head(checkpoint, level_infos(store), store.pooled_dim, meta["backbone"], params.evaluate.device)
+    classes = list(ckpt["classes"])
+    if list(store.classes) != classes:
+        raise ConfigError(f"{root}/features.json: classes differ from the checkpoint's; re-run train on these features")
+    logits, labels = feature_protocol_logits(head, store, params.evaluate.batch_size)
+    return Scored(logits, labels, classes, split, params.model.half_precision, model_device(head))
+
+
+def feature_protocol_logits(head: FeatureClassifier, store: FeatureStore,
+                            batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-view logits ``[N, V, C]`` and labels ``[N]`` of a split's stored protocol views (``batch_size`` videos
+    per head call, in the store's order)."""
+    from madapter.data.features.dataset import FeatureDataset, collate_features
+
+    if len(store) == 0:
+        raise ConfigError("evaluate: the split has no videos to evaluate (see the scan report and features.json)")
+    dataset = FeatureDataset(store, train=False, view=None, with_levels=head.uses_levels)
+    parts, labels = [], []
+    for start in tqdm(range(0, len(dataset), batch_size), desc="evaluate features", unit="batch", leave=False):
+        (levels, pooled), y = collate_features([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        parts.append(head_view_logits(head, levels, pooled))
+        labels.append(y.numpy())
+    return np.concatenate(parts), np.concatenate(labels)
 
 
 def _split(params: Params, frames: Path, classes: list[str]) -> str:

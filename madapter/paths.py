@@ -23,6 +23,8 @@ class StagePaths:
     """``data/scan/<ds>``: ``quarantine.csv`` and ``report.json``."""
     frames: Path
     """``data/frames/<ds>``: the decoded frame store, one sub-directory per split."""
+    features: Path
+    """``data/features/<ds>``: the frozen backbone's outputs per split (``features.json``, shards)."""
     train: Path
     """``outputs/train``: ``checkpoint.pt`` (trainable weights + rebuild info) and ``run.json``."""
     evaluate: Path
@@ -45,6 +47,7 @@ class StagePaths:
             index=data / "index" / ds,
             scan=data / "scan" / ds,
             frames=data / "frames" / ds,
+            features=data / "features" / ds,
             train=out / "train",
             evaluate=out / "evaluate",
             register=out / "register",

@@ -1,4 +1,5 @@
-"""How Ray processes are set up for training: the job's runtime environment and a worker log filter.
+"""How Ray is started (:func:`start_ray`, shared by the train and features stages), the job's runtime
+environment and a worker log filter.
 
 Why a filter exists at all (Ray 2.60, ``ray.train.v2``): every ``TorchTrainer.fit`` starts a
 detached ``PlacementGroupCleaner`` actor that asks the Ray *State API* once a second whether
@@ -26,8 +27,13 @@ per-epoch lines are untouched.
 from __future__ import annotations
 
 import logging
+import math
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from madapter.config import Params
 
 CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 CLEANER_RETRY_MESSAGE = "Failed to query Ray Train Controller actor state"
@@ -61,3 +67,32 @@ def worker_runtime_env() -> dict[str, Any]:
     detached cleaner the controller starts, so the filter reaches the process that logs.
     """
     return {"env_vars": {"PYTHONPATH": str(package_root())}, "worker_process_setup_hook": SETUP_HOOK}
+
+
+def start_ray(params: Params, cpus_needed: float | None = None, object_store_mb: int | None = None) -> None:
+    """Connect to ``$RAY_ADDRESS`` or start a small local Ray (bounded object store, no dashboard).
+
+    ``cpus_needed`` (default: the train stage's ``train.num_workers x train.cpus_per_worker``) makes
+    a local Ray advertise at least that many CPUs; ``object_store_mb`` defaults to
+    ``train.object_store_mb``.  The job's runtime env (:func:`worker_runtime_env`) puts ``madapter``
+    on the workers' path and filters Ray Train's per-second PlacementGroupCleaner retry warning,
+    which a dashboard-less Ray would otherwise print dozens of times per run.  A Ray that the
+    caller initialised already is used as it is.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    runtime_env = worker_runtime_env()
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(runtime_env=runtime_env)
+        return
+    needed = params.train.num_workers * params.train.cpus_per_worker if cpus_needed is None else cpus_needed
+    store_mb = params.train.object_store_mb if object_store_mb is None else object_store_mb
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, math.ceil(needed)),
+        object_store_memory=store_mb * 2**20,
+        include_dashboard=False,
+        runtime_env=runtime_env,
+        log_to_driver=True,
+    )

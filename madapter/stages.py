@@ -2,7 +2,7 @@
 
 A stage is a command (``python -m madapter <name>``), the module that owns it and the function
 that runs it with the resolved params.  The order is the data's: each stage reads what the one
-before it wrote (download -> index -> scan -> decode -> train -> evaluate -> register).
+before it wrote (download -> index -> scan -> decode -> features -> train -> evaluate -> register).
 This module imports nothing heavy, so any tool can list the stages cheaply.
 """
 
@@ -30,6 +30,8 @@ STAGES: tuple[Stage, ...] = (
           "Check every indexed video decodes; write quarantine.csv and report.json."),
     Stage("decode", "madapter.data.store.decode", "decode_dataset",
           "Decode every good video to a fixed frame grid in sharded .npy files."),
+    Stage("features", "madapter.data.features.extract", "extract_features",
+          "Run the frozen backbone once over every stored view; write its outputs to data/features/<ds>."),
     Stage("train", "madapter.train.driver", "train",
           "Train the adapter with Ray Train; log to MLflow; write outputs/train."),
     Stage("evaluate", "madapter.evaluate", "evaluate",

@@ -1,4 +1,5 @@
-"""``make demo``: run the whole default pipeline through the Prefect flow, then say where to look.
+"""``make demo``: run the whole default pipeline through the Prefect flow, train the order-blind
+baseline on the same cached features (:mod:`pipelines.baseline`), then say where to look.
 
 The flow runs every DVC stage (which runs every library stage) against Prefect's local API, so
 the run also appears in the Prefect UI afterwards.  The closing message is printed to the
@@ -32,6 +33,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from madapter.config import ConfigError, Params, load_params
+from pipelines.baseline import baseline_overrides, run_baseline
 from pipelines.dvc_stages import REPO_ROOT, dvc_command, subprocess_env
 from pipelines.flows import madapter_pipeline
 from pipelines.prefect_server import local_prefect_api
@@ -147,7 +149,8 @@ def resume_hint(params: Params, repo: Path, stage: str | None) -> str:
 
 # ----------------------------------------------------------------------------- the demo
 def _print_closing(console: Console, params: Params, runs: list, elapsed: float) -> None:
-    summary = collect_summary(params, REPO_ROOT, [(r.stage, r.ran, r.seconds) for r in runs])
+    baseline_dir = Path(baseline_overrides(params, REPO_ROOT)["base.outputs_dir"])
+    summary = collect_summary(params, REPO_ROOT, [(r.stage, r.ran, r.seconds) for r in runs], baseline_dir)
     console.rule(f"madapter demo finished in {elapsed / 60:.1f} min")
     console.print(Markdown(to_markdown(summary)))
     console.rule("where to look")
@@ -191,6 +194,7 @@ def main() -> int:
     try:
         with local_prefect_api():
             runs = madapter_pipeline(repo_dir=str(REPO_ROOT), push=True)
+        run_baseline(params, REPO_ROOT)
         _print_closing(console, params, runs, time.monotonic() - started)
     except (KeyboardInterrupt, TerminationSignal) as interrupt:
         hint = resume_hint(params, REPO_ROOT, interrupted_stage(interrupt))

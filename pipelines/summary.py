@@ -1,12 +1,15 @@
-"""The run summary a person reads after the pipeline: stages, metrics, MLflow run, registry alias.
+"""The run summary a person reads after the pipeline: stages, metrics, per-class accuracy, MLflow
+run, registry alias, and (in the demo) the order-blind baseline beside the model.
 
-Built only from what the stages wrote (``outputs/evaluate/metrics.json``,
-``outputs/train/run.json``, ``outputs/register/registration.json``), so the Prefect artifact,
-``make demo``'s closing message and the docs all show the same facts.
+Built only from what the stages wrote (``outputs/evaluate/{metrics.json,per_class.csv}``,
+``outputs/train/run.json``, ``outputs/register/registration.json``, the baseline's
+``evaluate/`` when it ran), so the Prefect artifact, ``make demo``'s closing message and the docs
+all show the same facts.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -34,6 +37,12 @@ class RunSummary:
     registration: dict[str, Any] = field(default_factory=dict)
     stages: list[tuple[str, bool, float]] = field(default_factory=list)
     """(stage, ran, seconds) as the orchestrator saw them."""
+    tuning: str = "model"
+    """``model.tuning`` of the evaluated model (the per-class table's column name)."""
+    per_class: dict[str, tuple[float | None, int]] = field(default_factory=dict)
+    """class -> (accuracy, videos) on the evaluated split."""
+    baseline: dict[str, Any] = field(default_factory=dict)
+    """The order-blind baseline's metrics.json (``make demo`` only), with its ``per_class``."""
 
     @property
     def run_url(self) -> str | None:
@@ -61,6 +70,15 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def read_per_class(path: Path) -> dict[str, tuple[float | None, int]]:
+    """``per_class.csv`` (class,accuracy,support) as class -> (accuracy or None, videos)."""
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8", newline="") as fh:
+        return {row["class"]: (float(row["accuracy"]) if row["accuracy"] else None, int(row["support"]))
+                for row in csv.DictReader(fh)}
+
+
 def _first(mappings: Iterable[Mapping[str, Any]], *keys: str) -> Any:
     for mapping in mappings:
         for key in keys:
@@ -69,8 +87,12 @@ def _first(mappings: Iterable[Mapping[str, Any]], *keys: str) -> Any:
     return None
 
 
-def collect_summary(params: Params, repo: Path, stages: list[tuple[str, bool, float]] | None = None) -> RunSummary:
-    """Read the stage outputs under ``repo`` into a :class:`RunSummary` (missing files: empty parts)."""
+def collect_summary(params: Params, repo: Path, stages: list[tuple[str, bool, float]] | None = None,
+                    baseline_dir: Path | None = None) -> RunSummary:
+    """Read the stage outputs under ``repo`` into a :class:`RunSummary` (missing files: empty parts).
+
+    ``baseline_dir``: the order-blind baseline's outputs dir (its ``evaluate/``), when it ran.
+    """
     paths = StagePaths.from_params(params)
     metrics = _read_json(repo / paths.evaluate / "metrics.json")
     train_run = _read_json(repo / paths.train / "run.json")
@@ -83,7 +105,12 @@ def collect_summary(params: Params, repo: Path, stages: list[tuple[str, bool, fl
         tracking_uri=_first(sources, "tracking_uri"),
         registration=registration,
         stages=list(stages or []),
+        tuning=params.model.tuning,
+        per_class=read_per_class(repo / paths.evaluate / "per_class.csv"),
     )
+    if baseline_dir is not None and (baseline_dir / "evaluate" / "metrics.json").is_file():
+        summary.baseline = _read_json(baseline_dir / "evaluate" / "metrics.json")
+        summary.baseline["per_class"] = read_per_class(baseline_dir / "evaluate" / "per_class.csv")
     if summary.tracking_uri is None:
         from madapter.tracking import resolve_tracking_uri
 
@@ -132,6 +159,7 @@ def to_markdown(summary: RunSummary) -> str:
         lines += ["| metric | value |", "|---|---:|"] + [f"| {k} | {_fmt(v)} |" for k, v in scalars.items()]
     else:
         lines.append("_no metrics.json yet (evaluate has not run)_")
+    lines += _per_class_lines(summary)
     lines += ["", "## MLflow", ""]
     if summary.run_url:
         lines.append(f"- run: [{summary.run_id}]({summary.run_url})")
@@ -157,3 +185,27 @@ def to_markdown(summary: RunSummary) -> str:
     else:
         lines.append("_not registered yet (register has not run)_")
     return "\n".join(lines) + "\n"
+
+
+def _acc(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _per_class_lines(summary: RunSummary) -> list[str]:
+    """Per-class accuracy of the model, beside the order-blind baseline's when it ran."""
+    if not summary.per_class:
+        return []
+    tuning = summary.tuning
+    base = summary.baseline.get("per_class", {})
+    head = f"| class | {tuning} | order-blind `linear` | videos |" if base else f"| class | {tuning} | videos |"
+    lines = ["", f"## Per class ({summary.metrics.get('split', 'test')} split)", "", head,
+             "|---|---:|---:|---:|" if base else "|---|---:|---:|"]
+    for name, (acc, videos) in summary.per_class.items():
+        middle = f" {_acc(acc)} | {_acc(base.get(name, (None, 0))[0])} |" if base else f" {_acc(acc)} |"
+        lines.append(f"| {name} |{middle} {videos} |")
+    if base:
+        top1 = summary.baseline.get("top1")
+        lines += ["", f"Order-blind baseline (same backbone, same cached features, frames averaged): "
+                      f"top-1 {_acc(top1)} against {_acc(summary.metrics.get('top1'))}. "
+                      "Reversal pairs share every frame, so a model that ignores order sits near 50% on each pair."]
+    return lines

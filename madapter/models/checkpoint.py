@@ -16,12 +16,16 @@ import torch
 
 from madapter.config import ModelSection
 from madapter.fileio import atomic_path
+from madapter.models.backbone import LevelInfo
 from madapter.models.build import build_model
 from madapter.models.classifier import VideoClassifier
+from madapter.models.headless import FeatureClassifier, build_feature_classifier
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "madapter-checkpoint/1"
+IDENTITY_KEYS = ("name", "weights_digest", "levels", "tuning")
+"""What :func:`describe_backbone` says about a backbone, compared field by field."""
 
 
 class CheckpointError(ValueError):
@@ -38,25 +42,50 @@ def describe_backbone(model: VideoClassifier) -> dict[str, Any]:
     }
 
 
-def save_checkpoint(
+def write_checkpoint(
     path: str | Path,
-    model: VideoClassifier,
+    trainable_state: dict[str, torch.Tensor],
+    model_cfg: ModelSection,
+    backbone: dict[str, Any],
     classes: list[str],
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write trainable weights + rebuild information (``model.config``) atomically (temp file + rename)."""
+    """THE checkpoint payload, written atomically (temp file + rename): trainable weights plus what
+    rebuilds the rest (the ``model`` params and the backbone identity the weights were trained on)."""
     path = Path(path)
     payload = {
         "format": FORMAT,
-        "model_cfg": model.config.model_dump(mode="json"),
-        "backbone": describe_backbone(model),
+        "model_cfg": model_cfg.model_dump(mode="json"),
+        "backbone": dict(backbone),
         "classes": list(classes),
-        "trainable_state_dict": model.trainable_state_dict(),
+        "trainable_state_dict": trainable_state,
         "extra": dict(extra or {}),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: VideoClassifier | FeatureClassifier,
+    classes: list[str],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s trainable weights + rebuild information (``model.config``, its backbone identity).
+
+    A :class:`FeatureClassifier` (trained on cached features) has no backbone: the identity
+    recorded is the one its features were computed with, so :func:`load_checkpoint` rebuilds the
+    same full model either way.
+    """
+    return write_checkpoint(path, model.trainable_state_dict(), model.config, backbone_identity(model), classes, extra)
+
+
+def backbone_identity(model: VideoClassifier | FeatureClassifier) -> dict[str, Any]:
+    """:func:`describe_backbone` of a full model; the features' backbone for a head trained on them."""
+    if isinstance(model, FeatureClassifier):
+        return dict(model.backbone_identity)
+    return describe_backbone(model)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -73,14 +102,18 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def check_compatible(ckpt: dict[str, Any], model: VideoClassifier, source: str = "checkpoint") -> None:
+def check_compatible(ckpt: dict[str, Any], model: VideoClassifier | FeatureClassifier,
+                     source: str = "checkpoint") -> None:
     """Fail with one line naming the field when ``model`` is not what ``ckpt`` was trained on."""
-    want, have = ckpt["backbone"], describe_backbone(model)
-    for key in ("name", "weights_digest", "levels", "tuning"):
+    check_identity(ckpt["backbone"], backbone_identity(model), source, "the model has")
+
+
+def check_identity(want: dict[str, Any], have: dict[str, Any], source: str, other: str) -> None:
+    """One line naming the first backbone field (name, weights digest, levels, tuning) that differs
+    (``other``: who has ``have``, e.g. ``"the model has"``)."""
+    for key in IDENTITY_KEYS:
         if want[key] != have[key]:
-            raise CheckpointError(
-                f"{source} was trained with backbone {key} {want[key]!r} but the model has {have[key]!r}"
-            )
+            raise CheckpointError(f"{source} was trained with backbone {key} {want[key]!r} but {other} {have[key]!r}")
 
 
 def load_checkpoint(
@@ -96,3 +129,23 @@ def load_checkpoint(
     check_compatible(ckpt, model, source=f"checkpoint {path}")
     model.load_trainable_state_dict(ckpt["trainable_state_dict"])
     return model, ckpt
+
+
+def load_head_checkpoint(
+    path: str | Path,
+    levels: list[LevelInfo],
+    pooled_dim: int,
+    backbone: dict[str, Any],
+    map_location: str | torch.device = "cpu",
+) -> tuple[FeatureClassifier, dict[str, Any]]:
+    """Only the head of a checkpoint, for cached features of ``backbone`` shaped ``levels``/``pooled_dim``.
+
+    ``backbone`` is the identity the features were computed with (``features.json``); a checkpoint
+    trained on another backbone is refused with one line naming the field.  No backbone is built.
+    """
+    ckpt = read_checkpoint(path, map_location)
+    check_identity(ckpt["backbone"], backbone, f"checkpoint {path}", "the features have")
+    cfg = ModelSection.model_validate(ckpt["model_cfg"])
+    head = build_feature_classifier(cfg, levels, pooled_dim, len(ckpt["classes"]), backbone)
+    head.load_trainable_state_dict(ckpt["trainable_state_dict"])
+    return head, ckpt

@@ -15,8 +15,8 @@ interrupted) is recorded on it by :mod:`madapter.run_status`.
 from __future__ import annotations
 
 import logging
-import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from madapter.config import ConfigError, Params
 from madapter.errors import StageError, first_line
 from madapter.fileio import write_json_atomic
 from madapter.paths import StagePaths
+from madapter.ray_runtime import start_ray as _start_ray
 from madapter.train.identity import ray_run_name
 from madapter.train.state import export_model, latest_checkpoint_dir, load_train_state, read_meta
 
@@ -52,27 +53,33 @@ class TrainResult:
         return data
 
 
-def train(params: Params) -> TrainResult:
-    """Train with Ray Train on ``data/frames/<ds>``; write ``outputs/train/{checkpoint.pt,run.json,history.json}``."""
+def train(params: Params, *, parent_run_id: str | None = None, callbacks: Sequence = ()) -> TrainResult:
+    """Train with Ray Train on ``data/frames/<ds>`` (or, with ``train.source: features``, on the cached
+    backbone outputs in ``data/features/<ds>``); write ``outputs/train/{checkpoint.pt,run.json,history.json}``.
+
+    ``parent_run_id`` makes a new MLflow run a child of that run (a Ray Tune sweep's run,
+    :mod:`madapter.tune`); ``callbacks`` are Ray Train callbacks for the run (a sweep's
+    ``TuneReportCallback``).  The defaults are the train stage."""
     from madapter.run_status import record_training_failure
     from madapter.tracking import get_client
+    from madapter.train.source import source_paths
 
     paths = StagePaths.from_params(params)
-    frames = paths.frames.resolve()
-    val_split = _val_split(params, frames)
+    val_split = _val_split(params, paths)
     client = get_client(params)
     storage = Path(params.train.storage_path).resolve()
     ray_name = ray_run_name(params)
     run_dir = storage / ray_name
-    run_id = _open_run(client, params, run_dir)
+    run_id = _open_run(client, params, run_dir, parent_run_id)
     client.set_tag(run_id, "val_split", val_split)
     client.set_tag(run_id, "madapter.ray_run", ray_name)
+    client.set_tag(run_id, "train_source", params.train.source)
     config = {
         "params": params.model_dump(mode="json"),
         "run_id": run_id,
         "run_name": params.train.run_name,
         "tracking_uri": client.tracking_uri,
-        "frames_dir": str(frames),
+        **source_paths(params),
         "run_dir": str(run_dir),
         "val_split": val_split,
     }
@@ -82,14 +89,19 @@ def train(params: Params) -> TrainResult:
     except StageError as err:
         record_training_failure(client, run_id, err)
         raise
-    result = _fit(_trainer(params, config, ray_name, storage), client, run_id, run_dir)
+    result = _fit(_trainer(params, config, ray_name, storage, callbacks), client, run_id, run_dir)
     return _write_outputs(params, paths, result, client, run_id)
 
 
-def _val_split(params: Params, frames: Path) -> str:
-    """The split to validate on (``val``, or ``test`` for datasets without one); the store must exist."""
+def _val_split(params: Params, paths: StagePaths) -> str:
+    """The split to validate on (``val``, or ``test`` for datasets without one); what training reads
+    must exist (the frame store, or with ``train.source: features`` features of ``params.model``'s backbone)."""
     from madapter.data.store.format import has_split, split_or_test
+    from madapter.train.source import check_features
 
+    if params.train.source == "features":
+        return check_features(params, paths.features.resolve())
+    frames = paths.frames.resolve()
     if not has_split(frames, "train"):
         raise ConfigError(f"{frames / 'train'}: no frame store found; run the decode stage first (python -m madapter decode)")
     val_split = split_or_test(frames, "val")
@@ -98,8 +110,9 @@ def _val_split(params: Params, frames: Path) -> str:
     return val_split
 
 
-def _open_run(client, params: Params, run_dir: Path) -> str:
-    """MLflow run id for this Ray run: the one stored in its latest checkpoint, else a new run."""
+def _open_run(client, params: Params, run_dir: Path, parent_run_id: str | None = None) -> str:
+    """MLflow run id for this Ray run: the one stored in its latest checkpoint, else a new run
+    (a child of ``parent_run_id`` when given: tag ``mlflow.parentRunId``)."""
     from madapter.tracking import (
         RUN_NAME_TAG,
         ensure_experiment,
@@ -123,38 +136,12 @@ def _open_run(client, params: Params, run_dir: Path) -> str:
         client.update_run(run_id, status="RUNNING")
         return run_id
     tags = {RUN_NAME_TAG: params.train.run_name, **provenance_tags(params)}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id, run_name=params.train.run_name, tags=tags)
     log_params_batched(client, run.info.run_id, flatten_params(params))
     logger.info("new MLflow run %s (%s)", run.info.run_id, params.train.run_name)
     return run.info.run_id
-
-
-def _start_ray(params: Params) -> None:
-    """Connect to ``$RAY_ADDRESS`` or start a small local Ray (bounded object store, no dashboard).
-
-    The job's runtime env (:func:`madapter.ray_runtime.worker_runtime_env`) puts ``madapter`` on
-    the workers' path and filters Ray Train's per-second PlacementGroupCleaner retry warning,
-    which a dashboard-less Ray would otherwise print dozens of times per run.  A Ray that the
-    caller initialised already is used as it is.
-    """
-    import ray
-
-    from madapter.ray_runtime import worker_runtime_env
-
-    if ray.is_initialized():
-        return
-    runtime_env = worker_runtime_env()
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=runtime_env)
-        return
-    needed = params.train.num_workers * params.train.cpus_per_worker
-    ray.init(
-        num_cpus=max(os.cpu_count() or 1, math.ceil(needed)),
-        object_store_memory=params.train.object_store_mb * 2**20,
-        include_dashboard=False,
-        runtime_env=runtime_env,
-        log_to_driver=True,
-    )
 
 
 def check_cluster_fits(params: Params) -> None:
@@ -183,9 +170,10 @@ def check_cluster_fits(params: Params) -> None:
     raise StageError(message)
 
 
-def _trainer(params: Params, config: dict[str, Any], ray_name: str, storage: Path):
+def _trainer(params: Params, config: dict[str, Any], ray_name: str, storage: Path, callbacks: Sequence = ()):
     """The ``TorchTrainer``: ``train.num_workers`` workers (gloo on CPU, nccl on GPU), the run's
-    storage, retries after worker failures, and how many epoch checkpoints to keep."""
+    storage, retries after worker failures, how many epoch checkpoints to keep, and the caller's
+    Ray Train ``callbacks`` (a sweep's ``TuneReportCallback``)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -205,6 +193,7 @@ def _trainer(params: Params, config: dict[str, Any], ray_name: str, storage: Pat
             storage_path=str(storage),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
+            callbacks=list(callbacks),
         ),
     )
 

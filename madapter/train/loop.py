@@ -5,15 +5,21 @@
 restores, :mod:`.mlflow_log` logs).  It gets a plain ``config`` dict from the driver: the
 validated params as JSON and absolute paths/URIs, so the worker never depends on its cwd.
 
+What the worker trains on is chosen at one place, :func:`madapter.train.source.build_source`
+(``train.source``: the full model on frame-store clips, or the head alone on cached backbone
+outputs); nothing below it asks which.
+
 Only the trainable part is data-parallel (:func:`data_parallel`).  With a frozen backbone
 (``madapter``/``linear``) ``model.adapter`` alone is wrapped in DDP, so the gradient all-reduce
-never touches the backbone, which runs outside DDP under ``no_grad``.
+never touches the backbone, which runs outside DDP under ``no_grad``; a head trained on cached
+features is all trainable and wrapped whole.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,12 +34,10 @@ from madapter.train.step import Forward, epoch_record, reduce_epoch, train_epoch
 from madapter.train.worker_status import WorkerStatus
 
 if TYPE_CHECKING:
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Dataset
     from torch.utils.data.distributed import DistributedSampler
 
-    from madapter.data.clips import ClipDataset
-    from madapter.data.store.format import FrameStore
-    from madapter.models.classifier import VideoClassifier
+    from madapter.train.source import Source
 
 logger = logging.getLogger(__name__)
 
@@ -69,44 +73,48 @@ class Worker:
 class Training:
     """What the epochs work on, built once per worker by :func:`train_loop_per_worker`."""
 
-    model: VideoClassifier
-    """The whole model, unwrapped (what checkpoints save)."""
+    source: Source
+    """The model (unwrapped: what checkpoints save), the classes, the datasets and their collate."""
     trainable: torch.nn.Module
     """The DDP-wrapped module that gets gradients (``model.adapter`` when the backbone is frozen)."""
     forward: Forward
-    classes: list[str]
-    train_ds: ClipDataset
-    val_ds: ClipDataset
     sampler: DistributedSampler
     loader: DataLoader
     opt: Optimisation
 
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.source.model
+
+    @property
+    def classes(self) -> list[str]:
+        return self.source.classes
+
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: data shard, model (DDP on the trainable part), epochs, checkpoints."""
-    from madapter.data.store.format import FrameStore
-    from madapter.models.build import build_model
+    from madapter.train.source import build_source
 
     params = Params.model_validate(config["params"])
     cfg, seed = params.train, params.base.seed
     worker = Worker.join(cfg.cpus_per_worker, Path(config["run_dir"]))
-    frames = Path(config["frames_dir"])
-    store = FrameStore(frames, "train")
     torch.manual_seed(seed)  # identical init on every rank (DDP also broadcasts rank 0's)
-    model = build_model(params.model, len(store.classes))
-    train_ds, val_ds = _datasets(params, model.data_config, store, FrameStore(frames, config["val_split"]))
+    source = build_source(params, config)
+    model = source.model
+    worker.status.keep(source=cfg.source, model=type(model).__name__,
+                       model_parameters=sum(p.numel() for p in model.parameters()))
     resume = restore(model, config["run_id"])  # before DDP wraps the model: it broadcasts rank 0's weights
     if resume.epoch and worker.rank == 0:
         logger.info("resuming run %s after epoch %d (MLflow run %s)", config["run_name"], resume.epoch, resume.run_id)
     model.to(worker.device)
     trainable, forward = data_parallel(model, cfg.compile)
-    sampler, loader = _loader(train_ds, cfg, worker, seed)
+    sampler, loader = _loader(source.train_ds, source.collate, cfg, worker, seed)
     opt = Optimisation.build(model, cfg, len(loader), worker.device)
     opt.load_state_dict(resume.state)
     run_log = RunLog(config["tracking_uri"], resume.run_id) if worker.rank == 0 else None
     if run_log is not None:
         run_log.setup(model, params, worker.device)
-    t = Training(model, trainable, forward, list(store.classes), train_ds, val_ds, sampler, loader, opt)
+    t = Training(source, trainable, forward, sampler, loader, opt)
 
     history, val_report = resume.history, None
     end_epoch = cfg.epochs if cfg.max_epochs_per_run is None else min(cfg.epochs, resume.epoch + cfg.max_epochs_per_run)
@@ -122,16 +130,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     worker.status.update(epoch=end_epoch, state="done")
 
 
-def data_parallel(model: VideoClassifier, compile_forward: bool) -> tuple[torch.nn.Module, Forward]:
-    """Wrap the trainable part in DDP (Ray's ``prepare_model``); return it and clips -> logits.
+def data_parallel(model: torch.nn.Module, compile_forward: bool) -> tuple[torch.nn.Module, Forward]:
+    """Wrap the trainable part in DDP (Ray's ``prepare_model``); return it and inputs -> logits.
 
-    With a frozen backbone only ``model.adapter`` is wrapped and ``forward`` runs
-    ``model.extract`` (no_grad, outside DDP) then the wrapped adapter; otherwise the whole model.
+    A model with a frozen backbone (``VideoClassifier.backbone_frozen``): only ``model.adapter``
+    is wrapped and ``forward(x)`` runs ``model.extract`` (no_grad, outside DDP) then the wrapped
+    adapter.  Anything else is trainable as a whole and wrapped whole, ``forward(*inputs)``: a
+    ``full``/``inserted`` model on clips, or a head on cached features (``(levels, pooled)``).
     """
     import ray.train.torch
 
     ddp_kwargs = {"find_unused_parameters": False}
-    if model.backbone_frozen:
+    if getattr(model, "backbone_frozen", False):
         trainable = ray.train.torch.prepare_model(model.adapter, parallel_strategy_kwargs=ddp_kwargs)
 
         def forward(x: torch.Tensor) -> torch.Tensor:
@@ -140,25 +150,13 @@ def data_parallel(model: VideoClassifier, compile_forward: bool) -> tuple[torch.
     else:
         trainable = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs)
 
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            return trainable(x)
+        def forward(*inputs) -> torch.Tensor:
+            return trainable(*inputs)
 
     return trainable, torch.compile(forward) if compile_forward else forward
 
 
-def _datasets(params: Params, data_config: dict, train_store: FrameStore,
-              val_store: FrameStore) -> tuple[ClipDataset, ClipDataset]:
-    """Training clips (random views, per-epoch seeded) and validation clips (one central view)."""
-    from madapter.data.clips import ClipDataset
-
-    clip_kw = dict(num_frames=params.model.num_frames, mean=data_config["mean"], std=data_config["std"],
-                   crop_size=int(data_config["input_size"][-1]))
-    seed = params.base.seed
-    return (ClipDataset(train_store, train=True, seed=seed, **clip_kw),
-            ClipDataset(val_store, train=False, seed=seed, **clip_kw))
-
-
-def _loader(train_ds: ClipDataset, cfg: TrainSection, worker: Worker,
+def _loader(train_ds: Dataset, collate: Callable[[list], tuple], cfg: TrainSection, worker: Worker,
             seed: int) -> tuple[DistributedSampler, DataLoader]:
     """This rank's shard of the training set (``DistributedSampler``) and its DataLoader."""
     from torch.utils.data import DataLoader
@@ -166,7 +164,7 @@ def _loader(train_ds: ClipDataset, cfg: TrainSection, worker: Worker,
 
     sampler = DistributedSampler(train_ds, num_replicas=worker.world_size, rank=worker.rank, shuffle=True, seed=seed)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.loader_workers,
-                        drop_last=False)
+                        collate_fn=collate, drop_last=False)
     return sampler, loader
 
 
@@ -175,7 +173,7 @@ def _train_and_validate(t: Training, worker: Worker, cfg: TrainSection, epoch: i
     from tqdm import tqdm
 
     t.sampler.set_epoch(epoch - 1)
-    t.train_ds.set_epoch(epoch - 1)
+    t.source.train_ds.set_epoch(epoch - 1)
     t.model.train()
     batches = tqdm(t.loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=worker.rank != 0, leave=False)
 
@@ -186,8 +184,8 @@ def _train_and_validate(t: Training, worker: Worker, cfg: TrainSection, epoch: i
     sums = reduce_epoch(local, worker.world_size, worker.device)
     t.model.eval()
     val_started = time.perf_counter()
-    report = validate(t.forward, t.val_ds, worker.rank, worker.world_size, cfg.batch_size, worker.device,
-                      len(t.classes), cfg.amp)
+    report = validate(t.forward, t.source.val_ds, worker.rank, worker.world_size, cfg.batch_size, worker.device,
+                      len(t.classes), cfg.amp, t.source.collate)
     return epoch_record(epoch, sums, report, time.perf_counter() - val_started, t.opt.lr), report
 
 
@@ -196,7 +194,7 @@ def _checkpoint(t: Training, worker: Worker, record: dict, history: list[dict], 
     epoch, started = int(record["epoch"]), time.perf_counter()
 
     def save(directory: Path) -> None:
-        save_epoch(directory, t.model, t.opt, t.classes, epoch, history, run_id, run_name)
+        save_epoch(directory, t.model, t.opt, t.classes, epoch, history, run_id, run_name, t.source.checkpoint_extra)
 
     report_epoch(record, save if worker.rank == 0 else None)
     worker.status.update(epoch=epoch, step=len(t.loader), steps=len(t.loader), state="checkpointed")

@@ -30,13 +30,15 @@ class RunLog:
         self.run_id = run_id
 
     def setup(self, model: torch.nn.Module, params: Params, device: torch.device) -> None:
-        """Parameter counts (trainable vs. frozen backbone) and the precision the run trains in."""
+        """Parameter counts (trainable vs. frozen backbone; 0 backbone on cached features), the model's
+        class and the precision the run trains in."""
         from madapter.models.build import count_parameters
 
         counts = count_parameters(model)
         for key in ("trainable", "backbone", "total"):
             self.client.set_tag(self.run_id, f"params_{key}", str(counts[key]))
         self.client.log_metric(self.run_id, "trainable_params", counts["trainable"])
+        self.client.set_tag(self.run_id, "train.model_class", type(model).__name__)  # FeatureClassifier: no backbone
         for key, value in describe_precision(params.model.half_precision, params.train.amp, device).items():
             self.client.set_tag(self.run_id, f"train.{key}", value)
 

@@ -8,7 +8,8 @@ after a worker failure (``FailureConfig``) and when the same run is started agai
   scheduler and scaler state, the epoch, the history so far and the MLflow run id (so the
   resumed run logs into the same MLflow run);
 * :data:`MODEL_FILE`: the deployable checkpoint (:func:`madapter.models.checkpoint.save_checkpoint`),
-  which the driver copies to ``outputs/train/checkpoint.pt``;
+  which the driver copies to ``outputs/train/checkpoint.pt``; ``load_checkpoint`` rebuilds the
+  full model from it whatever the training source (``extra["source"]`` says which it was);
 * :data:`META_FILE`: epoch and MLflow run id as JSON, written last: the driver reads it without
   loading torch state, and a directory without it is not a complete checkpoint.
 """
@@ -30,6 +31,7 @@ from madapter.train.optim import Optimisation
 
 if TYPE_CHECKING:
     from madapter.models.classifier import VideoClassifier
+    from madapter.models.headless import FeatureClassifier
 
 CHECKPOINT_PREFIX = "epoch-"
 TRAIN_STATE_FILE = "train_state.pt"
@@ -69,7 +71,7 @@ class Resume:
     """The optimiser/scheduler/scaler state to load (:meth:`Optimisation.load_state_dict`)."""
 
 
-def restore(model: VideoClassifier, run_id: str) -> Resume:
+def restore(model: VideoClassifier | FeatureClassifier, run_id: str) -> Resume:
     """Load Ray's checkpoint of this run (if any) into ``model``; a fresh :class:`Resume` otherwise.
 
     Call it before wrapping the model in DDP: DDP broadcasts rank 0's parameters when it wraps.
@@ -85,16 +87,17 @@ def restore(model: VideoClassifier, run_id: str) -> Resume:
     return Resume(epoch=state["epoch"], history=state["history"], run_id=state["run_id"], state=state)
 
 
-def save_epoch(directory: Path, model: VideoClassifier, opt: Optimisation, classes: list[str], epoch: int,
-               history: list[dict], run_id: str, run_name: str) -> None:
-    """Write the three checkpoint files of ``epoch`` into ``directory`` (rank 0)."""
+def save_epoch(directory: Path, model: VideoClassifier | FeatureClassifier, opt: Optimisation, classes: list[str],
+               epoch: int, history: list[dict], run_id: str, run_name: str, extra: dict[str, Any] | None = None) -> None:
+    """Write the three checkpoint files of ``epoch`` into ``directory`` (rank 0); ``extra`` (e.g. the
+    training source) goes into the model file's ``extra`` with the epoch, run and history."""
     from madapter.models.checkpoint import save_checkpoint
 
     state = {"model": model.trainable_state_dict(), **opt.state_dict(),
              "epoch": epoch, "history": history, "run_id": run_id}
     torch.save(state, directory / TRAIN_STATE_FILE)
     save_checkpoint(directory / MODEL_FILE, model, classes,
-                    extra={"epoch": epoch, "run_id": run_id, "history": history, "run_name": run_name})
+                    extra={**(extra or {}), "epoch": epoch, "run_id": run_id, "history": history, "run_name": run_name})
     write_json_atomic(directory / META_FILE, {"epoch": epoch, "run_id": run_id})
 
 

@@ -1,9 +1,13 @@
 """One training epoch and one validation pass of a worker (Made-With-ML's train_step / eval_step).
 
-Both take a ``forward`` callable (clips -> logits) rather than the model, because with a frozen
-backbone only the adapter is wrapped in DDP and ``forward`` runs backbone then adapter
-(:func:`madapter.train.loop.data_parallel`).  The training epoch returns this worker's sums;
-validation gathers every worker's logits, so its report is exact and the same on all ranks.
+Both take a ``forward`` callable (model inputs -> logits) rather than the model, because with a
+frozen backbone only the adapter is wrapped in DDP and ``forward`` runs backbone then adapter
+(:func:`madapter.train.loop.data_parallel`).  Neither knows what it trains on: a batch is
+``(inputs, labels)`` and the logits are ``forward(*inputs)`` (:func:`to_device`): a clip tensor
+from the frame store, or ``(levels, pooled)`` cached backbone outputs
+(:func:`madapter.data.features.dataset.collate_features`).  The training epoch returns this
+worker's sums; validation gathers every worker's logits, so its report is exact and the same on
+all ranks.
 """
 
 from __future__ import annotations
@@ -21,7 +25,26 @@ from madapter.distributed import all_reduce_max, all_reduce_sum, gather_objects
 from madapter.models.precision import AmpMode, amp_autocast
 from madapter.train.optim import Optimisation
 
-Forward = Callable[[torch.Tensor], torch.Tensor]
+Forward = Callable[..., torch.Tensor]
+"""Model inputs (a batch's, as positional arguments) -> logits."""
+Collate = Callable[[list], tuple]
+"""Dataset items -> ``(inputs, labels)``."""
+
+
+def to_device(inputs, device: torch.device) -> tuple:
+    """A batch's model inputs as ``forward``'s positional arguments, on ``device``.
+
+    A tensor is one argument (clips); a tuple holds the arguments, each a tensor or a list of
+    tensors (``(levels, pooled)``).
+    """
+    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    return tuple([t.to(device, non_blocking=True) for t in a] if isinstance(a, list) else a.to(device, non_blocking=True)
+                 for a in args)
+
+
+def collate_clips(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip items ``(x [T,3,H,W], label)`` -> ``(x [B,T,3,H,W], labels [B])``."""
+    return torch.stack([item[0] for item in items]), torch.tensor([item[1] for item in items])
 
 
 @dataclass
@@ -54,11 +77,11 @@ def train_epoch(forward: Forward, trainable: torch.nn.Module, batches, opt: Opti
     started = time.perf_counter()
     loss_sum = correct = seen = 0.0
     opt.optimizer.zero_grad(set_to_none=True)
-    for step, (x, y) in enumerate(batches):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for step, (inputs, y) in enumerate(batches):
+        args, y = to_device(inputs, device), y.to(device, non_blocking=True)
         boundary = (step + 1) % grad_accum == 0 or step + 1 == len(batches)
         with amp_autocast(amp, device):  # the backbone's precision is its own switch (extract)
-            logits = forward(x)
+            logits = forward(*args)
             loss = opt.loss_fn(logits.float(), y)
         no_sync = not boundary and hasattr(trainable, "no_sync")
         with trainable.no_sync() if no_sync else contextlib.nullcontext():
@@ -81,19 +104,21 @@ def reduce_epoch(local: EpochSums, world_size: int, device: torch.device) -> Epo
 
 @torch.no_grad()
 def validate(forward: Forward, dataset, rank: int, world_size: int, batch_size: int, device: torch.device,
-             num_classes: int, amp: AmpMode) -> dict:
-    """Single-view validation, sharded over workers (rank r takes items r, r+W, ...), gathered exactly."""
+             num_classes: int, amp: AmpMode, collate: Collate = collate_clips) -> dict:
+    """Single-view validation, sharded over workers (rank r takes items r, r+W, ...), gathered exactly.
+
+    ``collate`` turns the dataset's items into ``(inputs, labels)`` (as the training loader's does).
+    """
     from madapter.metrics import classification_report
 
     indices = list(range(rank, len(dataset), world_size))
     logits_parts, label_parts = [], []
     loss_sum = 0.0
     for start in range(0, len(indices), batch_size):
-        items = [dataset[i] for i in indices[start : start + batch_size]]
-        x = torch.stack([item[0] for item in items]).to(device)
-        y = torch.tensor([item[1] for item in items], device=device)
+        inputs, y = collate([dataset[i] for i in indices[start : start + batch_size]])
+        args, y = to_device(inputs, device), y.to(device)
         with amp_autocast(amp, device):
-            logits = forward(x).float()
+            logits = forward(*args).float()
         loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
         logits_parts.append(logits.cpu().numpy())
         label_parts.append(y.cpu().numpy())

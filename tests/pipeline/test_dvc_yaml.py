@@ -66,7 +66,7 @@ def test_params_exist_and_outs_follow_stage_paths(stages):
             assert not missing, f"{name}: params {missing} not in params.yaml"
     paths = StagePaths.from_params(load_params(REPO / "params.yaml"))
     expected = {
-        "download": paths.raw, "index": paths.index, "scan": paths.scan, "decode": paths.frames,
+        "download": paths.raw, "index": paths.index, "scan": paths.scan, "decode": paths.frames, "features": paths.features,
         "train": paths.train, "evaluate": paths.evaluate, "register": paths.register,
     }
     for name, stage in stages.items():

@@ -1,0 +1,291 @@
+"""Features stage: the frozen backbone's outputs for every stored view, computed ONCE (Ray Data).
+
+It reads the frame store (:mod:`madapter.data.store.format`) for the training views and the index
+(:mod:`madapter.data.index.schema`) plus the source videos for the evaluation views -- the videos
+``evaluate`` would score: those the frame store kept, in index order -- and writes
+``data/features/<ds>`` through :mod:`madapter.data.features.format`.  It never imports another
+stage module.
+
+How: the driver lists every video of every split (:func:`plan_videos`) and cuts them into work
+items of about ``features.batch_size`` clips; Ray Data runs them through ``features.actors``
+actors of :class:`madapter.data.features.extractor.BackboneExtractor` (each builds the backbone
+once, optionally on a GPU), and the driver consumes the results IN ORDER (``preserve_order``)
+and writes the shards.  So the bytes are a function of the inputs: the same frame store, videos,
+backbone and params give the same files whatever ``features.actors`` and ``features.batch_size``
+are (:data:`RUN_CONTROL_KEYS`; tested).  The duration goes to ``outputs/timings/features.json``,
+never into the output.  The output is built in ``<features>.partial`` and swapped in at the end:
+a failed run leaves the previous features intact.
+
+With ``train.source: frames`` nothing reads features, so the stage only writes ``features.json``
+with ``"enabled": false`` (DVC needs its output) and returns at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from madapter.config import ConfigError, Params
+from madapter.data.features.extractor import (
+    TRAIN,
+    BackboneExtractor,
+    Plan,
+    VideoJob,
+    build_frozen_model,
+    pool_levels,
+)
+from madapter.data.features.format import (
+    FEATURES_META,
+    FeatureWriter,
+    LevelSpec,
+    SplitSummary,
+    cache_key,
+    level_name,
+    write_features_meta,
+)
+from madapter.data.index.schema import SPLITS, read_index
+from madapter.data.store.format import STORE_META, FrameStore, has_split, read_store_meta, store_digest
+from madapter.data.timing import write_timing
+from madapter.errors import StageError
+from madapter.paths import StagePaths
+
+logger = logging.getLogger(__name__)
+
+RUN_CONTROL_KEYS = frozenset({"batch_size", "actors", "object_store_mb"})
+"""``features`` keys that change how fast the stage runs, never what it writes (not DVC params).
+``use_gpu`` is not one: on a GPU (and with ``model.half_precision``) the backbone computes other values."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the driver learns from one dry run of the backbone: identity, input config, output shapes."""
+
+    backbone: dict[str, Any]
+    data_config: dict[str, list]
+    levels: list[LevelSpec]
+    pooled_dim: int
+
+
+def plan_videos(params: Params, paths: StagePaths) -> Plan:
+    """Every video to extract, per split: ``train`` in frame-store order (``ClipDataset`` item ``i``),
+    ``val``/``test`` as ``evaluate`` selects them (the store's videos, in index order, from the source)."""
+    frames, raw = paths.frames.resolve(), paths.raw.resolve()
+    clips = params.evaluate.clips * params.evaluate.crops
+    jobs: dict[str, list[VideoJob]] = {}
+    for split in SPLITS:
+        if not has_split(frames, split):
+            jobs[split] = []
+            continue
+        store = FrameStore(frames, split)
+        names = dict(zip(store.paths, store.label_names, strict=True))
+        if split == TRAIN:
+            jobs[split] = [VideoJob(p, int(y), names[p]) for p, y in zip(store.paths, store.labels, strict=True)]
+        else:
+            jobs[split] = [VideoJob(r.path, r.label, names[r.path], os.fsdecode(raw / r.path), r.start, r.end)
+                           for r in read_index(paths.index, split) if r.path in names]
+    views = {split: (params.features.train_views if split == TRAIN else clips) for split in SPLITS}
+    return Plan(str(frames), jobs, views)
+
+
+def work_items(plan: Plan, batch_size: int) -> list[dict[str, Any]]:
+    """Runs of consecutive videos of one split, about ``batch_size`` clips each (at least one video)."""
+    items = []
+    for split, jobs in plan.jobs.items():
+        per_item = max(1, batch_size // plan.views[split])
+        items += [{"split": split, "first": first, "count": min(per_item, len(jobs) - first)}
+                  for first in range(0, len(jobs), per_item)]
+    return items
+
+
+def describe_model(params: Params, num_classes: int) -> ModelSpec:
+    """Build the model once on the driver and run one clip of zeros: backbone identity and output shapes."""
+    import torch
+
+    from madapter.models.checkpoint import describe_backbone
+
+    model = build_frozen_model(params, num_classes)
+    dc = model.data_config
+    size = int(dc["input_size"][-1])
+    out = model.extract(torch.zeros(1, params.model.num_frames, 3, size, size))
+    grids = pool_levels(out.levels, params.features.pool)
+    levels = [LevelSpec(block, int(g.shape[-1]), (int(g.shape[2]), int(g.shape[3])))
+              for block, g in zip(model.backbone.level_indices, grids, strict=True)] if model.uses_levels else []
+    data_config = {"mean": [float(v) for v in dc["mean"]], "std": [float(v) for v in dc["std"]],
+                   "input_size": [int(v) for v in dc["input_size"]]}
+    return ModelSpec(describe_backbone(model), data_config, levels, int(out.pooled.shape[-1]))
+
+
+def _actor_cpus(actors: int) -> int:
+    """CPUs (= torch threads) per actor: the cluster's CPUs shared out, at most one node's worth."""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 1)
+    largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=total)
+    return max(1, int(min(total / actors, largest)))
+
+
+def _check_gpus(params: Params) -> None:
+    """``features.use_gpu`` on a cluster without enough GPUs would wait forever: refuse (local) or warn (cluster)."""
+    import ray
+
+    cfg = params.features
+    have = ray.cluster_resources().get("GPU", 0)
+    if not cfg.use_gpu or have >= cfg.actors:
+        return
+    message = (f"features: {cfg.actors} GPU actor(s) need {cfg.actors} GPU but the Ray cluster has {have:g}; "
+               f"set features.use_gpu: false or lower features.actors")
+    if os.environ.get("RAY_ADDRESS"):
+        logger.warning("%s (waiting: the cluster may scale up)", message)
+        return
+    raise StageError(message)
+
+
+def _rows(params: Params, plan: Plan, num_classes: int) -> Iterator[dict[str, np.ndarray]]:
+    """The extracted views as Ray Data batches, in plan order (one actor pool, ``features.actors`` actors)."""
+    import ray
+    import ray.data
+
+    from madapter.ray_runtime import start_ray
+
+    cfg = params.features
+    start_ray(params, cpus_needed=cfg.actors, object_store_mb=cfg.object_store_mb)
+    _check_gpus(params)
+    threads = _actor_cpus(cfg.actors)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # the driver writes in plan order: deterministic bytes
+    ctx.enable_progress_bars = False  # the driver's tqdm counts views
+    dataset = ray.data.from_items(work_items(plan, cfg.batch_size)).map_batches(
+        BackboneExtractor,
+        batch_size=1,  # one work item per call: the driver, not Ray's block layout, decides what runs together
+        compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+        num_cpus=threads,
+        num_gpus=1 if cfg.use_gpu else 0,
+        fn_constructor_kwargs={"params": params.model_dump(mode="json"), "plan": plan, "num_classes": num_classes,
+                               "threads": threads},
+    )
+    logger.info("features: %d actor(s) x %d CPU%s, %d views", cfg.actors, threads, " + 1 GPU" if cfg.use_gpu else "",
+                plan.total_views)
+    yield from dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
+
+
+def _write_all(params: Params, plan: Plan, spec: ModelSpec, building: Path, num_classes: int) -> dict[str, SplitSummary]:
+    """Consume the extracted rows in order and write every split (empty splits get a header-only manifest)."""
+    from tqdm import tqdm
+
+    cfg, num_frames = params.features, params.model.num_frames
+    writers = {split: FeatureWriter(building / split, spec.levels, num_frames, spec.pooled_dim, cfg.dtype,
+                                    plan.views[split], len(plan.jobs[split]), cfg.shard_size) for split in SPLITS}
+    expected = ((s, i, v) for s in SPLITS for i in range(len(plan.jobs[s])) for v in range(plan.views[s]))
+    pending: list[dict[str, np.ndarray]] = []
+    arrays = [level_name(k) for k in range(len(spec.levels))]
+    with tqdm(total=plan.total_views, desc="features", unit="view", leave=False) as bar:
+        for batch in _rows(params, plan, num_classes) if plan.total_views else ():
+            for r in range(len(batch["view"])):
+                key = (str(batch["split"][r]), int(batch["video"][r]), int(batch["view"][r]))
+                if key != next(expected, None):
+                    raise RuntimeError(f"features: rows out of order at {key}")  # a bug, not a user error
+                pending.append({a: batch[a][r] for a in [*arrays, "pooled"]})
+                split, index, view = key
+                if view == plan.views[split] - 1:
+                    job = plan.jobs[split][index]
+                    writers[split].add(job.path, job.label, job.label_name,
+                                       [np.stack([p[a] for p in pending]) for a in arrays],
+                                       np.stack([p["pooled"] for p in pending]))
+                    pending.clear()
+                bar.update(1)
+    return {split: writer.close() for split, writer in writers.items()}
+
+
+def _meta(params: Params, paths: StagePaths, plan: Plan, spec: ModelSpec, classes: list[str],
+          splits: dict[str, SplitSummary]) -> dict[str, Any]:
+    """``features.json``: everything a reader needs and everything that decided the values; no timings."""
+    from madapter.data.clips import ViewProtocol
+
+    cfg = params.features
+    return {
+        "enabled": True,
+        "dataset": params.dataset.name,
+        "backbone": spec.backbone,
+        "model_cfg": params.model.model_dump(mode="json"),
+        "data_config": spec.data_config,
+        "classes": classes,
+        "num_frames": params.model.num_frames,
+        "levels": [level.to_json() for level in spec.levels],
+        "pooled_dim": spec.pooled_dim,
+        "dtype": cfg.dtype,
+        "pool": cfg.pool,
+        "pooling": ("none: full token grids" if cfg.pool is None else
+                    f"each level's token grid average-pooled (adaptive) to at most {cfg.pool}x{cfg.pool}; "
+                    "levels[].grid is the stored grid"),
+        "views": {"train": f"ClipDataset(train=True, seed=base.seed) at epochs 0..{cfg.train_views - 1} "
+                           "(temporal jitter + random crop over the frame store)",
+                  "eval": "load_video_views of the SOURCE video: evaluate.clips x evaluate.crops, clip-major"},
+        "protocol": ViewProtocol.from_params(params, spec.data_config).to_dict(),
+        "splits": {split: {"videos": s.videos, "views": plan.views[split], "views_total": s.views,
+                           "shards": s.shards, "bytes": s.bytes} for split, s in splits.items()},
+        "bytes": sum(s.bytes for s in splits.values()),
+        "cache_key": cache_key(params, spec.backbone, store_digest(paths.frames)),
+    }
+
+
+def _swap_in(building: Path, target: Path) -> None:
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(building, target)
+
+
+def _fresh_building(target: Path) -> Path:
+    building = target.with_name(target.name + ".partial")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    return building
+
+
+def _write_disabled(params: Params, paths: StagePaths, started: float) -> Path:
+    """``train.source: frames``: nothing reads features; record that, so DVC has its output."""
+    target = paths.features
+    building = _fresh_building(target)
+    write_features_meta(building, {"enabled": False, "dataset": params.dataset.name,
+                                   "reason": f"train.source: {params.train.source}"})
+    _swap_in(building, target)
+    logger.info("features: skipped (train.source: %s trains from the frame store); wrote %s",
+                params.train.source, target / FEATURES_META)
+    write_timing(paths, "features", started, 0, 0)
+    return target
+
+
+def extract_features(params: Params) -> Path:
+    """Build ``StagePaths.features`` from the frame store, the index and the source videos; returns it."""
+    started = time.perf_counter()
+    paths = StagePaths.from_params(params)
+    if params.train.source != "features":
+        return _write_disabled(params, paths, started)
+    frames = paths.frames.resolve()
+    if not (frames / STORE_META).is_file():
+        raise ConfigError(f"{frames}: no frame store found; run the decode stage first (python -m madapter decode)")
+    classes = list(read_store_meta(frames)["classes"])
+    plan = plan_videos(params, paths)
+    spec = describe_model(params, len(classes))
+    target = paths.features
+    building = _fresh_building(target)
+    try:
+        splits = _write_all(params, plan, spec, building, len(classes))
+        write_features_meta(building, _meta(params, paths, plan, spec, classes, splits))
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)  # the previous features, if any, stay untouched
+        raise
+    _swap_in(building, target)
+    videos = sum(s.videos for s in splits.values())
+    total_bytes = sum(s.bytes for s in splits.values())
+    logger.info("features: %d videos, %d views, %.1f MB -> %s", videos, plan.total_views, total_bytes / 1e6, target)
+    write_timing(paths, "features", started, videos, params.features.actors,
+                 frames=plan.total_views * params.model.num_frames)
+    return target

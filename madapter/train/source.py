@@ -1,0 +1,132 @@
+"""What a worker trains on, chosen at ONE place: ``train.source`` (:func:`build_source`).
+
+* ``frames``: the full model (:class:`~madapter.models.classifier.VideoClassifier`, backbone +
+  adapter) on clips decoded from the frame store (:class:`~madapter.data.clips.ClipDataset`);
+  the backbone runs every step.
+* ``features``: the head alone (:class:`~madapter.models.headless.FeatureClassifier`) on the
+  frozen backbone's outputs the ``features`` stage stored
+  (:class:`~madapter.data.features.dataset.FeatureDataset`); NO backbone is built in the worker.
+
+Everything downstream (DDP, the epoch, validation, checkpoints, MLflow) takes a :class:`Source`
+and does not ask which one it got: batches are ``(inputs, labels)`` and the logits
+``forward(*inputs)`` (:mod:`madapter.train.step`), and both models save the same checkpoint
+format (:func:`madapter.models.checkpoint.save_checkpoint`), from which ``load_checkpoint``
+rebuilds the full model.
+
+The driver side of the switch is here too: :func:`source_paths` (what the worker reads) and
+:func:`check_features` (the features exist and are the outputs of ``params.model``'s backbone).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from madapter.config import ConfigError, Params
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Source:
+    """A worker's model and data, as the source gives them."""
+
+    model: torch.nn.Module
+    """``VideoClassifier`` (frames) or ``FeatureClassifier`` (features): what checkpoints save."""
+    classes: list[str]
+    train_ds: Dataset
+    """Training items, per-epoch views (``set_epoch``)."""
+    val_ds: Dataset
+    """One view per validation video."""
+    collate: Callable[[list], tuple]
+    """Items -> ``(inputs, labels)``."""
+    checkpoint_extra: dict[str, Any] = field(default_factory=dict)
+    """Recorded in every checkpoint's ``extra`` (``source``, and the features' digest)."""
+
+
+def build_source(params: Params, config: dict[str, Any]) -> Source:
+    """THE switch: the model and datasets of ``train.source`` (call after seeding: it initialises the model)."""
+    if params.train.source == "features":
+        return _features_source(params, Path(config["features_dir"]), config["val_split"])
+    return _frames_source(params, Path(config["frames_dir"]), config["val_split"])
+
+
+def _frames_source(params: Params, frames: Path, val_split: str) -> Source:
+    """The full model; training clips (random views, per-epoch seeded), validation clips (one central view)."""
+    from madapter.data.clips import ClipDataset
+    from madapter.data.store.format import FrameStore
+    from madapter.models.build import build_model
+    from madapter.train.step import collate_clips
+
+    store = FrameStore(frames, "train")
+    model = build_model(params.model, len(store.classes))
+    data_config = model.data_config
+    clip_kw = dict(num_frames=params.model.num_frames, mean=data_config["mean"], std=data_config["std"],
+                   crop_size=int(data_config["input_size"][-1]), seed=params.base.seed)
+    return Source(model, list(store.classes), ClipDataset(store, train=True, **clip_kw),
+                  ClipDataset(FrameStore(frames, val_split), train=False, **clip_kw), collate_clips,
+                  {"source": "frames"})
+
+
+def _features_source(params: Params, root: Path, val_split: str) -> Source:
+    """The head alone on the stored views: view ``epoch % V`` per training epoch, the central
+    protocol view for validation (:mod:`madapter.data.features.dataset`)."""
+    from madapter.data.features.dataset import (
+        FeatureDataset,
+        central_view,
+        collate_features,
+        features_digest,
+        level_infos,
+    )
+    from madapter.data.features.format import FeatureStore
+    from madapter.models.headless import build_feature_classifier
+
+    store, val_store = FeatureStore(root, "train"), FeatureStore(root, val_split)
+    model = build_feature_classifier(params.model, level_infos(store), store.pooled_dim, len(store.classes),
+                                     store.meta["backbone"])
+    view = central_view(params.evaluate.clips, params.evaluate.crops)
+    logger.info("training the %s head on cached features %s (%d train views per video, no backbone)",
+                params.model.tuning, root, store.views)
+    return Source(model, list(store.classes), FeatureDataset(store, train=True, with_levels=model.uses_levels),
+                  FeatureDataset(val_store, train=False, view=view, with_levels=model.uses_levels),
+                  collate_features, {"source": "features", "features_digest": features_digest(root),
+                                     "features_pool": store.meta.get("pool")})
+
+
+def source_paths(params: Params) -> dict[str, str]:
+    """What the worker reads (absolute): ``frames_dir`` always, ``features_dir`` with ``train.source: features``."""
+    from madapter.paths import StagePaths
+
+    paths = StagePaths.from_params(params)
+    found = {"frames_dir": str(paths.frames.resolve())}
+    if params.train.source == "features":
+        found["features_dir"] = str(paths.features.resolve())
+    return found
+
+
+def check_features(params: Params, root: Path) -> str:
+    """Before any worker starts: the features exist, are ``params.model``'s backbone's outputs and hold
+    the evaluation protocol's views; one line naming what to fix otherwise.  Returns the validation split."""
+    from madapter.data.features.dataset import check_features_match, check_protocol_views, split_or_test
+    from madapter.data.features.format import FeatureStore, read_features_meta
+
+    meta = read_features_meta(root)
+    check_features_match(params, meta, root)
+    if meta.get("pool") is not None:
+        # The model the checkpoint rebuilds (predict, serving) feeds the branch FULL grids: a head trained
+        # on pooled grids would be served inputs it never saw.  Refuse rather than register such a model.
+        raise ConfigError(f"{root / 'features.json'}: features.pool: {meta['pool']} stores pooled level grids, but "
+                          f"the full model that predict and serving rebuild sees unpooled ones; set features.pool: "
+                          f"null and re-run the features stage (pooling inside the model is not built yet)")
+    val_split = split_or_test(root, "val")
+    if val_split == "test":
+        logger.warning("%s has no val split: validating on the test split", params.dataset.name)
+    check_protocol_views(FeatureStore(root, val_split), root, val_split, params.evaluate.clips, params.evaluate.crops)
+    return val_split
+

@@ -1,0 +1,97 @@
+"""Fixtures for the features stage: a tiny real dataset (the real download -> index -> scan -> decode
+stage functions on the synthetic set) and ONE local Ray for the whole folder.
+
+Each test that extracts gets its own copy of the small data directory (:func:`data_copy`), so runs
+with different params never see each other's output.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from madapter.config import Params, params_from_dict
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # the machine is shared: the test process keeps to one core
+
+
+@pytest.fixture(autouse=True)
+def _capture_stage_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="madapter")
+
+
+def feature_params(root: Path, **sections: dict[str, Any]) -> Params:
+    """The smallest honest setup: 2 classes x 3 real mp4 videos (one per split and class), 8 stored
+    frames of 32 px, a random-init ViT-tiny at 32 px on 4 frames, 2 training views, 2 x 1 eval views."""
+    data: dict[str, dict[str, Any]] = {
+        "base": {"data_dir": str(root / "data"), "outputs_dir": str(root / "outputs"), "seed": 0},
+        "dataset": {"name": "synthetic", "synthetic": {"classes": 2, "videos_per_class": 3, "num_frames": 12,
+                                                       "size": 40}},
+        "scan": {"workers": 1, "timeout_s": 20},
+        "decode": {"workers": 1, "frames_per_video": 8, "size": 32, "shard_size": 4},
+        "model": {"img_size": 32, "num_frames": 4},
+        "evaluate": {"clips": 2, "crops": 1},
+        "features": {"train_views": 2, "batch_size": 4, "shard_size": 3},
+        "train": {"source": "features"},
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return params_from_dict(data, "test")
+
+
+@pytest.fixture(scope="session")
+def dataset_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``<root>/data/{raw,index,scan,frames}`` built by the real data stage functions, once per session."""
+    from madapter.data.acquire.download import download_dataset
+    from madapter.data.index.stage import build_index
+    from madapter.data.store.decode import decode_dataset
+    from madapter.data.store.scan import scan_videos
+
+    root = tmp_path_factory.mktemp("features-data")
+    params = feature_params(root)
+    download_dataset(params)
+    build_index(params)
+    scan_videos(params)
+    decode_dataset(params)
+    return root
+
+
+@pytest.fixture
+def data_copy(dataset_root: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's data directory (raw, index, scan, frames): a few hundred kB."""
+    shutil.copytree(dataset_root / "data", tmp_path / "data")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the folder: 2 CPUs, small object store, no dashboard, the job env the stages use."""
+    import ray
+
+    from madapter.ray_runtime import worker_runtime_env
+
+    if ray.is_initialized():  # another folder's session Ray (tests run together): use it, leave it running
+        yield
+        return
+    ray.init(num_cpus=2, object_store_memory=150 * 2**20, include_dashboard=False, runtime_env=worker_runtime_env())
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def extracted(dataset_root: Path, ray_session, tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path]:
+    """The features of the default test params, extracted once for the read-only tests."""
+    from madapter.data.features.extract import extract_features
+
+    root = tmp_path_factory.mktemp("features-extracted")
+    shutil.copytree(dataset_root / "data", root / "data")
+    params = feature_params(root)
+    return params, extract_features(params)
