@@ -15,7 +15,9 @@ not the controller being starved of CPU: the query fails at once (~10 ms, no tim
 Fixing the cause would mean installing ``ray[default]`` and running the full dashboard (several
 extra processes) next to training on every machine, only so that a safety net can poll.  That
 safety net protects nothing here anyway: with the State API absent the cleaner can never see
-the controller die, and a local Ray's placement groups go away with the driver.  On a cluster
+the controller die, and a local Ray's placement groups go away with the driver (a long-lived
+driver that stops Train runs itself, the Tune sweep, aborts them explicitly:
+:mod:`madapter.tune.stopping`).  On a cluster
 started with the dashboard (``ray start --head``, KubeRay) the queries succeed and the message
 does not occur.  So this one message, and nothing else, is dropped at its source: a
 ``logging.Filter`` on the cleaner's logger, installed in every Ray worker process by Ray's
