@@ -71,7 +71,23 @@ def data_copy(dataset_root: Path, tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
+def ray_session():
+    """One local Ray for this folder (package scope: shut down when the folder is done, so the next
+    folder starts its own clean Ray): 2 CPUs, small object store, no dashboard, the stages' job env."""
+    import ray
+
+    from madapter.ray_runtime import worker_runtime_env
+
+    if ray.is_initialized():  # another folder's session Ray (tests run together): use it, leave it running
+        yield
+        return
+    ray.init(num_cpus=2, object_store_memory=150 * 2**20, include_dashboard=False, runtime_env=worker_runtime_env())
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="package")
 def extracted(dataset_root: Path, ray_session, tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path]:
     """The features of the default test params, extracted once for the read-only tests."""
     from madapter.data.features.extract import extract_features

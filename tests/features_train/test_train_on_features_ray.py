@@ -31,9 +31,18 @@ log = logging.getLogger(__name__)
 
 
 @pytest.fixture(scope="module")
-def ray_env(ray_session):
-    """The session's local Ray (tests/conftest.py)."""
+def ray_env():
+    """A local Ray of 2 CPUs, or the one already running in this pytest process (another folder's)."""
+    import ray
+
+    from madapter.ray_runtime import worker_runtime_env
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, runtime_env=worker_runtime_env())
     yield
+    ray.shutdown()
 
 
 def _params(data: Path, outputs: Path, uri: str | None, **sections):

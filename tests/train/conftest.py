@@ -133,6 +133,26 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole tier: 2 CPUs, small object store, no dashboard, the job env train() uses."""
+    import ray
+
+    from madapter.ray_runtime import worker_runtime_env
+
+    if ray.is_initialized():  # another folder's Ray still up (tests run together): use it, leave it
+        yield
+        return
+    ray.init(
+        num_cpus=2,
+        object_store_memory=200 * 2**20,
+        include_dashboard=False,
+        runtime_env=worker_runtime_env(),
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
 def trained(data_dir: Path, mlflow_server: str, ray_session, tmp_path_factory: pytest.TempPathFactory):
     """A real 2-worker CPU TorchTrainer run long enough to learn the training set, plus its params."""
     from madapter.train.driver import train

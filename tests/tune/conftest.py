@@ -29,11 +29,18 @@ SPACE: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def ray_address(ray_session):
-    """The address of the session's local Ray (tests/conftest.py), for the CLI subprocesses to join."""
+def ray_address():
+    """The local Ray of this pytest process (2 CPUs), started here unless another tier's is running."""
     import ray
 
+    from madapter.ray_runtime import worker_runtime_env
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, runtime_env=worker_runtime_env())
     yield ray.get_runtime_context().gcs_address
+    if started:
+        ray.shutdown()
 
 
 def write_sweep_params(root: Path, data: Path, tracking_uri: str, **tune: Any) -> Path:
