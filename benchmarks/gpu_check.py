@@ -22,6 +22,23 @@ line and exit code 2.  On one GPU it takes a few minutes (budget: 10) and checks
                model touches no GPU memory at all).
 ``nccl``       with 2 or more GPUs: a 2-worker NCCL training run (``train.num_workers=2``), the
                end-of-epoch reductions included; with one GPU the line says SKIP.
+``features``   the ``features`` stage (``python -m madapter features``) with ``train.source: features``
+               and ``features.use_gpu: true``: Ray Data actors that each ask for a GPU.  Device
+               memory in use (polled from this process over every GPU) must grow while it runs (an
+               actor that fell back to the CPU touches none); the stored dtype and shapes must be
+               the ones ``features.json`` declares; and the first stored views must agree with the
+               same views recomputed on the CPU in fp32 (cosine >= 0.99: the GPU ran the backbone in
+               bf16/fp16 under ``model.half_precision``, so they are close, not equal).
+``train_features`` ``python -m madapter train`` on those features with ``train.use_gpu: true``: the Ray
+               worker built the head alone (``FeatureClassifier``, its status file), recorded device
+               cuda and the branch's autocast, and its CUDA allocator peak holds at least the head's
+               fp32 weights (a head left on the CPU would allocate ~nothing on the GPU).
+``evaluate_features`` the evaluate stage on the cached test views with ``evaluate.device: cuda``: the
+               head alone on the GPU (allocator peak >= half its weights), and its per-video scores
+               agree with the same checkpoint's FULL model on the source videos on the GPU
+               (``score_frames``): the cached path and the online path give the same answer on CUDA.
+
+``--list`` prints the checks in run order and exits (it needs no GPU).
 
 Exit code: 0 when every check passes, 1 when one fails, 2 when there is no CUDA device.  Logs of
 every subprocess are kept under the printed work directory when a check fails (``--keep`` keeps
@@ -64,8 +81,18 @@ SERVED_MIN_MIB = 64
 """Device memory a process that really runs the model on the GPU takes at least (CUDA context + weights)."""
 BUDGET_S = 600
 
-TIMEOUTS = {"memory": 420, "pipeline": 480, "serve_start": 180, "nccl": 360, "check_params": 120}
+TIMEOUTS = {"memory": 420, "pipeline": 480, "serve_start": 180, "nccl": 360, "check_params": 120,
+            "features": 300, "train_features": 360}
 """Hang guards per subprocess (seconds), not budgets: on a working GPU each takes a fraction of this."""
+
+FEATURES_OUT = "outputs-features"
+"""``base.outputs_dir`` of the features checks: their training run and evaluation stay apart from the pipeline's."""
+MIN_COSINE = 0.99
+"""GPU (bf16/fp16 backbone, stored fp16) vs CPU (fp32) features of the same view: at least this similar."""
+MAX_SCORE_GAP = 0.05
+"""Cached vs online evaluation on the GPU: largest difference of a video's averaged class probability."""
+MIN_TOP1_AGREEMENT = 0.9
+"""Cached vs online evaluation on the GPU: share of videos with the same predicted class."""
 
 TOP_LEVEL_SKIP = {
     ".git", ".venv", "data", "outputs", "mlruns", "mlartifacts", "mlflow.db", ".dvc-remote", ".prefect", "dvc.lock",
@@ -239,6 +266,7 @@ def require_on_gpu(what: str, peak: int, checkpoint: Path) -> str:
 
 # ----------------------------------------------------------------------------- the checks
 def check_cuda(ctx: Context) -> str:
+    """The CUDA device, its memory and whether it has native bf16 (``train.amp`` follows it)."""
     import torch
 
     ctx.gpus = torch.cuda.device_count()
@@ -252,6 +280,7 @@ def check_cuda(ctx: Context) -> str:
 
 
 def check_memory(ctx: Context) -> str:
+    """benchmarks/memory.py --device cuda: peak training memory per mode; madapter below 12.7 GB."""
     out = REPO / "benchmarks" / "results" / "memory_cuda.json"
     run_logged([sys.executable, str(REPO / "benchmarks" / "memory.py"), "--device", "cuda", "--out", str(out)],
                REPO, ctx.logs / "memory.log", TIMEOUTS["memory"])
@@ -276,6 +305,7 @@ def check_memory(ctx: Context) -> str:
 
 
 def check_pipeline(ctx: Context) -> str:
+    """``dvc repro`` of the synthetic pipeline on the GPU in a throw-away copy of this checkout."""
     from madapter.config import load_params
 
     ctx.repo = copy_repo(ctx.work / "repo")
@@ -309,12 +339,13 @@ def check_pipeline(ctx: Context) -> str:
     )
 
 
-def run_tags(ctx: Context, run_id: str) -> dict[str, str]:
+def run_tags(ctx: Context, run_id: str, params: Any = None) -> dict[str, str]:
+    """Tags of an MLflow run in the store of ``params`` (default: the pipeline's)."""
     from mlflow import MlflowClient
 
     from madapter.tracking import resolve_tracking_uri
 
-    return dict(MlflowClient(tracking_uri=resolve_tracking_uri(ctx.params)).get_run(run_id).data.tags)
+    return dict(MlflowClient(tracking_uri=resolve_tracking_uri(params or ctx.params)).get_run(run_id).data.tags)
 
 
 def expect_recorded(source: str, recorded: dict[str, Any], amp: str | None) -> str:
@@ -337,6 +368,7 @@ def _checkpoint(ctx: Context) -> Path:
 
 
 def check_evaluate(ctx: Context) -> str:
+    """The evaluate stage in this process; the model's weights must be allocated on the GPU."""
     from madapter.evaluate import evaluate
 
     metrics, peak = cuda_peak_of(lambda: evaluate(ctx.params))
@@ -355,6 +387,7 @@ def sample_videos(ctx: Context, count: int) -> list[str]:
 
 
 def check_predict(ctx: Context) -> str:
+    """``madapter.predict.predict`` on test videos on the GPU; probabilities finite and summing to 1."""
     from madapter.paths import StagePaths
     from madapter.predict import predict
 
@@ -390,6 +423,7 @@ def _wait_ping(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> N
 
 
 def check_serve(ctx: Context) -> str:
+    """``mlflow models serve`` of the registered model on the GPU; agrees with predict."""
     import requests
     import torch
 
@@ -430,6 +464,7 @@ def check_serve(ctx: Context) -> str:
 
 
 def check_nccl(ctx: Context) -> str:
+    """With 2+ GPUs: a 2-worker NCCL training run (SKIP with one GPU)."""
     out_dir = "outputs-nccl"
     sets = {"train.num_workers": 2, "base.outputs_dir": out_dir, "train.storage_path": f"{out_dir}/ray",
             "train.run_name": "gpu-check-nccl"}
@@ -444,6 +479,245 @@ def check_nccl(ctx: Context) -> str:
             f"val_acc {last['val_acc']:.3f}, max peak over workers {last['peak_memory_mb']:.0f} MB")
 
 
+# ----------------------------------------------------------------------------- the features path
+def feature_sets(ctx: Context) -> dict[str, Any]:
+    """What the features checks change over the copy's params.yaml (already on the GPU: ``gpu_overrides``).
+
+    ``features.use_gpu`` is part of the features' cache key, so train and evaluate must say it too;
+    the MLflow store is named outright, so the subprocesses and this process use the same one.
+    """
+    return {
+        "train.source": "features", "features.use_gpu": True, "base.outputs_dir": FEATURES_OUT,
+        "train.storage_path": f"{FEATURES_OUT}/ray", "train.run_name": "gpu-check-features",
+        "evaluate.device": "cuda", "mlflow.tracking_uri": f"sqlite:///{ctx.repo / FEATURES_OUT / 'mlflow.db'}",
+    }
+
+
+def features_params(ctx: Context):
+    """The copy's params.yaml (GPU overrides applied) with :func:`feature_sets` on top."""
+    from madapter.config import load_params
+
+    return load_params(ctx.repo / "params.yaml", overrides=feature_sets(ctx))
+
+
+def feature_cli(ctx: Context, stage: str) -> list[str]:
+    """``python -m madapter <stage>`` with :func:`feature_sets` as ``-S`` overrides (as a user would type it)."""
+    sets = [a for k, v in feature_sets(ctx).items() for a in ("-S", f"{k}={'true' if v is True else v}")]
+    return [sys.executable, "-m", "madapter", stage, *sets]
+
+
+def device_memory_growth(fn: Callable[[], Any], interval_s: float = 0.2) -> tuple[Any, float]:
+    """``fn()`` and the largest growth (MiB) of device memory in use, summed over every GPU, while it ran.
+
+    Polled from this process with ``cudaMemGetInfo``, so it sees what OTHER processes allocate (a Ray
+    actor, whose allocator this process cannot read), on whichever GPU Ray gave them.
+    """
+    import threading
+
+    import torch
+
+    devices = range(torch.cuda.device_count())
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    free_before = [torch.cuda.mem_get_info(d)[0] for d in devices]  # also creates this process's contexts first
+    growth = [0]
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(interval_s):
+            used = sum(before - torch.cuda.mem_get_info(d)[0] for d, before in zip(devices, free_before, strict=True))
+            growth[0] = max(growth[0], used)
+
+    thread = threading.Thread(target=poll, name="gpu-check-memory-poll", daemon=True)
+    thread.start()
+    try:
+        result = fn()
+    finally:
+        done.set()
+        thread.join()
+    return result, growth[0] / 2**20
+
+
+def cosine(a: Any, b: Any) -> float:
+    """Cosine similarity of two arrays of the same shape, in float64."""
+    import numpy as np
+
+    x, y = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    return float(x @ y / max(np.linalg.norm(x) * np.linalg.norm(y), 1e-30))
+
+
+def cpu_reference_views(params: Any) -> dict[str, Any]:
+    """The first work item's views recomputed on the CPU in fp32, by the stage's own actor class."""
+    import numpy as np
+    import torch
+
+    from madapter.data.features.extract import plan_videos, work_items
+    from madapter.data.features.extractor import BackboneExtractor
+    from madapter.data.store.format import read_store_meta
+    from madapter.paths import StagePaths
+
+    cpu = params.model_copy(update={"features": params.features.model_copy(update={"use_gpu": False})})
+    paths = StagePaths.from_params(cpu)
+    plan = plan_videos(cpu, paths)
+    classes = len(read_store_meta(paths.frames.resolve())["classes"])
+    threads = torch.get_num_threads()
+    try:
+        extractor = BackboneExtractor(cpu.model_dump(mode="json"), plan, classes, threads)
+        if extractor.device.type != "cpu":
+            raise CheckFailed(f"the CPU reference extractor runs on {extractor.device} (features.use_gpu was false)")
+        item = work_items(plan, cpu.features.batch_size)[0]
+        return extractor({key: np.array([value]) for key, value in item.items()})
+    finally:
+        torch.set_num_threads(threads)  # the extractor set this process's threads
+
+
+def compare_with_reference(params: Any, reference: dict[str, Any]) -> str:
+    """The stored (GPU) views of ``reference``'s rows: declared dtype and shapes, values close to the CPU's."""
+    import numpy as np
+
+    from madapter.data.features.format import FeatureStore, read_features_meta
+    from madapter.paths import StagePaths
+
+    root = StagePaths.from_params(params).features
+    meta = read_features_meta(root)
+    dtype = np.dtype(meta["dtype"])
+    worst = 1.0
+    for row in range(len(reference["view"])):
+        split, video, view = str(reference["split"][row]), int(reference["video"][row]), int(reference["view"][row])
+        levels, pooled, _ = FeatureStore(root, split).view(video, view)
+        stored = {"pooled": pooled, **{f"level{k}": level for k, level in enumerate(levels)}}
+        for name, array in stored.items():
+            expected = reference[name][row]
+            if array.dtype != dtype or array.shape != expected.shape:
+                raise CheckFailed(f"{root}: {split} video {video} view {view} {name} is {array.dtype} {array.shape}, "
+                                  f"expected {dtype} {expected.shape} (features.json dtype, CPU recompute shape)")
+            worst = min(worst, cosine(array, expected))
+    if worst < MIN_COSINE:
+        raise CheckFailed(f"{root}: GPU features differ from the same views recomputed on the CPU (cosine {worst:.4f} "
+                          f"< {MIN_COSINE}): wrong device placement or dtype in the extraction actor")
+    return f"{len(reference['view'])} views {dtype} match a CPU fp32 recompute (min cosine {worst:.4f})"
+
+
+def check_features(ctx: Context) -> str:
+    """The features stage with ``features.use_gpu: true`` (Ray Data GPU actors): ran on a GPU, values right."""
+    from madapter.data.features.format import read_features_meta
+    from madapter.paths import StagePaths
+
+    started = time.monotonic()
+    _, grew = device_memory_growth(
+        lambda: run_logged(feature_cli(ctx, "features"), ctx.repo, ctx.logs / "features.log", TIMEOUTS["features"]))
+    seconds = time.monotonic() - started
+    params = features_params(ctx)
+    meta = read_features_meta(StagePaths.from_params(params).features)
+    if not meta.get("enabled") or meta.get("cache_key", {}).get("use_gpu") is not True:
+        raise CheckFailed(f"features.json says enabled={meta.get('enabled')}, use_gpu="
+                          f"{meta.get('cache_key', {}).get('use_gpu')}: the stage did not extract with GPU actors")
+    if grew < SERVED_MIN_MIB:
+        raise CheckFailed(f"device memory in use grew by only {grew:.0f} MiB while the features stage ran "
+                          f"(>= {SERVED_MIN_MIB} MiB expected): the Ray Data actors did not run the backbone on a GPU")
+    views = sum(split["views_total"] for split in meta["splits"].values())
+    matched = compare_with_reference(params, cpu_reference_views(params))
+    return (f"{views} views in {seconds:.0f} s with GPU actors (device memory +{grew:.0f} MiB), "
+            f"{meta['bytes'] / 2**20:.1f} MiB stored; {matched}")
+
+
+def check_train_features(ctx: Context) -> str:
+    """Ray Train on the cached features with ``train.use_gpu: true``: the head alone, on the GPU."""
+    from madapter.train.identity import ray_run_name
+
+    started = time.monotonic()
+    run_logged(feature_cli(ctx, "train"), ctx.repo, ctx.logs / "train-features.log", TIMEOUTS["train_features"])
+    params = features_params(ctx)
+    out = ctx.repo / FEATURES_OUT
+    run = json.loads((out / "train" / "run.json").read_text())
+    epochs = params.train.epochs
+    if not run["completed"] or run["epochs_done"] != epochs:
+        raise CheckFailed(f"training on features stopped after {run['epochs_done']}/{epochs} epochs "
+                          f"(log: {ctx.logs / 'train-features.log'})")
+    status_file = Path(params.train.storage_path).resolve() / ray_run_name(params) / "workers" / "rank-0.json"
+    status = json.loads(status_file.read_text())
+    if status.get("source") != "features" or status.get("model") != "FeatureClassifier":
+        raise CheckFailed(f"{status_file}: the worker trained {status.get('model')} on {status.get('source')}, "
+                          "expected the head alone (FeatureClassifier) on features")
+    tags = run_tags(ctx, run["run_id"], params)
+    trained = expect_recorded("training run's MLflow tags",
+                              {k.removeprefix("train."): v for k, v in tags.items() if k.startswith("train.")}, ctx.amp)
+    last = run["history"][-1]
+    head_mib = status["model_parameters"] * 4 / 2**20
+    # On CUDA, history's peak_memory_mb is the worker's allocator peak: the head's weights, gradients,
+    # AdamW state and batches.  A head left on the CPU would show only the reductions' few bytes.
+    if last["peak_memory_mb"] < head_mib:
+        raise CheckFailed(f"the worker's CUDA allocator peaked at {last['peak_memory_mb']:.1f} MiB, less than the head's "
+                          f"{head_mib:.1f} MiB of fp32 weights: the head did not train on the GPU")
+    if not math.isfinite(last["train_loss"]) or not math.isfinite(last["val_loss"]):
+        raise CheckFailed(f"non-finite loss on the GPU: train {last['train_loss']}, val {last['val_loss']} "
+                          f"(train.amp {ctx.amp})")
+    return (f"{epochs}/{epochs} epochs in {time.monotonic() - started:.0f} s, FeatureClassifier "
+            f"({status['model_parameters'] / 1e6:.2f} M params, no backbone) on {trained}; "
+            f"{last['clips_per_s']:.0f} clips/s, CUDA peak {last['peak_memory_mb']:.0f} MiB, val_acc {last['val_acc']:.3f}")
+
+
+def check_evaluate_features(ctx: Context) -> str:
+    """Evaluate on the cached views on CUDA (head only); agrees with the full model on the source videos."""
+    import numpy as np
+
+    from madapter import metrics
+    from madapter.evaluate import evaluate, score_frames
+
+    params = features_params(ctx)
+    checkpoint = ctx.repo / FEATURES_OUT / "train" / "checkpoint.pt"
+    run = json.loads((ctx.repo / FEATURES_OUT / "train" / "run.json").read_text())
+    result, peak = cuda_peak_of(lambda: evaluate(params))
+    if result.get("source") != "features":
+        raise CheckFailed(f"evaluate scored {result.get('source')!r}, expected the cached features")
+    recorded = expect_recorded(f"{ctx.repo / FEATURES_OUT / 'evaluate' / 'metrics.json'}", result, None)
+    head_bytes = head_weight_bytes(checkpoint)
+    if peak < head_bytes // 2:
+        raise CheckFailed(f"evaluate allocated {peak / 2**20:.2f} MiB on cuda, less than half the head's "
+                          f"{head_bytes / 2**20:.2f} MiB of weights: the head did not run on the GPU")
+    cached = cached_scores(params, checkpoint)
+    online = score_frames(params, checkpoint)
+    online_scores = metrics.average_views(online.logits)
+    if not np.array_equal(cached[1], online.labels):
+        raise CheckFailed("the cached and the source-video evaluation scored different videos (labels differ)")
+    agree = float(np.mean(cached[0].argmax(1) == online_scores.argmax(1)))
+    gap = float(np.abs(softmax(cached[0]) - softmax(online_scores)).max())
+    if agree < MIN_TOP1_AGREEMENT or gap > MAX_SCORE_GAP:
+        raise CheckFailed(f"on the GPU, cached-feature evaluation disagrees with the full model on the source videos: "
+                          f"same top-1 for {agree:.0%} of videos (>= {MIN_TOP1_AGREEMENT:.0%} expected), largest "
+                          f"probability gap {gap:.3f} (<= {MAX_SCORE_GAP})")
+    return (f"top1 {result['top1']:.3f} on {result['num_videos']} videos ({recorded}, run {run['run_id'][:8]}); "
+            f"head {peak / 2**20:.1f} MiB on cuda; agrees with the full model on the source videos "
+            f"(same top-1 {agree:.0%}, max probability gap {gap:.4f})")
+
+
+def head_weight_bytes(checkpoint: Path) -> int:
+    """Bytes of the trainable head a checkpoint holds (``adapter.*``: what evaluate on features loads)."""
+    from madapter.models.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint, map_location="cpu")
+    return sum(p.numel() * p.element_size() for p in model.adapter.parameters())
+
+
+def cached_scores(params: Any, checkpoint: Path) -> tuple[Any, Any]:
+    """Per-video averaged logits and labels of the cached views (``score_features``) on ``evaluate.device``."""
+    from madapter import metrics
+    from madapter.evaluate import score_features
+
+    scored = score_features(params, checkpoint)
+    if scored.device.type != "cuda":
+        raise CheckFailed(f"score_features ran the head on {scored.device}, expected cuda (evaluate.device: cuda)")
+    return metrics.average_views(scored.logits), scored.labels
+
+
+def softmax(logits: Any) -> Any:
+    import numpy as np
+
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
 CHECKS: tuple[tuple[str, Callable[[Context], str], str | None], ...] = (
     ("cuda", check_cuda, None),
     ("memory", check_memory, "cuda"),
@@ -452,6 +726,9 @@ CHECKS: tuple[tuple[str, Callable[[Context], str], str | None], ...] = (
     ("predict", check_predict, "pipeline"),
     ("serve", check_serve, "predict"),
     ("nccl", check_nccl, "pipeline"),
+    ("features", check_features, "pipeline"),
+    ("train_features", check_train_features, "features"),
+    ("evaluate_features", check_evaluate_features, "train_features"),
 )
 """(name, function, the check it needs to have passed), in the order they run."""
 
@@ -491,11 +768,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (repository copy, logs) on success")
     parser.add_argument("--log-level", default="INFO", help="DEBUG also logs the traceback of a failed check")
+    parser.add_argument("--list", action="store_true", help="print the checks in the order they run and exit (no GPU needed)")
     return parser.parse_args(argv)
+
+
+def check_list() -> list[str]:
+    """One line per check, in run order: name, what it needs to have passed, what it checks."""
+    return [f"{name:<18} needs {needs or '-':<15} {(fn.__doc__ or '').strip().splitlines()[0]}"
+            for name, fn, needs in CHECKS]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.list:
+        for line in check_list():
+            report(line)
+        return 0
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     unavailable = cuda_unavailable_line()

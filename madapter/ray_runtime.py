@@ -68,7 +68,15 @@ def worker_runtime_env() -> dict[str, Any]:
     Every actor and task of the job inherits it, including the Train controller and the
     detached cleaner the controller starts, so the filter reaches the process that logs.
     """
-    return {"env_vars": {"PYTHONPATH": str(package_root())}, "worker_process_setup_hook": SETUP_HOOK}
+    env_vars = {
+        "PYTHONPATH": str(package_root()),
+        # OpenMP threads that sleep instead of spinning when they wait: on a machine shared with
+        # other processes (2 training workers + the features actor on 2 cores) spinning threads
+        # steal each other's cores; benchmarks/feature_cache.py measured a backbone forward 15-30x
+        # slower on a busy box without it.  A user's own setting wins.
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+    }
+    return {"env_vars": env_vars, "worker_process_setup_hook": SETUP_HOOK}
 
 
 def start_ray(params: Params, cpus_needed: float | None = None, object_store_mb: int | None = None) -> None:

@@ -35,13 +35,25 @@ RUN_NAME_TAG = "madapter.ray_run_name"
 
 def resolve_tracking_uri(params: Params) -> str:
     """The MLflow tracking URI for this configuration (see module docstring for the order)."""
-    if params.mlflow.tracking_uri:
-        return params.mlflow.tracking_uri
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
+    uri = params.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return absolute_sqlite_uri(uri)
     db = (Path(params.base.outputs_dir) / "mlflow.db").resolve()
     return f"sqlite:///{db}"
+
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+def absolute_sqlite_uri(uri: str) -> str:
+    """``sqlite:///relative.db`` made absolute (against this process's working directory).
+
+    A relative SQLite path means a different database in every process that has another working
+    directory: a Ray worker would not find the run its driver created.  Other URIs are unchanged.
+    """
+    if not uri.startswith(SQLITE_PREFIX) or uri.startswith(SQLITE_PREFIX + "/"):
+        return uri
+    return SQLITE_PREFIX + str(Path(uri[len(SQLITE_PREFIX):]).resolve())
 
 
 @contextlib.contextmanager

@@ -32,7 +32,11 @@ def build_model(cfg: ModelSection, num_classes: int) -> VideoClassifier:
     if cfg.tuning == "inserted":
         n = insert_adapters(backbone, cfg.adapter_bottleneck, context)
         logger.info("inserted %d temporal bottleneck adapters into %s", n, cfg.backbone)
-    model = VideoClassifier(backbone, adapter, cfg.tuning, context, cfg.half_precision, cfg.backbone_chunk)
+    model = VideoClassifier(backbone, adapter, cfg.tuning, context, cfg.half_precision, cfg.backbone_chunk,
+                            cfg.level_pool)
+    if cfg.level_pool is not None and not model.uses_levels:
+        logger.info("model.level_pool: %d has no effect with tuning %s (its head reads no levels)",
+                    cfg.level_pool, cfg.tuning)
     model.config = cfg
     counts = count_parameters(model)
     logger.info(

@@ -24,8 +24,9 @@ from madapter.models.headless import FeatureClassifier, build_feature_classifier
 logger = logging.getLogger(__name__)
 
 FORMAT = "madapter-checkpoint/1"
-IDENTITY_KEYS = ("name", "weights_digest", "levels", "tuning")
-"""What :func:`describe_backbone` says about a backbone, compared field by field."""
+IDENTITY_KEYS = ("name", "weights_digest", "levels", "tuning", "level_pool")
+"""What :func:`describe_backbone` says about a backbone, compared field by field (a field an older
+checkpoint or ``features.json`` lacks counts as ``None``: ``level_pool`` did not exist then)."""
 
 
 class CheckpointError(ValueError):
@@ -33,12 +34,15 @@ class CheckpointError(ValueError):
 
 
 def describe_backbone(model: VideoClassifier) -> dict[str, Any]:
-    """The identity of a model's backbone: name, weights digest, tapped levels, tuning mode."""
+    """The identity of what a model's head is fed: backbone name, weights digest, tapped levels,
+    tuning mode, and the pooling of the level grids (``model.level_pool``; the branch accepts any
+    grid size, so a head trained on 4x4 grids would silently run on 14x14 ones without this field)."""
     return {
         "name": model.backbone.name,
         "weights_digest": model.backbone.weights_digest,
         "levels": list(model.backbone.level_indices),
         "tuning": model.tuning,
+        "level_pool": model.level_pool,
     }
 
 
@@ -109,11 +113,12 @@ def check_compatible(ckpt: dict[str, Any], model: VideoClassifier | FeatureClass
 
 
 def check_identity(want: dict[str, Any], have: dict[str, Any], source: str, other: str) -> None:
-    """One line naming the first backbone field (name, weights digest, levels, tuning) that differs
-    (``other``: who has ``have``, e.g. ``"the model has"``)."""
+    """One line naming the first backbone field (name, weights digest, levels, tuning, level_pool) that
+    differs (``other``: who has ``have``, e.g. ``"the model has"``)."""
     for key in IDENTITY_KEYS:
-        if want[key] != have[key]:
-            raise CheckpointError(f"{source} was trained with backbone {key} {want[key]!r} but {other} {have[key]!r}")
+        if want.get(key) != have.get(key):
+            raise CheckpointError(f"{source} was trained with backbone {key} {want.get(key)!r} but {other} "
+                                  f"{have.get(key)!r}")
 
 
 def load_checkpoint(

@@ -14,6 +14,13 @@ Frozen mode (``tuning`` in ``madapter``/``linear``), an explicit switch as in EV
   memory saving comes from,
 * on CUDA it runs in half precision when ``model.half_precision`` is set, and otherwise in fp32
   even inside a ``train.amp`` region (:mod:`madapter.models.precision`).
+
+``model.level_pool`` average-pools each tapped level's token grid in :meth:`VideoClassifier.extract`,
+after the backbone and before the branch.  It lives in the model (not in the features stage) so
+that every path feeds the branch the same grids: training on frames, the features stage (which
+stores what ``extract`` returns), training and evaluating on those features, and the model
+``predict`` and serving rebuild from a checkpoint (the checkpoint holds the ``model`` params).
+Only ``tuning: madapter`` reads levels; the other modes return none, so it has no effect there.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from madapter.config import ModelSection
@@ -42,6 +50,40 @@ class Features:
     """The backbone's own pooled final feature per frame, ``[B, T, D]``."""
 
 
+def pool_level_grids(levels: list[torch.Tensor], size: int | None) -> list[torch.Tensor]:
+    """Average-pool (adaptive) each ``[B, T, h, w, C]`` grid to at most ``size x size`` (``None``: unchanged).
+
+    A grid already within the bound is returned as it is (never upsampled), so CNN levels that are
+    smaller than ``size`` keep their resolution; an axis is pooled only where it is larger.
+    """
+    if size is None:
+        return levels
+    pooled = []
+    for x in levels:
+        b, t, h, w, _ = x.shape
+        if h <= size and w <= size:
+            pooled.append(x)
+            continue
+        grid = F.adaptive_avg_pool2d(x.flatten(0, 1).permute(0, 3, 1, 2), (min(h, size), min(w, size)))
+        pooled.append(grid.permute(0, 2, 3, 1).unflatten(0, (b, t)))
+    return pooled
+
+
+def load_exact_state(module: nn.Module, expected: set[str], state: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into ``module`` when its keys are exactly ``expected``; else one error line.
+
+    The one check behind every ``load_trainable_state_dict``: a missing or unknown key means the
+    weights were trained for another model, and a silent partial load would serve a half-random one.
+    """
+    missing, unknown = sorted(expected - state.keys()), sorted(state.keys() - expected)
+    if missing or unknown:
+        raise ValueError(
+            f"trainable weights do not fit this {what}: {len(missing)} missing (e.g. {missing[:1]}), "
+            f"{len(unknown)} unknown (e.g. {unknown[:1]})"
+        )
+    module.load_state_dict(state, strict=False)  # the keys are checked above; the rest (backbone) stays
+
+
 class VideoClassifier(nn.Module):
     """A frozen-or-not image backbone applied per frame plus a trainable adapter on top."""
 
@@ -53,6 +95,7 @@ class VideoClassifier(nn.Module):
         frame_context: FrameContext | None = None,
         half_precision: bool = False,
         backbone_chunk: int | None = None,
+        level_pool: int | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -67,6 +110,9 @@ class VideoClassifier(nn.Module):
         self.backbone_in_eval = tuning != "full"
         """Inserted adapters keep the pre-trained weights (and BatchNorm statistics) fixed too."""
         self.uses_levels = tuning == "madapter"
+        self.level_pool = level_pool if self.uses_levels else None
+        """``model.level_pool``: the bound on every level's token grid the branch sees (``None``: full
+        grids; always ``None`` in a mode that reads no levels, so it is not part of its identity)."""
         if tuning != "full":
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
@@ -104,7 +150,8 @@ class VideoClassifier(nn.Module):
 
         In frozen mode this runs under ``no_grad``: nothing is recorded for backward, so the
         frames can go through the backbone in chunks of ``backbone_chunk`` and only one chunk's
-        activations are alive at a time (chunks hold whole clips).
+        activations are alive at a time (chunks hold whole clips).  The levels come back in fp32,
+        pooled to ``level_pool`` (:func:`pool_level_grids`) when it is set.
         """
         if x.ndim != 5:
             raise ValueError(f"expected clips shaped [B, T, 3, H, W], got {list(x.shape)}")
@@ -124,7 +171,7 @@ class VideoClassifier(nn.Module):
             levels = [torch.cat(per_level) for per_level in zip(*(out[0] for out in outputs), strict=True)]
             pooled = torch.cat([out[1] for out in outputs])
         return Features(
-            levels=[lvl.float().unflatten(0, (b, t)) for lvl in levels],
+            levels=pool_level_grids([lvl.float().unflatten(0, (b, t)) for lvl in levels], self.level_pool),
             pooled=pooled.float().unflatten(0, (b, t)),
         )
 
@@ -149,11 +196,4 @@ class VideoClassifier(nn.Module):
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Load trainable weights; any missing or unknown key is an error (no silent partial loads)."""
-        keep = self.trainable_names()
-        missing, unknown = sorted(keep - state.keys()), sorted(state.keys() - keep)
-        if missing or unknown:
-            raise ValueError(
-                f"trainable weights do not fit this model: {len(missing)} missing (e.g. {missing[:1]}), "
-                f"{len(unknown)} unknown (e.g. {unknown[:1]})"
-            )
-        self.load_state_dict(state, strict=False)
+        load_exact_state(self, self.trainable_names(), state, "model")

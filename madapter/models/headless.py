@@ -25,14 +25,16 @@ from torch import nn
 from madapter.config import ModelSection
 from madapter.models.backbone import LevelInfo
 from madapter.models.build import build_head
-from madapter.models.classifier import FROZEN_MODES
+from madapter.models.classifier import FROZEN_MODES, load_exact_state
 
 
 class FeatureClassifier(nn.Module):
     """``forward(levels, pooled) -> logits``: the head of a frozen-backbone model, on cached outputs.
 
     ``levels``: per tapped level ``[B, T, h_l, w_l, C_l]`` (empty for ``linear``); ``pooled``:
-    ``[B, T, D]``; what :meth:`VideoClassifier.extract` would give.  Every parameter is trainable.
+    ``[B, T, D]``; what :meth:`VideoClassifier.extract` would give -- already pooled to
+    ``model.level_pool`` when it is set, since the features stage stores ``extract``'s output, so
+    nothing is pooled here.  Every parameter is trainable.
     """
 
     def __init__(self, adapter: nn.Module, config: ModelSection, backbone_identity: dict[str, Any]) -> None:
@@ -59,14 +61,7 @@ class FeatureClassifier(nn.Module):
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Load trainable weights; any missing or unknown key is an error (no silent partial loads)."""
-        keep = set(self.state_dict())
-        missing, unknown = sorted(keep - state.keys()), sorted(state.keys() - keep)
-        if missing or unknown:
-            raise ValueError(
-                f"trainable weights do not fit this head: {len(missing)} missing (e.g. {missing[:1]}), "
-                f"{len(unknown)} unknown (e.g. {unknown[:1]})"
-            )
-        self.load_state_dict(state, strict=True)
+        load_exact_state(self, set(self.state_dict()), state, "head")
 
 
 def build_feature_classifier(cfg: ModelSection, levels: list[LevelInfo], pooled_dim: int, num_classes: int,

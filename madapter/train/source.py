@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from madapter.config import ConfigError, Params
+from madapter.config import Params
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +95,7 @@ def _features_source(params: Params, root: Path, val_split: str) -> Source:
                 params.model.tuning, root, store.views)
     return Source(model, list(store.classes), FeatureDataset(store, train=True, with_levels=model.uses_levels),
                   FeatureDataset(val_store, train=False, view=view, with_levels=model.uses_levels),
-                  collate_features, {"source": "features", "features_digest": features_digest(root),
-                                     "features_pool": store.meta.get("pool")})
+                  collate_features, {"source": "features", "features_digest": features_digest(root)})
 
 
 def source_paths(params: Params) -> dict[str, str]:
@@ -117,13 +116,7 @@ def check_features(params: Params, root: Path) -> str:
     from madapter.data.features.format import FeatureStore, read_features_meta
 
     meta = read_features_meta(root)
-    check_features_match(params, meta, root)
-    if meta.get("pool") is not None:
-        # The model the checkpoint rebuilds (predict, serving) feeds the branch FULL grids: a head trained
-        # on pooled grids would be served inputs it never saw.  Refuse rather than register such a model.
-        raise ConfigError(f"{root / 'features.json'}: features.pool: {meta['pool']} stores pooled level grids, but "
-                          f"the full model that predict and serving rebuild sees unpooled ones; set features.pool: "
-                          f"null and re-run the features stage (pooling inside the model is not built yet)")
+    check_features_match(params, meta, root)  # incl. model.level_pool: the rebuilt model pools the same way
     val_split = split_or_test(root, "val")
     if val_split == "test":
         logger.warning("%s has no val split: validating on the test split", params.dataset.name)

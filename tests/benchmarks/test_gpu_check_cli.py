@@ -57,3 +57,20 @@ def test_memory_benchmark_cuda_without_cuda_is_one_line_and_writes_nothing(tmp_p
         "run it on a machine with an NVIDIA GPU, or use --device cpu"
     ]
     assert not out.exists() and seconds < 60
+
+
+def test_gpu_check_lists_its_checks_without_cuda_including_the_features_path() -> None:
+    """``--list`` needs no GPU: the checks in run order, each with what it needs and one line of what it checks."""
+    proc, seconds = _run([sys.executable, "benchmarks/gpu_check.py", "--list"])
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split(maxsplit=3) for line in proc.stdout.splitlines()]
+    assert [row[0] for row in rows] == ["cuda", "memory", "pipeline", "evaluate", "predict", "serve", "nccl",
+                                        "features", "train_features", "evaluate_features"]
+    needs = {row[0]: row[2] for row in rows}
+    assert (needs["features"], needs["train_features"], needs["evaluate_features"]) == (
+        "pipeline", "features", "train_features")
+    described = {row[0]: row[3] for row in rows}
+    assert "features.use_gpu: true" in described["features"] and "Ray Data" in described["features"]
+    assert "train.use_gpu: true" in described["train_features"]
+    assert "CUDA" in described["evaluate_features"] and "head only" in described["evaluate_features"]
+    assert all(row[1] == "needs" and row[3] for row in rows) and seconds < 60

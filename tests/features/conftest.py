@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import torch
 
-from madapter.config import Params, params_from_dict
+from madapter.config import Params
+from tests.common.synthetic_data import build_synthetic_data, params_with, synthetic_sections
 
 
 @pytest.fixture(autouse=True)
@@ -33,34 +34,21 @@ def feature_params(root: Path, **sections: dict[str, Any]) -> Params:
     frames of 32 px, a random-init ViT-tiny at 32 px on 4 frames, 2 training views, 2 x 1 eval views."""
     data: dict[str, dict[str, Any]] = {
         "base": {"data_dir": str(root / "data"), "outputs_dir": str(root / "outputs"), "seed": 0},
-        "dataset": {"name": "synthetic", "synthetic": {"classes": 2, "videos_per_class": 3, "num_frames": 12,
-                                                       "size": 40}},
-        "scan": {"workers": 1, "timeout_s": 20},
-        "decode": {"workers": 1, "frames_per_video": 8, "size": 32, "shard_size": 4},
+        **synthetic_sections(classes=2, videos_per_class=3, num_frames=12, size=40, frames_per_video=8,
+                             decode_size=32, shard_size=4),
         "model": {"img_size": 32, "num_frames": 4},
         "evaluate": {"clips": 2, "crops": 1},
         "features": {"train_views": 2, "batch_size": 4, "shard_size": 3},
         "train": {"source": "features"},
     }
-    for key, value in sections.items():
-        data.setdefault(key, {}).update(value)
-    return params_from_dict(data, "test")
+    return params_with(data, sections, "test")
 
 
 @pytest.fixture(scope="session")
 def dataset_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``<root>/data/{raw,index,scan,frames}`` built by the real data stage functions, once per session."""
-    from madapter.data.acquire.download import download_dataset
-    from madapter.data.index.stage import build_index
-    from madapter.data.store.decode import decode_dataset
-    from madapter.data.store.scan import scan_videos
-
     root = tmp_path_factory.mktemp("features-data")
-    params = feature_params(root)
-    download_dataset(params)
-    build_index(params)
-    scan_videos(params)
-    decode_dataset(params)
+    build_synthetic_data(feature_params(root))
     return root
 
 

@@ -96,7 +96,7 @@ def test_features_json_records_identity_shapes_counts_and_cache_key(extracted) -
     assert meta["data_config"]["input_size"] == [3, 32, 32] and len(meta["data_config"]["mean"]) == 3
     assert meta["classes"] == FrameStore(paths.frames, "train").classes and meta["num_frames"] == 4
     assert meta["levels"] == [{"index": b, "channels": 192, "grid": [2, 2]} for b in (2, 5, 8, 11)]
-    assert meta["pooled_dim"] == 192 and meta["dtype"] == "float16" and meta["pool"] is None
+    assert meta["pooled_dim"] == 192 and meta["dtype"] == "float16" and meta["level_pool"] is None
     assert {s: (v["videos"], v["views"], v["views_total"]) for s, v in meta["splits"].items()} == {
         "train": (2, 2, 4), "val": (2, 2, 4), "test": (2, 2, 4)}
     assert meta["splits"]["train"]["shards"] == 2  # shard_size 3 views // 2 views = one video per shard
@@ -127,12 +127,14 @@ def test_same_bytes_on_a_second_run_with_other_actors_and_batch_size(extracted, 
         <= set(digests)
 
 
-def test_pool_bounds_each_level_grid_to_the_mean_of_its_tokens(extracted, data_copy: Path) -> None:
+def test_model_level_pool_stores_each_level_grid_as_the_mean_of_its_tokens(extracted, data_copy: Path) -> None:
+    """The model pools (``model.level_pool``) and the stage stores exactly what ``extract`` gives."""
     _, full_root = extracted
-    params = feature_params(data_copy, features={"pool": 1})
+    params = feature_params(data_copy, model={"level_pool": 1})
     root = extract_features(params)
     meta = read_features_meta(root)
-    assert meta["pool"] == 1 and [lvl["grid"] for lvl in meta["levels"]] == [[1, 1]] * 4
+    assert meta["level_pool"] == meta["backbone"]["level_pool"] == meta["model_cfg"]["level_pool"] == 1
+    assert [lvl["grid"] for lvl in meta["levels"]] == [[1, 1]] * 4 and meta["cache_key"]["level_pool"] == 1
     pooled_store, full_store = FeatureStore(root, "test"), FeatureStore(full_root, "test")
     levels, pooled, _ = pooled_store.all_views(1)
     full_levels, full_pooled, _ = full_store.all_views(1)

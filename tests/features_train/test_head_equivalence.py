@@ -156,8 +156,8 @@ def test_feature_dataset_views_and_collate(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("key, value", [("model.backbone", "resnet18"), ("model.img_size", 64),
                                         ("model.levels", [1, 2]), ("model.num_frames", 8),
-                                        ("model.half_precision", True), ("model.tuning", "linear"),
-                                        ("model.init_seed", 3), ("base.seed", 1), ("features.pool", 1),
+                                        ("model.half_precision", True),
+                                        ("model.init_seed", 3), ("base.seed", 1), ("model.level_pool", 1),
                                         ("features.train_views", 2), ("evaluate.clips", 3)])
 def test_params_the_features_were_not_computed_with_are_one_config_error(tmp_path: Path, key: str, value) -> None:
     model, _ = _model_and_head("madapter")
@@ -176,3 +176,21 @@ def test_params_the_features_were_not_computed_with_are_one_config_error(tmp_pat
     line = str(err.value)
     assert "\n" not in line and "features.json" in line and "re-run the features stage" in line
     assert (f"{key} is {value!r}" if section == "model" else f"now {value!r}" if key == "base.seed" else key) in line
+
+
+def test_the_order_blind_baseline_reads_the_madapter_features_and_not_the_reverse(tmp_path: Path) -> None:
+    """``linear`` needs only the pooled output every cache holds (the demo trains it on the
+    ``madapter`` features); a ``madapter`` head on a ``linear`` cache (no levels) is refused."""
+    model, _ = _model_and_head("madapter")
+    clips = train_clips(model, write_frame_store(tmp_path / "frames"))
+    write_features(tmp_path / "features", model, clips, views=1)
+    meta = read_features_meta(tmp_path / "features")
+    same = {"features": {"train_views": 1}}
+    linear = model.config.model_copy(update={"tuning": "linear", "levels": [1, 2], "level_pool": 1})
+    check_features_match(params_for(linear, **same), meta, tmp_path / "features")
+
+    linear_model, _ = _model_and_head("linear")
+    write_features(tmp_path / "linear-features", linear_model, clips, views=1)
+    linear_meta = read_features_meta(tmp_path / "linear-features")
+    with pytest.raises(ConfigError, match="model.tuning is 'madapter' but the features were computed with 'linear'"):
+        check_features_match(params_for(model.config, **same), linear_meta, tmp_path / "linear-features")

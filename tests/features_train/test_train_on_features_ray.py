@@ -123,19 +123,28 @@ def test_features_of_another_model_or_none_at_all_are_one_line_before_any_worker
     assert "\n" not in str(err.value) and "features.json" in str(err.value) and "features stage" in str(err.value)
 
 
-def test_pooled_features_are_refused_for_training(features_run, tmp_path: Path) -> None:
-    """A head trained on pooled grids would be served unpooled ones by the rebuilt full model."""
-    import json
+def test_pooled_features_train_and_the_checkpoint_pools_as_they_were_pooled(
+    data_dir: Path, mlflow_server: str, ray_env, tmp_path: Path  # noqa: F811
+) -> None:
+    """``model.level_pool``: the features stage stores the model's pooled grids, Ray Train trains the head on
+    them, and the checkpoint rebuilds a model that pools the same way, so evaluating from the source
+    videos (predict and serving's path) scores as evaluating from the features does."""
     import shutil
 
-    from madapter.train.source import check_features
+    from madapter.data.features.extract import extract_features
+    from madapter.data.features.format import read_features_meta
 
-    params, _ = features_run
-    root = Path(params.base.data_dir) / "features" / params.dataset.name
-    copy = tmp_path / "pooled"
-    shutil.copytree(root, copy)
-    meta = json.loads((copy / "features.json").read_text())
-    (copy / "features.json").write_text(json.dumps({**meta, "pool": 2}))
-    with pytest.raises(ConfigError) as err:
-        check_features(params, copy)
-    assert "\n" not in str(err.value) and "features.pool: null" in str(err.value)
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data, ignore=shutil.ignore_patterns("features"))  # the frames, not their features
+    params = _params(data, tmp_path / "pooled", mlflow_server, model={"level_pool": 1}, train={"epochs": 1})
+    root = extract_features(params)
+    meta = read_features_meta(root)
+    assert [lvl["grid"] for lvl in meta["levels"]] == [[1, 1]] * 4 and meta["level_pool"] == 1
+    result = train(params)
+    assert result.completed
+    model, ckpt = load_checkpoint(result.checkpoint)
+    assert model.level_pool == 1 and ckpt["backbone"] == meta["backbone"]
+    frames_params = params.model_copy(update={"train": params.train.model_copy(update={"source": "frames"})})
+    on_features, on_frames = score_features(params, result.checkpoint), score_frames(frames_params, result.checkpoint)
+    np.testing.assert_array_equal(on_features.labels, on_frames.labels)
+    np.testing.assert_allclose(on_features.logits, on_frames.logits, atol=2e-2, rtol=2e-2)

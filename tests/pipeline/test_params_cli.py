@@ -44,7 +44,8 @@ def test_default_params_are_the_offline_demo():
     params = load_params(REPO / "params.yaml")
     assert params.dataset.name == "synthetic"
     assert params.model.pretrained is False and params.model.weights_file is None
-    assert params.train.use_gpu is False and params.train.num_workers == 2
+    assert params.train.use_gpu is False and params.train.num_workers == 1
+    assert params.train.source == "features"  # the demo trains on cached backbone outputs
     assert params.mlflow.tracking_uri is None  # local store under outputs/
 
 

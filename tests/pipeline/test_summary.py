@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from madapter.config import params_from_dict
-from pipelines.baseline import BASELINE_DIR, baseline_overrides
+from pipelines.baseline import BASELINE_DIR, BASELINE_EPOCHS, baseline_overrides
 from pipelines.summary import collect_summary, to_markdown
 
 
@@ -37,6 +37,10 @@ def test_baseline_keeps_the_pipelines_tracking_store_and_its_own_outputs(tmp_pat
     params = params_from_dict({"base": {"outputs_dir": "outputs"}, "mlflow": {"tracking_uri": None}})
     overrides = baseline_overrides(params, tmp_path)
     assert overrides["model.tuning"] == "linear"
+    long_run = params_from_dict({"train": {"epochs": 60}})
+    assert baseline_overrides(long_run, tmp_path)["train.epochs"] == str(BASELINE_EPOCHS) == "10"
+    short_run = params_from_dict({"train": {"epochs": 3}})
+    assert baseline_overrides(short_run, tmp_path)["train.epochs"] == "3"
     assert overrides["base.outputs_dir"] == str(tmp_path / "outputs" / BASELINE_DIR)
     # the default store lives under the PIPELINE's outputs dir, not the baseline's
     assert str(tmp_path / "outputs") in overrides["mlflow.tracking_uri"]

@@ -1,9 +1,9 @@
 """Real Ray Train runs (2 CPU workers, gloo) logging to a real MLflow server.
 
-Scenarios share one Ray session and one MLflow server: the trained fixture (one long run), an
-uninterrupted reference, a run stopped after epoch 1 and resumed, and a run whose worker is
-SIGKILLed mid-epoch.  The last three use the same configuration, so their final weights must
-agree: resuming or recovering must not change what is learned.
+Scenarios share one Ray session and one MLflow server.  On frames (the backbone every step): an
+uninterrupted reference run, a run stopped after epoch 1 and resumed (same configuration, so the
+final weights must agree: resuming must not change what is learned), and a run whose worker is
+SIGKILLed mid-epoch.  On cached features: the ``trained`` fixture, the run that must learn.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 from madapter.train.driver import train
 from madapter.train.identity import ray_run_name
-from tests.train.conftest import make_params
+from tests.train.conftest import LEARN_EPOCHS, LEARNED_TOP1, make_params
 
 pytestmark = pytest.mark.integration
 
@@ -40,19 +40,27 @@ def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["trainable_state_dict"]
 
 
-def test_two_worker_run_logs_one_mlflow_run_with_epochs_and_artifacts(trained, mlflow_server: str) -> None:
-    params, result = trained
-    assert result.completed and result.epochs_done == 20 and len(result.history) == 20
+@pytest.fixture(scope="module")
+def reference(data_dir: Path, mlflow_server: str, ray_session, tmp_path_factory: pytest.TempPathFactory):
+    """An uninterrupted 3-epoch 2-worker run on frames: the default tiny params."""
+    params = make_params(data_dir, tmp_path_factory.mktemp("reference") / "reference", mlflow_server)
+    return params, train(params)
+
+
+def test_two_worker_frames_run_logs_one_mlflow_run_with_epochs_and_artifacts(reference, mlflow_server: str) -> None:
+    params, result = reference
+    assert result.completed and result.epochs_done == 3 and len(result.history) == 3
     runs = _runs(mlflow_server, params.train.run_name)
     assert [r.info.run_id for r in runs] == [result.run_id]  # exactly one MLflow run
     run = runs[0]
     assert run.info.status == "FINISHED"
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "clips_per_s", "peak_memory_mb"):
-        assert _steps(mlflow_server, result.run_id, key) == list(range(1, 21)), key
+        assert _steps(mlflow_server, result.run_id, key) == [1, 2, 3], key
     assert run.data.params["train.lr"] == "0.003" and run.data.params["dataset.name"] == "synthetic"
     tags = run.data.tags
     assert tags["dataset"] == "synthetic" and len(tags["git_commit"]) == 40
-    assert int(tags["params_trainable"]) < int(tags["params_backbone"])  # frozen backbone, small branch
+    assert tags["train_source"] == "frames" and tags["train.model_class"] == "VideoClassifier"
+    assert 0 < int(tags["params_trainable"]) < int(tags["params_backbone"])  # frozen backbone in the worker, small branch
     assert run.data.metrics["peak_memory_mb"] > 100 and run.data.metrics["clips_per_s"] > 0
     client = MlflowClient(mlflow_server)
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
@@ -63,14 +71,27 @@ def test_two_worker_run_logs_one_mlflow_run_with_epochs_and_artifacts(trained, m
     run_json = json.loads((Path(params.base.outputs_dir) / "train" / "run.json").read_text())
     assert run_json["run_id"] == result.run_id and run_json["completed"] is True
     assert result.checkpoint.is_file()
-    # it learned: the training loss fell clearly
-    assert result.history[-1]["train_loss"] < 0.8 * result.history[0]["train_loss"]
+
+
+def test_two_worker_run_on_cached_features_learns_the_training_set(trained, mlflow_server: str) -> None:
+    """The run that must learn (held-out accuracy: tests/train/test_registry_serving.py): 2 workers
+    train the head alone, and its training set is learned almost perfectly."""
+    params, result = trained
+    assert result.completed and result.epochs_done == LEARN_EPOCHS and len(result.history) == LEARN_EPOCHS
+    (run,) = _runs(mlflow_server, params.train.run_name)
+    assert run.info.run_id == result.run_id and run.info.status == "FINISHED"
+    assert _steps(mlflow_server, result.run_id, "val_acc") == list(range(1, LEARN_EPOCHS + 1))
+    tags = run.data.tags
+    assert tags["train_source"] == "features" and tags["params_backbone"] == "0"  # no backbone in the workers
+    first, last = result.history[0], result.history[-1]
+    assert last["train_loss"] < 0.3 * first["train_loss"], (first, last)
+    assert last["train_acc"] >= 0.9 and last["val_acc"] >= LEARNED_TOP1, last  # chance: 0.25
 
 
 def test_resume_continues_same_mlflow_run_and_matches_uninterrupted(
-    data_dir: Path, mlflow_server: str, ray_session, tmp_path: Path
+    reference, data_dir: Path, mlflow_server: str, ray_session, tmp_path: Path
 ) -> None:
-    reference = train(make_params(data_dir, tmp_path / "reference", mlflow_server))
+    _, reference = reference
     stopped = train(make_params(data_dir, tmp_path / "resumed", mlflow_server, train={"max_epochs_per_run": 1}))
     assert not stopped.completed and stopped.epochs_done == 1
     assert _runs(mlflow_server, "resumed")[0].info.status == "KILLED"

@@ -35,10 +35,16 @@ from madapter.fileio import file_digest
 from madapter.models.backbone import LevelInfo
 from madapter.paths import StagePaths
 
-MATCH_KEYS = ("backbone", "pretrained", "weights_file", "init_seed", "img_size", "levels", "num_frames",
-              "half_precision", "tuning")
-"""``model`` keys that change the backbone's outputs (or which of them are stored): they must be
-the ones the features were computed with.  The head's own keys (width, fusion, ...) are free."""
+MATCH_KEYS = ("backbone", "pretrained", "weights_file", "init_seed", "img_size", "levels", "level_pool",
+              "num_frames", "half_precision", "tuning")
+"""``model`` keys that change the backbone's outputs (or which of them are stored, or how they are
+pooled: ``level_pool``): they must be the ones the features were computed with.  The head's own
+keys (width, fusion, ...) are free."""
+
+LEVEL_KEYS = ("levels", "level_pool", "tuning")
+"""The :data:`MATCH_KEYS` that decide which levels are stored and how they are pooled.  A head that
+reads no levels (``linear``) needs only the pooled output, which every frozen-mode cache holds, so
+for it these keys are free: the demo's order-blind baseline trains on the ``madapter`` features."""
 
 RERUN = "re-run the features stage (dvc repro, or python -m madapter features)"
 
@@ -107,7 +113,7 @@ def features_digest(root: Path) -> str:
 
 CACHE_KEY_PARAMS = {
     "seed": "base.seed", "decode": "decode (backend, frames_per_video, size)", "frame_store": "the frame store",
-    "views": "features.train_views / evaluate.clips / evaluate.crops", "pool": "features.pool",
+    "views": "features.train_views / evaluate.clips / evaluate.crops",
     "dtype": "features.dtype", "use_gpu": "features.use_gpu",
 }
 """The rest of ``features.json``'s cache key (:func:`~madapter.data.features.format.cache_key`): the
@@ -122,8 +128,9 @@ def check_features_match(params: Params, meta: dict[str, Any], root: Path) -> No
     """
     where = Path(root) / FEATURES_META
     stored, current = meta.get("model_cfg", {}), params.model.model_dump(mode="json")
+    free = LEVEL_KEYS if current["tuning"] == "linear" else ()
     for key in MATCH_KEYS:
-        if stored.get(key) != current[key]:
+        if key not in free and stored.get(key) != current[key]:
             raise ConfigError(f"{where}: model.{key} is {current[key]!r} but the features were computed "
                               f"with {stored.get(key)!r}; {RERUN}")
     frames = StagePaths.from_params(params).frames

@@ -40,7 +40,6 @@ from madapter.data.features.extractor import (
     Plan,
     VideoJob,
     build_frozen_model,
-    pool_levels,
 )
 from madapter.data.features.format import (
     FEATURES_META,
@@ -114,10 +113,9 @@ def describe_model(params: Params, num_classes: int) -> ModelSpec:
     model = build_frozen_model(params, num_classes)
     dc = model.data_config
     size = int(dc["input_size"][-1])
-    out = model.extract(torch.zeros(1, params.model.num_frames, 3, size, size))
-    grids = pool_levels(out.levels, params.features.pool)
+    out = model.extract(torch.zeros(1, params.model.num_frames, 3, size, size))  # grids pooled by the model
     levels = [LevelSpec(block, int(g.shape[-1]), (int(g.shape[2]), int(g.shape[3])))
-              for block, g in zip(model.backbone.level_indices, grids, strict=True)] if model.uses_levels else []
+              for block, g in zip(model.backbone.level_indices, out.levels, strict=True)] if model.uses_levels else []
     data_config = {"mean": [float(v) for v in dc["mean"]], "std": [float(v) for v in dc["std"]],
                    "input_size": [int(v) for v in dc["input_size"]]}
     return ModelSpec(describe_backbone(model), data_config, levels, int(out.pooled.shape[-1]))
@@ -221,10 +219,8 @@ def _meta(params: Params, paths: StagePaths, plan: Plan, spec: ModelSpec, classe
         "levels": [level.to_json() for level in spec.levels],
         "pooled_dim": spec.pooled_dim,
         "dtype": cfg.dtype,
-        "pool": cfg.pool,
-        "pooling": ("none: full token grids" if cfg.pool is None else
-                    f"each level's token grid average-pooled (adaptive) to at most {cfg.pool}x{cfg.pool}; "
-                    "levels[].grid is the stored grid"),
+        "level_pool": spec.backbone["level_pool"],
+        "pooling": _pooling_text(spec.backbone["level_pool"]),
         "views": {"train": f"ClipDataset(train=True, seed=base.seed) at epochs 0..{cfg.train_views - 1} "
                            "(temporal jitter + random crop over the frame store)",
                   "eval": "load_video_views of the SOURCE video: evaluate.clips x evaluate.crops, clip-major"},
@@ -234,6 +230,15 @@ def _meta(params: Params, paths: StagePaths, plan: Plan, spec: ModelSpec, classe
         "bytes": sum(s.bytes for s in splits.values()),
         "cache_key": cache_key(params, spec.backbone, store_digest(paths.frames)),
     }
+
+
+def _pooling_text(level_pool: int | None) -> str:
+    """``features.json``'s human-readable ``pooling``: the stored grids are what the model's ``extract`` gives."""
+    if level_pool is None:
+        return "none: full token grids (model.level_pool: null)"
+    return (f"model.level_pool: {level_pool}: the model average-pools (adaptive) each level's token grid to at "
+            f"most {level_pool}x{level_pool} before its branch, and these are its outputs; levels[].grid is the "
+            "stored grid")
 
 
 def _swap_in(building: Path, target: Path) -> None:

@@ -11,8 +11,9 @@ builds exactly the views the frames path would see:
   (:func:`madapter.data.clips.load_video_views`), in the order it returns them;
 
 runs ``model.extract`` on them (``no_grad``; ``model.half_precision`` on CUDA) in batches of
-``features.batch_size`` clips, optionally average-pools each level's token grid
-(:func:`pool_levels`) and returns numpy arrays in the stored dtype, one row per view.  The stored
+``features.batch_size`` clips and returns numpy arrays in the stored dtype, one row per view:
+exactly what ``extract`` gives, so level grids are already pooled when ``model.level_pool`` is set
+(the model pools them, so the model rebuilt for predict and serving sees the same grids).  The stored
 values do not depend on how items are batched: each clip goes through the backbone on its own
 (``model.backbone_chunk`` whole clips per call) and the work items are cut by the driver, not by Ray.
 """
@@ -26,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from madapter.config import Params, params_from_dict
 
@@ -60,21 +60,6 @@ class Plan:
     @property
     def total_views(self) -> int:
         return sum(len(jobs) * self.views[split] for split, jobs in self.jobs.items())
-
-
-def pool_levels(levels: list[torch.Tensor], pool: int | None) -> list[torch.Tensor]:
-    """Average-pool each ``[B, T, h, w, C]`` level to at most ``pool x pool`` (``None``: unchanged)."""
-    if pool is None:
-        return levels
-    pooled = []
-    for x in levels:
-        b, t, h, w, _ = x.shape
-        if h <= pool and w <= pool:
-            pooled.append(x)
-            continue
-        grid = F.adaptive_avg_pool2d(x.flatten(0, 1).permute(0, 3, 1, 2), (min(h, pool), min(w, pool)))
-        pooled.append(grid.permute(0, 2, 3, 1).unflatten(0, (b, t)))
-    return pooled
 
 
 def build_frozen_model(params: Params, num_classes: int, device: torch.device | str = "cpu") -> torch.nn.Module:
@@ -128,8 +113,7 @@ class BackboneExtractor:
         pooled: list[np.ndarray] = []
         for chunk in clips.split(self.params.features.batch_size):
             out = self.model.extract(chunk.to(self.device))
-            grids = pool_levels(out.levels, self.params.features.pool)
-            levels.append([g.to(self.dtype).cpu().numpy() for g in grids])
+            levels.append([g.to(self.dtype).cpu().numpy() for g in out.levels])
             pooled.append(out.pooled.to(self.dtype).cpu().numpy())
         per_level = [np.concatenate(parts) for parts in zip(*levels, strict=True)]
         return per_level, np.concatenate(pooled)

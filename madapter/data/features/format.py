@@ -14,8 +14,10 @@ Layout::
 Every video of a split has the same number of views (``features.json: splits.<split>.views``),
 stored contiguously: video ``i``'s views are rows ``offset .. offset + views - 1`` of its shard
 (a video never spans two shards).  ``level<k>`` files exist only when the backbone's levels are
-used (``model.tuning: madapter``); ``linear`` stores the pooled feature only.  The stored dtype is
-``features.dtype``.
+used (``model.tuning: madapter``); ``linear`` stores the pooled feature only.  The level grids are
+what the model's ``extract`` returns: pooled to at most ``model.level_pool`` squared when it is set
+(the model pools, not the stage, so a model rebuilt from a checkpoint sees the same grids).  The
+stored dtype is ``features.dtype``.
 
 With ``train.source: frames`` the stage writes only ``features.json`` with ``"enabled": false``;
 :func:`read_features_meta` refuses it with a line saying how to extract.  Readers memory-map
@@ -37,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from madapter.config import ConfigError, Params
+from madapter.data.mmap_pickle import LazyMapsPickle
 from madapter.fileio import CSV_ENCODING, atomic_open, atomic_path, write_json_atomic
 
 FORMAT = "madapter-features/1"
@@ -89,6 +92,7 @@ def cache_key(params: Params, backbone: dict[str, Any], frame_store_digest: str)
         "backbone": backbone["name"],
         "weights_digest": backbone["weights_digest"],
         "levels": list(backbone["levels"]),
+        "level_pool": m.level_pool,
         "tuning": m.tuning,
         "img_size": m.img_size,
         "num_frames": m.num_frames,
@@ -98,7 +102,6 @@ def cache_key(params: Params, backbone: dict[str, Any], frame_store_digest: str)
         "frame_store": frame_store_digest,
         "views": {"train": f.train_views, "clips": params.evaluate.clips, "crops": params.evaluate.crops},
         "seed": params.base.seed,
-        "pool": f.pool,
         "dtype": f.dtype,
     }
 
@@ -211,7 +214,7 @@ class FeatureWriter:
                             bytes=self._bytes)
 
 
-class FeatureStore:
+class FeatureStore(LazyMapsPickle):
     """Random access to one split of the stored features.
 
     ``store.view(i, v)`` -> (per-level ``[T, h, w, C]``, pooled ``[T, D]``, label) in the stored
@@ -269,11 +272,6 @@ class FeatureStore:
     def all_views(self, index: int) -> tuple[list[np.ndarray], np.ndarray, int]:
         """Every view of video ``index``: per-level ``[V, T, h, w, C]``, pooled ``[V, T, D]``, label."""
         return self._rows(index, slice(0, self.views))
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_maps"] = {}  # memory maps are per process: re-open after unpickling
-        return state
 
     def __repr__(self) -> str:
         return (f"FeatureStore({str(self.root)!r}, split={self.split!r}: {len(self)} videos x {self.views} views, "

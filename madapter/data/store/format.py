@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from madapter.data.mmap_pickle import LazyMapsPickle
 from madapter.fileio import CSV_ENCODING, atomic_open, file_digest, write_json_atomic
 
 MANIFEST_FIELDS = ("path", "label", "label_name", "shard", "offset", "num_source_frames")
@@ -140,7 +141,7 @@ def store_digest(root: Path) -> str:
     return file_digest(meta) if meta.is_file() else ""
 
 
-class FrameStore:
+class FrameStore(LazyMapsPickle):
     """Random access to one split of a decoded frame store.
 
     ``store[i] -> (uint8 [F, S, S, 3], label)``; ``store.classes``, ``store.labels``, ``store.paths``.
@@ -182,11 +183,6 @@ class FrameStore:
         i = range(len(self))[index]  # IndexError on bad indices, negative indices allowed
         frames = np.array(self._shard_array(int(self._shard[i]))[int(self._offset[i])])
         return frames, int(self.labels[i])
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_maps"] = {}  # memory maps are per process: re-open after unpickling
-        return state
 
     def __repr__(self) -> str:
         return (f"FrameStore({str(self.root)!r}, split={self.split!r}: {len(self)} videos, "

@@ -1,0 +1,626 @@
+"""What the frozen-feature cache buys: epoch time and step memory on cached features vs online, and
+the features stage's extraction throughput (Ray Data actor pool vs a plain loop).
+
+One invocation, one machine, the same model and data for every number: the demo's model and
+recipe (``params.yaml``: ``madapter`` on a random-init ``vit_tiny_patch16_224`` at the demo's
+``img_size`` / ``num_frames``) on a synthetic set made by the real data stages (download -> index
+-> scan -> decode) in a scratch directory.
+
+* **epoch time**: the real train stage (:func:`madapter.train.driver.train`: Ray Train, 1 CPU
+  worker, MLflow logging to a scratch SQLite store) twice on the same training videos:
+  ``train.source: frames`` (online: the frozen backbone runs on every clip of every step) and
+  ``train.source: features`` (the head alone on what the ``features`` stage stored; the worker
+  never builds the backbone).  The number is the worker's own ``epoch_time_s`` (training batches
+  only: start-up and validation excluded, as ``history.json`` records it), the median over epochs
+  2..N: the first epoch warms up, and on a shared machine a neighbour's burst hits single epochs.
+* **step memory**: one fresh process per source builds the worker's model and data exactly as a
+  Ray Train worker does (:func:`madapter.train.source.build_source`), loads two batches, and runs
+  them through the worker's epoch function (:func:`madapter.train.step.train_epoch`: forward,
+  backward, AdamW).  Memory is the kernel's peak resident set of that process (``VmHWM``, reset
+  through ``/proc/self/clear_refs`` once the model and batches are built): "added" is what the two
+  steps take on top (gradients, AdamW state -- the first step allocates them -- activations,
+  transient buffers), "total" includes the interpreter, torch and the weights.  Not torch's CPU
+  allocator: it keeps no peak statistics.
+* **extraction**: the ``features`` stage itself (:func:`madapter.data.features.extract.extract_features`:
+  Ray Data ``map_batches`` over ``features.actors`` actors) against the stage's own per-actor
+  callable (:class:`~madapter.data.features.extractor.BackboneExtractor`, i.e. the same views and
+  the same backbone forward) called in a plain loop over the same work items in this process,
+  with the same number of torch threads as the actor got.  Both timings include building the
+  backbone; the Ray Data one also its driver-side dry run and writing the shards (it is the
+  stage), not starting Ray (timed apart).  Both also report the rate after their first batch
+  arrived (the stage's batches are timed as its driver receives them), which leaves out the
+  fixed start-up (Ray Data: an actor process importing torch and building the backbone).
+
+Runs::
+
+    .venv/bin/python benchmarks/feature_cache.py               # ~5 min; benchmarks/results/feature_cache.{json,png,md}
+    .venv/bin/python benchmarks/feature_cache.py --smoke --out /tmp/fc.json   # ~1-2 min: checks the script works
+
+The ``.md`` file next to the JSON is the table of docs/benchmarks.md, generated from the JSON.
+
+``OMP_WAIT_POLICY=PASSIVE`` (``--omp-wait-policy``) is set for this process, its children and the
+Ray workers: on a 2-core machine shared with other jobs, torch's OpenMP threads otherwise spin
+at every barrier and a 2-thread backbone forward ran 15-30x slower than with 1 thread (measured
+while writing this), which would make the extraction numbers a measure of the neighbours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from madapter.config import Params, load_params, params_from_dict
+
+logger = logging.getLogger("benchmarks.feature_cache")
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+SOURCES = ("frames", "features")
+"""``train.source`` values: online (backbone every step) and cached."""
+LABEL = {"frames": "online", "features": "cached"}
+TARGET_SPEEDUP = 10.0
+"""Issue 10: an epoch on cached features must be at least this much faster than online."""
+STEP_BATCHES = 2
+"""Batches run in the step-memory process: the first allocates gradients and AdamW state."""
+RAY_CPUS = 2
+
+SMOKE: dict[str, dict[str, Any]] = {
+    # The smallest honest configuration (seconds per stage): the test's, not a result to quote.
+    "dataset": {"synthetic": {"classes": 2, "videos_per_class": 3, "num_frames": 12, "size": 40}},
+    "decode": {"frames_per_video": 8, "size": 32, "shard_size": 8},
+    "model": {"img_size": 32, "num_frames": 4, "width": 32},
+    "features": {"train_views": 1, "batch_size": 4, "object_store_mb": 100},
+    "train": {"epochs": 1, "batch_size": 2, "object_store_mb": 100},
+    "evaluate": {"clips": 1, "crops": 1},
+}
+
+
+class BenchmarkError(RuntimeError):
+    """The benchmark cannot run as asked; the message is one line saying what to do."""
+
+
+# ----------------------------------------------------------------------------- parameters and data
+def bench_params(work: Path, source: str, args: argparse.Namespace) -> Params:
+    """``params.yaml`` (the demo's model and recipe) with scratch paths, ``train.source`` and the
+    benchmark's data size and epochs (``--smoke``: the tiny configuration instead)."""
+    data = load_params(REPO / "params.yaml").model_dump(mode="json")
+    for section, values in (SMOKE if args.smoke else {}).items():
+        _merge(data[section], values)
+    data["base"].update(data_dir=str(work / "data"), outputs_dir=str(work / f"out-{source}"))
+    if not args.smoke:
+        data["dataset"]["synthetic"]["videos_per_class"] = args.videos_per_class
+        data["train"]["epochs"] = args.epochs
+    data["dataset"]["name"] = "synthetic"
+    data["scan"]["workers"] = data["decode"]["workers"] = 1
+    data["train"].update(source=source, num_workers=1, cpus_per_worker=1.0, max_epochs_per_run=None,
+                         loader_workers=0, use_gpu=False, storage_path=str(work / f"out-{source}" / "ray"),
+                         run_name=f"bench-{LABEL[source]}")
+    data["features"]["use_gpu"] = False
+    data["mlflow"] = {"tracking_uri": f"sqlite:///{work / 'mlflow.db'}", "experiment": "feature-cache"}
+    return params_from_dict(data, "benchmarks/feature_cache.py")
+
+
+def _merge(into: dict[str, Any], values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict):
+            _merge(into.setdefault(key, {}), value)
+        else:
+            into[key] = value
+
+
+def prepare_data(params: Params) -> dict[str, int]:
+    """download -> index -> scan -> decode with the real stage functions; videos per split of the store."""
+    from madapter.data.acquire.download import download_dataset
+    from madapter.data.index.stage import build_index
+    from madapter.data.store.decode import decode_dataset
+    from madapter.data.store.format import FrameStore, has_split
+    from madapter.data.store.scan import scan_videos
+    from madapter.paths import StagePaths
+
+    for stage in (download_dataset, build_index, scan_videos, decode_dataset):
+        stage(params)
+    frames = StagePaths.from_params(params).frames
+    return {split: len(FrameStore(frames, split)) if has_split(frames, split) else 0 for split in ("train", "val", "test")}
+
+
+def start_ray(omp_wait_policy: str) -> float:
+    """A local Ray of :data:`RAY_CPUS` CPUs with the stages' job env (plus the OpenMP wait policy);
+    returns its start-up seconds.  The stages reuse a running Ray (``madapter.ray_runtime.start_ray``)."""
+    import ray
+
+    from madapter.ray_runtime import worker_runtime_env
+
+    runtime_env = worker_runtime_env()
+    runtime_env["env_vars"] = {**runtime_env["env_vars"], "OMP_WAIT_POLICY": omp_wait_policy}
+    started = time.perf_counter()
+    ray.init(num_cpus=RAY_CPUS, object_store_memory=256 * 2**20, include_dashboard=False, runtime_env=runtime_env)
+    return time.perf_counter() - started
+
+
+# ----------------------------------------------------------------------------- extraction
+class BatchClock:
+    """When the first and the last extracted batch were in hand, and how many views the first held:
+    the rate between them is the steady extraction rate, free of the fixed start-up before the first."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.first_s: float | None = None
+        self.last_s: float | None = None
+        self.first_views = 0
+
+    def tick(self, views: int) -> None:
+        now = time.perf_counter() - self.started
+        if self.first_s is None:
+            self.first_s, self.first_views = now, views
+        self.last_s = now
+
+    def summary(self, views: int) -> dict[str, float | None]:
+        steady = views - self.first_views
+        span = (self.last_s or 0.0) - (self.first_s or 0.0)
+        return {"first_batch_s": self.first_s, "steady_views_per_s": steady / span if steady and span > 0 else None}
+
+
+@contextlib.contextmanager
+def clocked_rows(clock: BatchClock) -> Iterator[None]:
+    """Time the batches the features stage's driver receives from Ray Data (instrumentation only:
+    ``extract._rows`` is wrapped, every batch passes through unchanged, the original is restored)."""
+    from madapter.data.features import extract
+
+    original = extract._rows
+
+    def rows(*args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        for batch in original(*args, **kwargs):
+            clock.tick(len(batch["view"]))
+            yield batch
+
+    extract._rows = rows
+    try:
+        yield
+    finally:
+        extract._rows = original
+
+
+def ray_data_extraction(params: Params) -> dict[str, Any]:
+    """The features stage as ``dvc repro`` runs it (in this process, on the running Ray); its views/s."""
+    from madapter.data.features.extract import extract_features
+    from madapter.data.features.format import read_features_meta
+
+    started = time.perf_counter()
+    clock = BatchClock(started)
+    with clocked_rows(clock):
+        root = extract_features(params)
+    seconds = time.perf_counter() - started
+    meta = read_features_meta(root)
+    views = sum(split["views_total"] for split in meta["splits"].values())
+    return {"views": views, "seconds": seconds, "views_per_s": views / seconds, **clock.summary(views),
+            "actors": params.features.actors, "bytes": meta["bytes"], "bytes_per_view": meta["bytes"] / max(1, views),
+            "views_per_split": {s: v["views_total"] for s, v in meta["splits"].items()},
+            "includes": "driver dry run + actor start (backbone build) + extraction + writing shards; not ray.init"}
+
+
+def plain_loop_extraction(params: Params) -> tuple[dict[str, Any], Any]:
+    """The stage's own per-actor callable over the same work items in a plain loop (no Ray); views/s.
+
+    Same plan, same work items, same views, same backbone and the same torch threads as the stage's
+    actor; returns the timing and the first work item's output (checked against the stored features)."""
+    import numpy as np
+    import torch
+
+    from madapter.data.features.extract import _actor_cpus, plan_videos, work_items
+    from madapter.data.features.extractor import BackboneExtractor
+    from madapter.data.store.format import read_store_meta
+    from madapter.paths import StagePaths
+
+    paths = StagePaths.from_params(params)
+    plan = plan_videos(params, paths)
+    classes = len(read_store_meta(paths.frames.resolve())["classes"])
+    threads = _actor_cpus(params.features.actors)  # what each of the stage's actors was given
+    driver_threads = torch.get_num_threads()
+    started = time.perf_counter()
+    clock = BatchClock(started)
+    try:
+        extractor = BackboneExtractor(params.model_dump(mode="json"), plan, classes, threads)
+        first, views = None, 0
+        for item in work_items(plan, params.features.batch_size):
+            out = extractor({key: np.array([value]) for key, value in item.items()})
+            clock.tick(len(out["view"]))
+            first = out if first is None else first
+            views += len(out["view"])
+        seconds = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(driver_threads)  # the extractor set this process's threads
+    return {"views": views, "seconds": seconds, "views_per_s": views / seconds, **clock.summary(views),
+            "torch_threads": threads, "includes": "backbone build + extraction (no writing)"}, first
+
+
+def same_values(params: Params, first: dict[str, Any]) -> bool:
+    """The plain loop's first train view equals the stored one (fp16 tolerance): the same clips were timed."""
+    import numpy as np
+
+    from madapter.data.features.format import FeatureStore
+    from madapter.paths import StagePaths
+
+    _, pooled, _ = FeatureStore(StagePaths.from_params(params).features, str(first["split"][0])).view(
+        int(first["video"][0]), int(first["view"][0]))
+    return bool(np.allclose(first["pooled"][0].astype(np.float32), pooled.astype(np.float32), rtol=1e-2, atol=1e-2))
+
+
+# ----------------------------------------------------------------------------- training
+def train_run(params: Params) -> dict[str, Any]:
+    """The real train stage; the worker's epoch numbers (median over epochs 2..N: the first epoch
+    warms up and a shared machine's bursts hit single epochs) and the stage's wall time."""
+    from madapter.train.driver import train
+
+    started = time.perf_counter()
+    result = train(params)
+    history = result.history
+    measured = history[1:] or history
+    return {"epoch_time_s": statistics.median(h["epoch_time_s"] for h in measured),
+            "epoch_time_s_all": [h["epoch_time_s"] for h in history],
+            "clips_per_s": statistics.median(h["clips_per_s"] for h in measured),
+            "val_time_s": statistics.median(h["val_time_s"] for h in measured),
+            "worker_peak_rss_mb": max(h["peak_memory_mb"] for h in history), "val_acc": history[-1]["val_acc"],
+            "train_loss_all": [h["train_loss"] for h in history],
+            "epochs": len(history), "measured_epochs": [int(h["epoch"]) for h in measured],
+            "stage_wall_s": time.perf_counter() - started}
+
+
+# ----------------------------------------------------------------------------- step memory (child process)
+def _vm_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _worker_forward(model):
+    """Inputs -> logits as :func:`madapter.train.loop.data_parallel` builds it for one worker, without
+    DDP (which needs a Ray Train session and is a pass-through for one process)."""
+    if getattr(model, "backbone_frozen", False):
+        def forward(x):
+            features = model.extract(x)  # frozen: no_grad
+            return model.adapter(features.levels, features.pooled)
+
+        return forward
+    return model
+
+
+def measure_step(params_file: Path) -> dict[str, Any]:
+    """Child process: peak RSS of :data:`STEP_BATCHES` training steps of a worker's model and data."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from madapter.data.store.format import split_or_test
+    from madapter.train.optim import Optimisation
+    from madapter.train.source import build_source, source_paths
+    from madapter.train.step import train_epoch
+
+    params = params_from_dict(json.loads(params_file.read_text()), str(params_file))
+    torch.set_num_threads(max(1, int(params.train.cpus_per_worker)))  # as a Ray Train worker (loop.Worker.join)
+    paths = source_paths(params)
+    torch.manual_seed(params.base.seed)
+    source = build_source(params, {**paths, "val_split": split_or_test(Path(paths["frames_dir"]), "val")})
+    model = source.model.train()
+    loader = DataLoader(source.train_ds, batch_size=params.train.batch_size, shuffle=False, collate_fn=source.collate)
+    batches = []
+    for batch in loader:
+        batches.append(batch)
+        if len(batches) == STEP_BATCHES:
+            break
+    device = torch.device("cpu")
+    opt = Optimisation.build(model, params.train, len(batches), device)
+    rss_before = _vm_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
+    sums = train_epoch(_worker_forward(model), model, batches, opt, 1, params.train.amp, device, lambda _n: None)
+    peak = _vm_kb("VmHWM")
+    return {"source": params.train.source, "model": type(model).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "clips_per_step": params.train.batch_size, "steps": len(batches), "clips_trained": int(sums.seen),
+            "rss_before_mb": rss_before / 1024, "peak_rss_mb": peak / 1024, "step_added_mb": (peak - rss_before) / 1024,
+            "torch_threads": torch.get_num_threads()}
+
+
+def step_memory(params: dict[str, Params], work: Path) -> dict[str, dict[str, Any]]:
+    """:func:`measure_step` for every source, each in a fresh process (its own peak, no allocator state
+    from earlier runs).  The processes run side by side: a process's peak RSS is its own, whoever
+    shares the CPUs (which is why no step time is reported from them)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    procs = {}
+    for source, source_params in params.items():
+        params_file = work / f"step-{source}.json"
+        params_file.write_text(json.dumps(source_params.model_dump(mode="json")))
+        procs[source] = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--step-child", str(params_file)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": path})
+    results = {}
+    for source, proc in procs.items():
+        stdout, stderr = proc.communicate()
+        lines = stdout.strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            err = [line for line in stderr.splitlines() if line.strip()]
+            raise BenchmarkError(f"feature_cache.py: the step-memory process for train.source {source} "
+                                 f"failed (exit {proc.returncode}): {err[-1] if err else 'no output'}")
+        results[source] = json.loads(lines[-1])
+    return results
+
+
+# ----------------------------------------------------------------------------- report
+def git_state() -> dict[str, Any]:
+    """The commit the numbers belong to, and whether the working tree had uncommitted edits."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def machine(load_start: tuple[float, ...]) -> dict[str, Any]:
+    return {
+        "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": {pkg: version(pkg) for pkg in ("torch", "timm", "ray", "numpy", "mlflow")},
+        "load_avg_1m_start": load_start[0], "load_avg_1m_end": os.getloadavg()[0],
+        "note": "a 2-core machine shared with other jobs during the run: compare ratios, not seconds",
+    }
+
+
+def setup(params: Params, videos: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
+    m, t, f = params.model, params.train, params.features
+    return {
+        "configuration": "smoke" if args.smoke else "demo model and recipe (params.yaml)",
+        "backbone": m.backbone, "pretrained": m.pretrained, "img_size": m.img_size, "num_frames": m.num_frames,
+        "tuning": m.tuning, "width": m.width, "temporal": m.temporal, "fusion": m.fusion,
+        "dataset": f"synthetic {params.dataset.synthetic.classes} classes x {params.dataset.synthetic.videos_per_class} videos",
+        "videos": videos, "epochs": t.epochs, "batch_size": t.batch_size, "ray_train_workers": t.num_workers,
+        "cpus_per_worker": t.cpus_per_worker, "features_dtype": f.dtype, "train_views": f.train_views,
+        "eval_views": params.evaluate.clips * params.evaluate.crops, "features_batch_size": f.batch_size,
+        "ray_cpus": RAY_CPUS, "omp_wait_policy": args.omp_wait_policy,
+    }
+
+
+def build_report(parts: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    online, cached = parts["training"]["frames"], parts["training"]["features"]
+    mem_online, mem_cached = parts["step_memory"]["frames"], parts["step_memory"]["features"]
+    ray_data, plain = parts["extraction"]["ray_data"], parts["extraction"]["plain_loop"]
+    speedup = online["epoch_time_s"] / cached["epoch_time_s"]
+    saved = online["epoch_time_s"] - cached["epoch_time_s"]
+    return {
+        "benchmark": "feature_cache",
+        "command": " ".join([".venv/bin/python", "benchmarks/feature_cache.py", *args.argv]),
+        "git": parts["git"],
+        "machine": parts["machine"],
+        "setup": parts["setup"],
+        "training": {
+            "online": online, "cached": cached, "speedup_epoch": speedup,
+            "target_speedup": TARGET_SPEEDUP, "target_met": speedup >= TARGET_SPEEDUP,
+            "break_even_epochs": ray_data["seconds"] / saved if saved > 0 else None,
+            # Same views, same initial head, same order: the two runs' losses differ only by the fp16 storage.
+            "train_loss_max_abs_diff": max(abs(a - b) for a, b in zip(online["train_loss_all"], cached["train_loss_all"],
+                                                                     strict=True)),
+            "break_even": "features stage seconds / seconds saved per epoch: epochs after which the cache has paid for itself",
+            "measure": ("median of the Ray Train worker's epoch_time_s over epochs 2..N (training batches only; "
+                        "the first epoch warms up), same training videos"),
+        },
+        "step_memory": {
+            "online": mem_online, "cached": mem_cached,
+            "ratio_added": mem_cached["step_added_mb"] / mem_online["step_added_mb"],
+            "ratio_total": mem_cached["peak_rss_mb"] / mem_online["peak_rss_mb"],
+            "measure": (f"kernel peak RSS (VmHWM) of a fresh process running {STEP_BATCHES} training steps "
+                        "(madapter.train.step.train_epoch on build_source's model and data); added = peak minus "
+                        "RSS once model and batches are built; not torch's allocator"),
+        },
+        "extraction": {
+            "ray_data": ray_data, "plain_loop": plain,
+            "ratio_ray_data_vs_plain": ray_data["views_per_s"] / plain["views_per_s"],
+            "plain_loop_matches_stored": parts["extraction"]["matches"],
+            "ray_init_s": parts["ray_init_s"],
+            "unit": "views/s: one view = one clip of num_frames frames through the frozen backbone",
+        },
+        "seconds_total": parts["seconds_total"],
+    }
+
+
+def markdown(report: dict[str, Any], json_path: str) -> str:
+    """The table of docs/benchmarks.md, from the report alone."""
+    tr, mem, ex, s = report["training"], report["step_memory"], report["extraction"], report["setup"]
+    on, ca = tr["online"], tr["cached"]
+    mo, mc = mem["online"], mem["cached"]
+    rd, pl = ex["ray_data"], ex["plain_loop"]
+    met = "met" if tr["target_met"] else "NOT met"
+    git = report["git"]
+    lines = [
+        "| | online (`train.source: frames`) | cached (`train.source: features`) | cached / online |",
+        "|---|---|---|---|",
+        f"| epoch time ({s['videos']['train']} clips; median of epochs {_span(on['measured_epochs'])}) | {on['epoch_time_s']:.2f} s | "
+        f"{ca['epoch_time_s']:.2f} s | **{1 / tr['speedup_epoch']:.3f}x** ({tr['speedup_epoch']:.1f}x faster; "
+        f"target >= {tr['target_speedup']:.0f}x: {met}) |",
+        f"| training clips/s | {on['clips_per_s']:.1f} | {ca['clips_per_s']:.1f} | |",
+        f"| training loss, epochs 1-{len(on['train_loss_all'])} | {_losses(on['train_loss_all'])} | "
+        f"{_losses(ca['train_loss_all'])} | largest difference {tr['train_loss_max_abs_diff']:.1e} |",
+        f"| peak RSS added by {mo['steps']} steps of {mo['clips_per_step']} clips | {mo['step_added_mb']:.0f} MB | "
+        f"{mc['step_added_mb']:.0f} MB | {mem['ratio_added']:.2f}x |",
+        f"| process peak RSS during those steps | {mo['peak_rss_mb']:.0f} MB | {mc['peak_rss_mb']:.0f} MB | "
+        f"{mem['ratio_total']:.2f}x |",
+        f"| Ray Train worker peak RSS (whole run) | {on['worker_peak_rss_mb']:.0f} MB | "
+        f"{ca['worker_peak_rss_mb']:.0f} MB | {ca['worker_peak_rss_mb'] / on['worker_peak_rss_mb']:.2f}x |",
+        f"| model parameters in the worker | {mo['parameters'] / 1e6:.2f} M | {mc['parameters'] / 1e6:.2f} M | |",
+        "",
+        f"Break-even: the features stage took {rd['seconds']:.0f} s, "
+        + (f"repaid after {tr['break_even_epochs']:.1f} epochs at the seconds saved per epoch."
+           if tr["break_even_epochs"] is not None else "never repaid (no epoch was faster)."),
+        "",
+        "| extraction of the same views | views/s (all) | seconds | first batch after | views/s after the first batch |",
+        "|---|---|---|---|---|",
+        f"| features stage, Ray Data ({rd['actors']} actor x {pl['torch_threads']} threads) | {rd['views_per_s']:.1f} | "
+        f"{rd['seconds']:.1f} | {_num(rd['first_batch_s'], 's')} | {_num(rd['steady_views_per_s'])} |",
+        f"| plain loop, same extractor, {pl['torch_threads']} threads | {pl['views_per_s']:.1f} | {pl['seconds']:.1f} | "
+        f"{_num(pl['first_batch_s'], 's')} | {_num(pl['steady_views_per_s'])} |",
+        f"| Ray Data / plain loop | {ex['ratio_ray_data_vs_plain']:.2f}x | | | {_num(_div(rd['steady_views_per_s'], pl['steady_views_per_s']), 'x', 2)} |",
+        "",
+        f"{rd['views']} views ({', '.join(f'{k}: {v}' for k, v in rd['views_per_split'].items())}); stored "
+        f"{rd['bytes'] / 1e6:.1f} MB ({rd['bytes_per_view'] / 1e3:.1f} kB per view, {s['features_dtype']}); "
+        f"plain loop output equals the stored features: {'yes' if ex['plain_loop_matches_stored'] else 'NO'}. "
+        f"Ray start-up ({ex['ray_init_s']:.1f} s) is in neither.",
+        "",
+        f"From `{json_path}`, commit `{(git['commit'] or '?')[:10]}`{' (uncommitted edits)' if git['dirty'] else ''}, "
+        f"`{report['command']}`, {report['seconds_total'] / 60:.1f} min; load average "
+        f"{report['machine']['load_avg_1m_start']:.1f} at the start, {report['machine']['load_avg_1m_end']:.1f} at the end.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None, unit: str = "", digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}{(' ' if unit == 's' else '') + unit}"
+
+
+def _losses(values: list[float]) -> str:
+    return ", ".join(f"{v:.4f}" for v in values)
+
+
+def _span(epochs: list[int]) -> str:
+    return f"{epochs[0]}-{epochs[-1]}" if len(epochs) > 1 else str(epochs[0])
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Three panels: epoch time, step memory, extraction throughput."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tr, mem, ex, s = report["training"], report["step_memory"], report["extraction"], report["setup"]
+    grey, green = "#999999", "#2a7f62"
+    fig, (ax_time, ax_mem, ax_ex) = plt.subplots(1, 3, figsize=(12, 3.8))
+    ax_time.bar(["online", "cached"], [tr["online"]["epoch_time_s"], tr["cached"]["epoch_time_s"]], color=[grey, green])
+    ax_time.set_ylabel("seconds per training epoch")
+    ax_time.set_title(f"epoch: {tr['speedup_epoch']:.1f}x faster (target {tr['target_speedup']:.0f}x)", fontsize=10)
+    xs = [0, 1]
+    for offset, key, label, alpha in ((-0.2, "peak_rss_mb", "process peak RSS", 0.45),
+                                      (0.2, "step_added_mb", "added by the steps", 1.0)):
+        ax_mem.bar([x + offset for x in xs], [mem["online"][key], mem["cached"][key]], width=0.4, label=label,
+                   color=[grey, green], alpha=alpha)
+    ax_mem.set_xticks(xs, ["online", "cached"])
+    ax_mem.set_ylabel("MB (kernel VmHWM)")
+    ax_mem.set_ylim(0, 1.3 * max(mem["online"]["peak_rss_mb"], mem["cached"]["peak_rss_mb"]))  # room for the legend
+    ax_mem.legend(fontsize=8, loc="upper center", ncol=2)
+    ax_mem.set_title(f"training step memory: {mem['ratio_added']:.2f}x added", fontsize=10)
+    sides = (ex["ray_data"], ex["plain_loop"])
+    for offset, key, label, alpha in ((-0.2, "views_per_s", "whole run", 1.0),
+                                      (0.2, "steady_views_per_s", "after the first batch", 0.45)):
+        ax_ex.bar([x + offset for x in xs], [side[key] or 0.0 for side in sides], width=0.4, label=label,
+                  color=[green, grey], alpha=alpha)
+    ax_ex.set_xticks(xs, ["Ray Data\n(features stage)", "plain loop"])
+    ax_ex.set_ylabel("views/s")
+    ax_ex.set_ylim(0, 1.3 * max(side[key] or 0.0 for side in sides for key in ("views_per_s", "steady_views_per_s")))
+    ax_ex.legend(fontsize=8, loc="upper center", ncol=2)
+    ax_ex.set_title(f"extraction: {ex['ratio_ray_data_vs_plain']:.2f}x the plain loop", fontsize=10)
+    fig.suptitle(f"Cached frozen features vs online, {s['backbone']} random init @{s['img_size']}px, T={s['num_frames']}, "
+                 f"{s['tuning']} width {s['width']}, CPU (shared 2-core machine, one run)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(report: dict[str, Any], out: Path) -> None:
+    """``out`` (JSON), the plot next to it (``.png``) and the docs table (``.md``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, out.with_suffix(".png"))
+    shown = str(out.relative_to(REPO)) if out.is_relative_to(REPO) else str(out)
+    table = markdown(report, shown)
+    out.with_suffix(".md").write_text(table)
+    logger.info("wrote %s, .png and .md\n%s", out, table)
+
+
+# ----------------------------------------------------------------------------- driver
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Everything, in one process and one Ray: data, extraction both ways, both training runs, step memory."""
+    import ray
+
+    started, load_start = time.perf_counter(), os.getloadavg()
+    params = {source: bench_params(work, source, args) for source in SOURCES}
+    logger.info("data: download -> index -> scan -> decode under %s", work)
+    videos = prepare_data(params["features"])
+    parts: dict[str, Any] = {"git": git_state(), "setup": setup(params["features"], videos, args)}
+    parts["ray_init_s"] = start_ray(args.omp_wait_policy)
+    try:
+        logger.info("extraction: the features stage (Ray Data)")
+        ray_data = ray_data_extraction(params["features"])
+        logger.info("extraction: the same work items in a plain loop")
+        plain, first = plain_loop_extraction(params["features"])
+        parts["extraction"] = {"ray_data": ray_data, "plain_loop": plain,
+                               "matches": same_values(params["features"], first)}
+        parts["training"] = {}
+        for source in ("features", "frames"):
+            logger.info("training: train.source %s (%s)", source, LABEL[source])
+            parts["training"][source] = train_run(params[source])
+    finally:
+        ray.shutdown()
+    logger.info("step memory: one fresh process per train.source")
+    parts["step_memory"] = step_memory(params, work)
+    parts["machine"] = machine(load_start)
+    parts["seconds_total"] = time.perf_counter() - started
+    return build_report(parts, args)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos-per-class", type=int, default=24,
+                        help="synthetic videos per class (2/3 train, 1/6 val, 1/6 test); classes as params.yaml")
+    parser.add_argument("--epochs", type=int, default=4,
+                        help="epochs per training run; the median of epochs 2..N is reported")
+    parser.add_argument("--smoke", action="store_true", help="the tiny configuration (seconds; checks the script works)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "feature_cache.json", help="JSON path (.png, .md beside it)")
+    parser.add_argument("--work-dir", type=Path, default=None, help="scratch directory, kept (default: a temp dir, removed)")
+    parser.add_argument("--omp-wait-policy", choices=("PASSIVE", "ACTIVE"), default="PASSIVE",
+                        help="OpenMP wait policy of every process (see the module docstring)")
+    parser.add_argument("--step-child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.epochs < 1 or args.videos_per_class < 3:
+        parser.error("--epochs must be >= 1 and --videos-per-class >= 3")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Before torch (and its libgomp) loads in this process; children and Ray workers inherit it.
+    os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
+    if args.step_child:
+        logging.disable(logging.WARNING)
+        print(json.dumps(measure_step(args.step_child)))  # noqa: T201 - the child's result line for the parent
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        os.environ.pop(key, None)  # its own local Ray and scratch MLflow store, never the user's
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="madapter-feature-cache-"))
+    try:
+        report = run(args, work.resolve())
+    except BenchmarkError as err:
+        print(err, file=sys.stderr)  # noqa: T201 - the one line a user reads
+        return 2
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    write_outputs(report, args.out.resolve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

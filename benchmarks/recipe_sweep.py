@@ -1,0 +1,223 @@
+"""The demo recipe's evidence: test top-1 of the M-adapter head on cached features, per recipe.
+
+Why a script and not ``python -m madapter tune``: a sweep that picks the *defaults* needs the
+test split, whole training runs (no early stopping) and per-pair accuracy, and it must be cheap
+enough to run many configurations on 2 cores.  This trains the very head the pipeline trains
+(:func:`madapter.models.headless.build_feature_classifier`, AdamW groups and warm-up + cosine
+schedule from :class:`madapter.train.optim.Optimisation`, stored view ``epoch % views`` per epoch
+as :class:`madapter.data.features.dataset.FeatureDataset` serves it) in one process, without Ray:
+same model and data, no distributed plumbing.  ``make demo`` then confirms the chosen recipe
+through the real pipeline (README, docs/benchmarks.md).
+
+The features are read once from a store extracted with ``model.level_pool: null`` (full grids),
+so the level pooling can be swept too: each recipe pools them with the model's own
+:func:`madapter.models.classifier.pool_level_grids`.
+
+    python -m madapter features --params P.yaml          # with model.level_pool: null
+    python benchmarks/recipe_sweep.py --params P.yaml --out benchmarks/results/recipe_sweep.json
+
+``--recipes`` takes a JSON list of overrides (dotted keys of params.yaml; ``name`` labels the row);
+``features.train_views: n`` below the stored count trains on the first ``n`` stored views.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from madapter.config import Params, apply_override, load_params, params_from_dict
+from madapter.data.features.dataset import FeatureDataset, collate_features, level_infos
+from madapter.data.features.format import FeatureStore
+from madapter.models.classifier import pool_level_grids
+from madapter.models.headless import FeatureClassifier, build_feature_classifier
+from madapter.paths import StagePaths
+from madapter.train.optim import Optimisation
+
+logger = logging.getLogger("recipe_sweep")
+
+CHOSEN: dict[str, Any] = {"model.width": 96, "model.level_pool": 2, "train.lr": 3e-3, "train.epochs": 60,
+                          "train.label_smoothing": 0.1}
+"""The recipe params.yaml ships (the demo's)."""
+
+DEFAULT_RECIPES: list[dict[str, Any]] = [
+    {"name": "previous demo defaults", "model.width": 192, "model.level_pool": None, "train.lr": 1e-3,
+     "train.epochs": 4, "train.label_smoothing": 0.0},
+    {"name": "chosen (params.yaml)", **CHOSEN},
+    {"name": "chosen, seed 1", **CHOSEN, "base.seed": 1},
+    {"name": "chosen, seed 2", **CHOSEN, "base.seed": 2},
+    {"name": "no label smoothing", **CHOSEN, "train.label_smoothing": 0.0},
+    {"name": "lr 1e-3", **CHOSEN, "train.lr": 1e-3},
+    {"name": "40 epochs", **CHOSEN, "train.epochs": 40},
+    {"name": "temporal attention", **CHOSEN, "model.temporal": "attention"},
+    {"name": "temporal none (order-blind branch)", **CHOSEN, "model.temporal": "none"},
+    {"name": "full 4x4 grids (no level_pool)", **CHOSEN, "model.level_pool": None},
+    {"name": "width 192", **CHOSEN, "model.width": 192},
+]
+"""Around the chosen recipe, one change at a time (the first row is what the demo used before)."""
+
+Batch = tuple[tuple[list[torch.Tensor], torch.Tensor], torch.Tensor]
+
+
+def load_split(store: FeatureStore, train: bool) -> list[Batch]:
+    """Every stored view of a split as whole-split tensors: one entry per training view, else one."""
+    dataset = FeatureDataset(store, train=train, view=0 if train else None)
+    if not train:
+        (levels, pooled), labels = collate_features([dataset[i] for i in range(len(dataset))])
+        return [((levels, pooled), labels)]  # [N, V, ...]: averaged over views like evaluate does
+    views = []
+    for view in range(store.views):
+        dataset.set_epoch(view)
+        views.append(collate_features([dataset[i] for i in range(len(dataset))]))
+    return views
+
+
+def recipe_params(base: dict[str, Any], recipe: dict[str, Any]) -> Params:
+    data = json.loads(json.dumps(base))
+    for key, value in recipe.items():
+        if "." in key:
+            apply_override(data, key, value)
+    return params_from_dict(data, "recipe")
+
+
+def build_head(params: Params, store: FeatureStore) -> FeatureClassifier:
+    torch.manual_seed(params.base.seed)
+    return build_feature_classifier(params.model, level_infos(store), store.pooled_dim, len(store.classes), {})
+
+
+def scores(model: FeatureClassifier, split: Batch, level_pool: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax averaged over the stored views of each video (the evaluate stage's protocol)."""
+    (levels, pooled), labels = split
+    n, views = pooled.shape[:2]
+    model.eval()
+    probs = torch.zeros(n, model.adapter.head.out_features)
+    with torch.no_grad():
+        for v in range(views):
+            grids = pool_level_grids([lv[:, v] for lv in levels], level_pool)
+            for i in range(0, n, 64):
+                probs[i:i + 64] += model([g[i:i + 64] for g in grids], pooled[i:i + 64, v]).softmax(-1) / views
+    return probs, labels
+
+
+def train_recipe(params: Params, store: FeatureStore, train_views: list[Batch]) -> tuple[FeatureClassifier, list[float]]:
+    """Train one recipe's head; returns it and the training accuracy of every epoch."""
+    cfg = params.train
+    model = build_head(params, store)
+    stored = train_views[: params.features.train_views]  # fewer stored views: the first ones, as extracted
+    views = [((pool_level_grids(lv, params.model.level_pool), po), y) for (lv, po), y in stored]
+    n = len(views[0][1])
+    global_batch = cfg.batch_size * cfg.num_workers  # what one optimiser step sees in the pipeline
+    steps = (n + global_batch - 1) // global_batch
+    optim = Optimisation.build(model, cfg, steps, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(params.base.seed)
+    history = []
+    for epoch in tqdm(range(cfg.epochs), desc="epochs", leave=False):
+        (levels, pooled), labels = views[epoch % len(views)]
+        order = torch.randperm(n, generator=generator)
+        model.train()
+        correct = 0
+        for i in range(0, n, global_batch):
+            idx = order[i:i + global_batch]
+            logits = model([lv[idx] for lv in levels], pooled[idx])
+            optim.loss_fn(logits, labels[idx]).backward()
+            optim.step()
+            correct += int((logits.argmax(1) == labels[idx]).sum())
+        history.append(round(correct / n, 4))
+    return model, history
+
+
+def per_pair(probs: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict[str, float]:
+    """Top-1 per reversal pair (classes 2k and 2k+1 of the synthetic set)."""
+    hit = probs.argmax(1) == labels
+    out = {}
+    for k in range(0, len(classes) - 1, 2):
+        mask = (labels == k) | (labels == k + 1)
+        out[f"{classes[k]}/{classes[k + 1]}"] = round(float(hit[mask].float().mean()), 4)
+    return out
+
+
+def markdown(report: dict[str, Any], json_path: Path) -> str:
+    """The docs table: one row per recipe, test top-1 overall and per reversal pair."""
+    pairs = list(report["results"][0]["test_per_pair"])
+    head = ["recipe", "val top-1", "test top-1", *pairs, "last train acc", "s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in report["results"]:
+        cells = [row["recipe"].get("name", json.dumps(row["recipe"])), f"{row['val_top1']:.3f}",
+                 f"**{row['test_top1']:.3f}**", *(f"{row['test_per_pair'][p]:.2f}" for p in pairs),
+                 f"{row['train_acc_last']:.2f}", f"{row['seconds']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    data = report["data"]
+    lines += ["", f"{data['train']} / {data['val']} / {data['test']} train / val / test videos, "
+              f"{data['train_views']} stored training views; from `{json_path}`, commit "
+              f"`{(report['commit'] or '?')[:10]}`{' (uncommitted edits)' if report['dirty'] else ''}, `{report['command']}`."]
+    return "\n".join(lines) + "\n"
+
+
+def git_state() -> dict[str, Any]:
+    """The commit the numbers belong to, and whether tracked files had uncommitted edits."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], capture_output=True, text=True, check=False).stdout.strip()
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, required=True, help="params of the extracted features (level_pool: null)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/recipe_sweep.json"))
+    parser.add_argument("--recipes", type=str, default=None, help="JSON list of override dicts (default: DEFAULT_RECIPES)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    params = load_params(args.params)
+    if params.model.level_pool is not None:
+        parser.error(f"{args.params}: model.level_pool must be null (the sweep pools the full grids itself)")
+    root = StagePaths.from_params(params).features
+    stores = {split: FeatureStore(root, split) for split in ("train", "val", "test")}
+    train_views = load_split(stores["train"], train=True)
+    evaluation = {split: load_split(stores[split], train=False)[0] for split in ("val", "test")}
+    base = params.model_dump(mode="json")
+    recipes = json.loads(args.recipes) if args.recipes else DEFAULT_RECIPES
+    results = []
+    for recipe in recipes:
+        p = recipe_params(base, recipe)
+        started = time.perf_counter()
+        model, history = train_recipe(p, stores["train"], train_views)
+        row: dict[str, Any] = {"recipe": recipe, "train_acc_last": history[-1], "train_acc": history,
+                               "seconds": round(time.perf_counter() - started, 1)}
+        for split, data in evaluation.items():
+            probs, labels = scores(model, data, p.model.level_pool)
+            row[f"{split}_top1"] = round(float((probs.argmax(1) == labels).float().mean()), 4)
+        row["test_per_pair"] = per_pair(*scores(model, evaluation["test"], p.model.level_pool), stores["test"].classes)
+        logger.info("%s: val %.3f test %.3f (%.0f s)", recipe.get("name", recipe), row["val_top1"], row["test_top1"], row["seconds"])
+        results.append(row)
+    report = {
+        "benchmark": "recipe_sweep",
+        "command": " ".join([sys.executable, *sys.argv]),
+        **git_state(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "torch": torch.__version__, "threads": args.threads},
+        "data": {split: len(store) for split, store in stores.items()} | {"train_views": stores["train"].views,
+                                                                          "classes": stores["train"].classes},
+        "base_params": {k: base[k] for k in ("model", "train", "features")},
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(report, args.out))
+    logger.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
