@@ -124,7 +124,7 @@ CHANGES = {
     "backbone": ({"model": {"backbone": "vit_small_patch16_224"}}, "features", "model.backbone", FROM_FEATURES),
     "levels": ({"model": {"levels": [5, 11]}}, "features", "model.levels", FROM_FEATURES),
     "decode-size": ({"decode": {"size": 48}}, "features", "decode.size", {"decode"} | FROM_FEATURES),
-    "lr": ({"train": {"lr": 0.003}}, "train", "train", AFTER_TRAIN),
+    "lr": ({"train": {"lr": 0.0007}}, "train", "train", AFTER_TRAIN),
 }
 
 
@@ -146,7 +146,7 @@ def test_lr_change_retrains_from_the_features_already_on_disk(ran_repo):
     before = lock_stages(ran_repo)
     timings = ran_repo / "outputs/timings/features.json"
     timings_mtime = timings.stat().st_mtime_ns
-    with params_changed(ran_repo, {"train": {"lr": 0.003}}):
+    with params_changed(ran_repo, {"train": {"lr": 0.0007}}):
         proc = run([*DVC, "repro", "train"], ran_repo, timeout=900)
         after = lock_stages(ran_repo)
     output = proc.stdout + proc.stderr
@@ -155,7 +155,7 @@ def test_lr_change_retrains_from_the_features_already_on_disk(ran_repo):
         assert f"Stage '{stage}' didn't change, skipping" in output, f"{stage} was not checked and skipped"
     assert after["features"] == before["features"], "the features stage's deps, params or outputs changed"
     assert timings.stat().st_mtime_ns == timings_mtime, "the features stage ran (it rewrote its timings)"
-    assert after["train"]["params"]["params.yaml"]["train"]["lr"] == 0.003
+    assert after["train"]["params"]["params.yaml"]["train"]["lr"] == 0.0007
     train_outs = {o["path"]: o["md5"] for o in after["train"]["outs"] if "md5" in o}
     before_outs = {o["path"]: o["md5"] for o in before["train"]["outs"] if "md5" in o}
     assert train_outs["outputs/train"] != before_outs["outputs/train"], "train did not write a new model"

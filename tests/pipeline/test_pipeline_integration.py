@@ -152,13 +152,13 @@ def test_second_dvc_repro_runs_no_stage(pipeline):
 def test_changing_a_train_param_reruns_only_train_and_what_follows(pipeline):
     repo, _ = pipeline
     before = read_json(repo / "outputs/train/run.json")["run_id"]
-    write_params(repo, {"train": {"lr": 0.003}})
+    write_params(repo, {"train": {"lr": 0.0007}})
     proc = run([*DVC, "repro"], repo)
     assert ran_stages(proc.stdout + proc.stderr) == ["train", "evaluate", "register"]
     after = read_json(repo / "outputs/train/run.json")["run_id"]
     assert after != before, "new training params must give a new training run, not a resumed old one"
     lr = mlflow_client(repo).get_run(after).data.params.get("train.lr")
-    assert lr is not None and float(lr) == 0.003
+    assert lr is not None and float(lr) == 0.0007
 
 
 def _wait_for_deployments(names: list[str], timeout: float = 90):
