@@ -21,7 +21,7 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
 
-# The whole default pipeline (synthetic data, tiny ViT, 2 Ray workers) THROUGH the Prefect flow,
+# The whole default pipeline (synthetic data, tiny ViT, cached features, 1 Ray worker) THROUGH the Prefect flow,
 # which runs every DVC stage; then prints where to look (MLflow UI, registry alias, metrics).
 demo: install
 	$(PY) -m pipelines.demo

@@ -31,8 +31,8 @@ BASELINE_DIR = "baseline-linear"
 """Under ``base.outputs_dir``: the baseline's ``train/`` and ``evaluate/`` outputs."""
 
 BASELINE_EPOCHS = 10
-"""A linear head on frame-averaged features has converged by then (its validation accuracy is flat
-after a few epochs); more epochs cannot teach it frame order, and would add minutes to the demo.
+"""Enough for a linear head on frame-averaged features: on the demo's test split it reached top-1
+0.16 after 10 epochs and 0.18 after 60 (2026-11-24); no number of epochs teaches it frame order.
 The recipe sweep's ``temporal: none`` row (docs/benchmarks.md) is the same-budget order-blind branch."""
 
 

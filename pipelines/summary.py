@@ -207,5 +207,5 @@ def _per_class_lines(summary: RunSummary) -> list[str]:
         top1 = summary.baseline.get("top1")
         lines += ["", f"Order-blind baseline (same backbone, same cached features, frames averaged): "
                       f"top-1 {_acc(top1)} against {_acc(summary.metrics.get('top1'))}. "
-                      "Reversal pairs share every frame, so a model that ignores order sits near 50% on each pair."]
+                      "Reversal pairs share every frame, so a model that ignores order cannot beat 50% on any pair."]
     return lines
