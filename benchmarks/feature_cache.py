@@ -63,6 +63,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from madapter.cli import parse_overrides
 from madapter.config import Params, load_params, params_from_dict
 
 logger = logging.getLogger("benchmarks.feature_cache")
@@ -103,6 +104,12 @@ def bench_params(work: Path, source: str, args: argparse.Namespace) -> Params:
     if not args.smoke:
         data["dataset"]["synthetic"]["videos_per_class"] = args.videos_per_class
         data["train"]["epochs"] = args.epochs
+    for key, value in parse_overrides(args.set).items():  # e.g. a bigger backbone: how the ratio grows
+        *sections, leaf = key.split(".")
+        target = data
+        for part in sections:
+            target = target.setdefault(part, {})
+        target[leaf] = value
     data["dataset"]["name"] = "synthetic"
     data["scan"]["workers"] = data["decode"]["workers"] = 1
     data["train"].update(source=source, num_workers=1, cpus_per_worker=1.0, max_epochs_per_run=None,
@@ -146,7 +153,7 @@ def start_ray(omp_wait_policy: str) -> float:
     runtime_env = worker_runtime_env()
     runtime_env["env_vars"] = {**runtime_env["env_vars"], "OMP_WAIT_POLICY": omp_wait_policy}
     started = time.perf_counter()
-    ray.init(num_cpus=RAY_CPUS, object_store_memory=256 * 2**20, include_dashboard=False, runtime_env=runtime_env)
+    ray.init(address="local", num_cpus=RAY_CPUS, object_store_memory=256 * 2**20, include_dashboard=False, runtime_env=runtime_env)
     return time.perf_counter() - started
 
 
@@ -590,6 +597,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=None, help="scratch directory, kept (default: a temp dir, removed)")
     parser.add_argument("--omp-wait-policy", choices=("PASSIVE", "ACTIVE"), default="PASSIVE",
                         help="OpenMP wait policy of every process (see the module docstring)")
+    parser.add_argument("--set", "-S", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a params.yaml key for both sources, e.g. -S model.backbone=vit_small_patch16_224")
     parser.add_argument("--step-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

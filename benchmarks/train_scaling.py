@@ -91,7 +91,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
         prepare_data(bench_params(work, "madapter", 1, args.epochs))
-        ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False,
+        ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False,
                  runtime_env=worker_runtime_env())  # madapter on the path, Ray Train's cleaner noise filtered
         rows = []
         try:

@@ -371,6 +371,55 @@ def predict(
         raise typer.Exit(code=1)
 
 
+@app.command("batch-predict")
+def batch_predict(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Predictions file: .parquet or .csv.")],
+    split: Annotated[str | None, typer.Option("--split", help="Score an index split of the dataset (train/val/test).")] = None,
+    folder: Annotated[Path | None, typer.Option("--folder", help="Score every video under this folder (recursive).")] = None,
+    list_file: Annotated[Path | None, typer.Option("--list", help="Score the videos of a text file, one path per line.")] = None,
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="A checkpoint path or an MLflow model URI (models:/madapter@champion)."),
+    ] = "models:/madapter@champion",
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Classes per video (default register.top_k).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Videos per forward pass (default evaluate.batch_size).")
+    ] = None,
+    actors: Annotated[int, typer.Option("--actors", help="Model actors (each loads the model once).")] = 1,
+    use_gpu: Annotated[
+        bool | None, typer.Option("--use-gpu/--no-gpu", help="GPU actors (default: when the Ray cluster has GPUs).")
+    ] = None,
+    actor_cpus: Annotated[int | None, typer.Option("--actor-cpus", help="CPUs per CPU actor.")] = None,
+    params_file: ParamsOption = Path("params.yaml"),
+    preset: PresetOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Classify many videos on Ray Data (CPU decoding tasks, an actor pool of models); write Parquet or CSV.
+
+    One row per input, in input order: path, top-k labels and scores, and an error for a video
+    that cannot be read (the others are still scored; exit code 0).  Uses $RAY_ADDRESS when set.
+    """
+    try:
+        params = resolve_params(params_file, preset, set_)
+    except ConfigError as err:
+        raise _config_error(err) from None
+    from madapter.batch.pipeline import BatchRequest
+    from madapter.batch.pipeline import batch_predict as run_batch
+
+    request = BatchRequest(output=output, model=model, split=split, folder=folder, list_file=list_file,
+                           top_k=top_k, batch_size=batch_size, actors=actors, use_gpu=use_gpu, actor_cpus=actor_cpus)
+    try:
+        result = run_batch(params, request)
+    except ConfigError as err:
+        raise _config_error(err) from None
+    except Exception as err:
+        exit_ = _stage_failed("batch-predict", params, err)
+        if exit_ is None:
+            raise
+        raise exit_ from None
+    typer.echo(f"{result.output}: {result.videos} rows ({result.errors} errors)")
+
+
 @app.command("tune")
 def tune(
     params_file: ParamsOption = Path("params.yaml"),

@@ -93,6 +93,14 @@ class DecodeSection(_Section):
     size: int = Field(64, ge=16)
     """Frames are resized so the short side is ``size`` and centre-cropped square."""
     shard_size: int = Field(256, ge=1)
+    format: Literal["jpeg", "raw"] = "jpeg"
+    """How stored frames are kept: ``jpeg`` (libjpeg-turbo through simplejpeg; ~1/10 of the bytes,
+    only a clip's frames decoded) or ``raw`` uint8 arrays (the uncompressed reference, memory-mapped;
+    37 GB for UCF101 at 240 px, 3.7 GB as JPEG).  Measured in ``benchmarks/store.py``."""
+    quality: int = Field(90, ge=1, le=100)
+    """JPEG quality (``format: jpeg`` only; ``raw`` ignores it).  90: the highest of the measured
+    qualities that keeps the store below 1/8 of uint8 (1/10 at a pixel error of ~2.3 on natural
+    video; 95 is 1/7); docs/benchmarks.md "Frame store" has bytes and error per quality."""
     workers: int = Field(2, ge=1)
 
 
@@ -184,7 +192,16 @@ class TrainSection(_Section):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
     max_failures: int = Field(2, ge=0)
-    storage_path: Path = Path("outputs/ray")
+    storage_path: Path | str = Path("outputs/ray")
+    """Ray Train's storage: a local path, a shared filesystem path (the same on every node), or a URI
+    Ray's storage accepts (``s3://``, ``gs://``, ``file://``), kept as a string (see ``madapter.train.storage``)."""
+
+    @field_validator("storage_path", mode="plain")
+    @classmethod
+    def _path_or_uri(cls, value: Any) -> Path | str:
+        text = str(value)  # a URI stays a string: Path("s3://b/x") would fold it into "s3:/b/x"
+        return text if "://" in text else Path(text)
+
     run_name: str = "madapter-demo"
     loader_workers: int = Field(0, ge=0)
     max_epochs_per_run: int | None = Field(None, gt=0)

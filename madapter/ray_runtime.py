@@ -1,5 +1,5 @@
 """How Ray is started (:func:`start_ray`, shared by the train and features stages), the job's runtime
-environment and a worker log filter.
+environment (with the MLflow/Prefect credentials a cluster's workers need) and a worker log filter.
 
 Why a filter exists at all (Ray 2.60, ``ray.train.v2``): every ``TorchTrainer.fit`` starts a
 detached ``PlacementGroupCleaner`` actor that asks the Ray *State API* once a second whether
@@ -42,6 +42,25 @@ CLEANER_RETRY_MESSAGE = "Failed to query Ray Train Controller actor state"
 SETUP_HOOK = f"{__name__}.setup_worker_process"
 """Import path Ray calls in every worker process it starts (``worker_process_setup_hook``)."""
 
+CREDENTIAL_ENV_VARS: tuple[str, ...] = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "PREFECT_API_AUTH_STRING",
+    "PREFECT_API_KEY",
+)
+"""Credentials the driver hands on to every Ray worker, when set in the driver's environment.
+
+Rank 0 of a Train run logs metrics and checkpoints to the MLflow server itself, so on a server with
+basic auth (``mlflow server --app-name basic-auth``, what ``infra/`` runs) a worker without these
+gets 401 on its first request.  On a local Ray the workers would inherit the driver's environment
+anyway; on a cluster (``RAY_ADDRESS``) the worker processes are children of the nodes' raylets,
+started long before this job with none of the driver's variables, so the job's runtime env is the
+only way in.  Values are never logged.  They are readable by anyone who can see the job's runtime
+env (Ray dashboard, ``ray list jobs``): another reason the dashboard (8265), GCS (6379) and client
+(10001) ports must never face an untrusted network (docs/operations.md, "Running on the scale
+stack")."""
+
 
 class DropCleanerRetries(logging.Filter):
     """Drop the PlacementGroupCleaner's per-second State-API retry warning (see module docstring)."""
@@ -63,7 +82,8 @@ def package_root() -> Path:
 
 
 def worker_runtime_env() -> dict[str, Any]:
-    """The Ray job ``runtime_env`` for training: import ``madapter`` and filter the cleaner's noise.
+    """The Ray job ``runtime_env`` for training: import ``madapter``, filter the cleaner's noise and
+    pass on the MLflow/Prefect credentials of :data:`CREDENTIAL_ENV_VARS` that are set.
 
     Every actor and task of the job inherits it, including the Train controller and the
     detached cleaner the controller starts, so the filter reaches the process that logs.
@@ -76,7 +96,13 @@ def worker_runtime_env() -> dict[str, Any]:
         # slower on a busy box without it.  A user's own setting wins.
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
     }
+    env_vars.update(credential_env())
     return {"env_vars": env_vars, "worker_process_setup_hook": SETUP_HOOK}
+
+
+def credential_env() -> dict[str, str]:
+    """The :data:`CREDENTIAL_ENV_VARS` that are set (and not empty) in this process's environment."""
+    return {name: os.environ[name] for name in CREDENTIAL_ENV_VARS if os.environ.get(name)}
 
 
 def start_ray(params: Params, cpus_needed: float | None = None, object_store_mb: int | None = None) -> None:
@@ -100,6 +126,9 @@ def start_ray(params: Params, cpus_needed: float | None = None, object_store_mb:
     needed = params.train.num_workers * params.train.cpus_per_worker if cpus_needed is None else cpus_needed
     store_mb = params.train.object_store_mb if object_store_mb is None else object_store_mb
     ray.init(
+        # "local": always a new instance. Without it Ray joins whatever `ray start` or test
+        # cluster it finds in /tmp/ray/ray_current_cluster on this machine (and then refuses num_cpus).
+        address="local",
         num_cpus=max(os.cpu_count() or 1, math.ceil(needed)),
         object_store_memory=store_mb * 2**20,
         include_dashboard=False,

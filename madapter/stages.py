@@ -29,7 +29,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("scan", "madapter.data.store.scan", "scan_videos",
           "Check every indexed video decodes; write quarantine.csv and report.json."),
     Stage("decode", "madapter.data.store.decode", "decode_dataset",
-          "Decode every good video to a fixed frame grid in sharded .npy files."),
+          "Decode every good video to a fixed frame grid in a sharded frame store (JPEG or raw uint8)."),
     Stage("features", "madapter.data.features.extract", "extract_features",
           "Run the frozen backbone once over every stored view; write its outputs to data/features/<ds>."),
     Stage("train", "madapter.train.driver", "train",

@@ -9,7 +9,8 @@ The baseline is the same model family with ``model.tuning: linear`` (the backbon
 feature, averaged over frames, then a linear head), trained with the same recipe, except for at
 most :data:`BASELINE_EPOCHS` epochs, on the SAME cached features (``train.source: features``: no second extraction), through the same CLI
 commands a user runs.  It writes to its own ``base.outputs_dir`` and MLflow run and is never
-registered, so it cannot replace the model the pipeline produced.
+registered, so it cannot replace the model the pipeline produced; it writes nothing DVC tracks
+(its Ray checkpoints included), so a second ``make demo`` re-runs no stage.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def baseline_overrides(params: Params, repo: Path) -> dict[str, str]:
         "train.epochs": str(min(params.train.epochs, BASELINE_EPOCHS)),
         "train.run_name": f"{params.train.run_name}-order-blind-linear",
         "base.outputs_dir": str(outputs / BASELINE_DIR),
+        # Its own Ray storage: train.storage_path is a DVC output of the pipeline's train stage, and
+        # a baseline run written there made the next `make demo` retrain the model.
+        "train.storage_path": str(outputs / BASELINE_DIR / "ray"),
         "mlflow.tracking_uri": resolve_tracking_uri(pinned),
     }
 

@@ -68,16 +68,17 @@ class ClipDataset(Dataset):
         return len(self.store)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        frames, label = self.store[index]
-        frames = ensure_min_size(frames, self.crop_size)
+        count, label = self.store.frames_per_video, int(self.store.labels[index])
         if self.train:
             key = [self.seed, self.epoch, index, 0]  # the trailing 0 keeps the clips of earlier runs (resume)
-            idx = segment_indices(len(frames), self.num_frames, train=True, seed=key)
+            idx = segment_indices(count, self.num_frames, train=True, seed=key)
+            frames = ensure_min_size(self.store.frames(index, idx), self.crop_size)  # decodes only the clip's frames
             top, left = random_crop_offset(frames.shape[1], frames.shape[2], self.crop_size,
                                            np.random.default_rng([*key, 1]))
-            clip = crop(frames[idx], top, left, self.crop_size)
+            clip = crop(frames, top, left, self.crop_size)
         else:
-            clip = center_crop(frames[segment_indices(len(frames), self.num_frames, train=False)], self.crop_size)
+            idx = segment_indices(count, self.num_frames, train=False)
+            clip = center_crop(ensure_min_size(self.store.frames(index, idx), self.crop_size), self.crop_size)
         return normalize(clip, self.mean, self.std), label
 
 

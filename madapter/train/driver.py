@@ -6,16 +6,19 @@ tracking URI, the MLflow run, the validation split) and hands it to
 
 A run is resumable: the Ray run name carries a fingerprint of the recipe
 (:mod:`madapter.train.identity`), Ray Train V2 restores the run's latest epoch checkpoint
-after a worker failure and when the same run is started again, and the MLflow run id stored in
-that checkpoint (:mod:`madapter.train.state`) makes the resumed run log into the same MLflow
-run.  How a run ended (all epochs, stopped by ``train.max_epochs_per_run``, failed,
-interrupted) is recorded on it by :mod:`madapter.run_status`.
+after a worker failure (a lost node included) and when the same run is started again, and the
+MLflow run id stored in that checkpoint (:mod:`madapter.train.state`) makes the resumed run log
+into the same MLflow run, each epoch once (:mod:`madapter.train.epoch_metrics`).  On a
+multi-node cluster the storage must be shared by every node, which is checked before training
+(:mod:`madapter.train.storage`).  How a run ended (all epochs, stopped by
+``train.max_epochs_per_run``, failed, interrupted) is recorded on it by :mod:`madapter.run_status`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +31,7 @@ from madapter.paths import StagePaths
 from madapter.ray_runtime import start_ray as _start_ray
 from madapter.train.identity import ray_run_name
 from madapter.train.state import export_model, latest_checkpoint_dir, load_train_state, read_meta
+from madapter.train.storage import check_shared_storage, join, local_dir, resolve_storage
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +66,17 @@ def train(params: Params, *, parent_run_id: str | None = None, callbacks: Sequen
     ``TuneReportCallback``).  The defaults are the train stage."""
     from madapter.run_status import record_training_failure
     from madapter.tracking import get_client
+    from madapter.train.epoch_metrics import EpochMetrics
     from madapter.train.source import source_paths
 
     paths = StagePaths.from_params(params)
     val_split = _val_split(params, paths)
     client = get_client(params)
-    storage = Path(params.train.storage_path).resolve()
+    storage = resolve_storage(params.train.storage_path)  # an absolute path, or a URI as given
     ray_name = ray_run_name(params)
-    run_dir = storage / ray_name
+    run_dir = join(storage, ray_name)
+    _start_ray(params)
+    check_shared_storage(storage)  # a multi-node cluster: every node must see it (before any MLflow run)
     run_id = _open_run(client, params, run_dir, parent_run_id)
     client.set_tag(run_id, "val_split", val_split)
     client.set_tag(run_id, "madapter.ray_run", ray_name)
@@ -80,17 +87,26 @@ def train(params: Params, *, parent_run_id: str | None = None, callbacks: Sequen
         "run_name": params.train.run_name,
         "tracking_uri": client.tracking_uri,
         **source_paths(params),
-        "run_dir": str(run_dir),
+        "run_dir": run_dir,
+        "status_dir": str(status_dir(run_dir, ray_name)),
         "val_split": val_split,
     }
-    _start_ray(params)
     try:
         check_cluster_fits(params)
     except StageError as err:
         record_training_failure(client, run_id, err)
         raise
+    callbacks = [EpochMetrics(client.tracking_uri, run_id), *callbacks]
     result = _fit(_trainer(params, config, ray_name, storage, callbacks), client, run_id, run_dir)
     return _write_outputs(params, paths, result, client, run_id)
+
+
+def status_dir(run_dir: str, ray_name: str) -> Path:
+    """Where the workers write ``workers/rank-<r>.json``: the run directory when it is on a filesystem
+    (a path or ``file://``), else (``s3://``, ``gs://``: a write per step would be a request per step)
+    a local directory on each worker's node."""
+    local = local_dir(run_dir)
+    return local if local is not None else Path(tempfile.gettempdir()) / "madapter-workers" / ray_name
 
 
 def _val_split(params: Params, paths: StagePaths) -> str:
@@ -110,7 +126,7 @@ def _val_split(params: Params, paths: StagePaths) -> str:
     return val_split
 
 
-def _open_run(client, params: Params, run_dir: Path, parent_run_id: str | None = None) -> str:
+def _open_run(client, params: Params, run_dir: str, parent_run_id: str | None = None) -> str:
     """MLflow run id for this Ray run: the one stored in its latest checkpoint, else a new run
     (a child of ``parent_run_id`` when given: tag ``mlflow.parentRunId``)."""
     from madapter.tracking import (
@@ -132,7 +148,7 @@ def _open_run(client, params: Params, run_dir: Path, parent_run_id: str | None =
                 f"{latest}: checkpoint belongs to MLflow run {run_id}, which is not in {client.tracking_uri}; "
                 f"use the same mlflow.tracking_uri, or a new train.run_name to start over"
             ) from None
-        logger.info("resuming Ray run %s from %s (MLflow run %s)", run_dir.name, latest.name, run_id)
+        logger.info("resuming Ray run %s from %s (MLflow run %s)", run_dir, latest, run_id)
         client.update_run(run_id, status="RUNNING")
         return run_id
     tags = {RUN_NAME_TAG: params.train.run_name, **provenance_tags(params)}
@@ -170,10 +186,12 @@ def check_cluster_fits(params: Params) -> None:
     raise StageError(message)
 
 
-def _trainer(params: Params, config: dict[str, Any], ray_name: str, storage: Path, callbacks: Sequence = ()):
+def _trainer(params: Params, config: dict[str, Any], ray_name: str, storage: str, callbacks: Sequence = ()):
     """The ``TorchTrainer``: ``train.num_workers`` workers (gloo on CPU, nccl on GPU), the run's
-    storage, retries after worker failures, how many epoch checkpoints to keep, and the caller's
-    Ray Train ``callbacks`` (a sweep's ``TuneReportCallback``)."""
+    storage (a path or a URI, passed as it is), retries after worker failures (a lost node is one:
+    the group restarts from the last registered checkpoint once it can be placed again), how many
+    epoch checkpoints to keep, and the Ray Train ``callbacks`` (the epoch metrics' MLflow log, a
+    sweep's ``TuneReportCallback``)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -190,7 +208,7 @@ def _trainer(params: Params, config: dict[str, Any], ray_name: str, storage: Pat
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=ray_name,
-            storage_path=str(storage),
+            storage_path=storage,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
             callbacks=list(callbacks),
@@ -198,7 +216,7 @@ def _trainer(params: Params, config: dict[str, Any], ray_name: str, storage: Pat
     )
 
 
-def _fit(trainer, client, run_id: str, run_dir: Path):
+def _fit(trainer, client, run_id: str, run_dir: str):
     """``trainer.fit()``; a failure marks the MLflow run FAILED (Ctrl-C: KILLED) and becomes one line."""
     from madapter.run_status import record_training_failure, record_training_interrupt
 
@@ -230,7 +248,7 @@ def _root_cause(err: BaseException) -> BaseException:
     return err
 
 
-def training_failure_line(err: BaseException, run_dir: Path) -> str:
+def training_failure_line(err: BaseException, run_dir: str | Path) -> str:
     """One line for a failed ``fit()``: which rank (or the controller) failed, with what, and what next."""
     failures = getattr(err, "worker_failures", None)
     controller = getattr(err, "controller_failure", None)
@@ -249,12 +267,14 @@ def _write_outputs(params: Params, paths: StagePaths, result, client, run_id: st
     """Copy the last checkpoint's model to ``outputs/train/checkpoint.pt``, record how the run ended
     in MLflow, and write ``run.json`` and ``history.json`` (per-epoch curves for ``dvc plots``)."""
     from madapter.run_status import record_training_outcome
+    from madapter.train.epoch_metrics import log_missing_epochs
 
     with result.checkpoint.as_directory() as ckpt_dir:
         state = load_train_state(Path(ckpt_dir))
         out_ckpt = export_model(Path(ckpt_dir), paths.train / "checkpoint.pt")
     cfg = params.train
     epochs_done = int(state["epoch"])
+    log_missing_epochs(client, run_id, state["history"])  # only after a controller crash mid-log
     # FINISHED only when every epoch is trained; a budget stop is KILLED with a stop-reason tag,
     # so neither the MLflow UI nor the registry mistakes it for a finished model.
     completed = record_training_outcome(client, run_id, epochs_done, cfg.epochs, cfg.max_epochs_per_run)

@@ -2,8 +2,10 @@
 
 :func:`train_loop_per_worker` is the wiring only; each job it wires lives in its own module
 (:mod:`.step` trains and validates, :mod:`.optim` updates, :mod:`.state` checkpoints and
-restores, :mod:`.mlflow_log` logs).  It gets a plain ``config`` dict from the driver: the
-validated params as JSON and absolute paths/URIs, so the worker never depends on its cwd.
+restores, :mod:`.mlflow_log` logs the run's tags and artifacts; each epoch's metrics are logged by
+the Ray Train controller once the epoch's checkpoint is registered, :mod:`.epoch_metrics`).  It
+gets a plain ``config`` dict from the driver: the validated params as JSON and absolute paths/URIs,
+so the worker never depends on its cwd.
 
 What the worker trains on is chosen at one place, :func:`madapter.train.source.build_source`
 (``train.source``: the full model on frame-store clips, or the head alone on cached backbone
@@ -52,9 +54,11 @@ class Worker:
     status: WorkerStatus
 
     @classmethod
-    def join(cls, cpus: float, run_dir: Path) -> Worker:
+    def join(cls, cpus: float, status_dir: Path) -> Worker:
         """Read rank and device from Ray, make the device current, cap torch's threads at the CPUs
-        this worker was given, and mark it ``starting`` in its status file."""
+        this worker was given, and mark it ``starting`` in its status file (with the Ray node it runs
+        on: which node a rank was on is what an operator needs after a node is lost)."""
+        import ray
         import ray.train
         import ray.train.torch
 
@@ -64,9 +68,21 @@ class Worker:
         if device.type == "cuda":
             torch.cuda.set_device(device)  # collectives and new CUDA tensors default to the current device
         worker = cls(context.get_world_rank(), context.get_world_size(), device,
-                     WorkerStatus(run_dir, context.get_world_rank()))
+                     WorkerStatus(status_dir, context.get_world_rank()))
+        worker.status.keep(node_id=ray.get_runtime_context().get_node_id(), node_ip=ray.util.get_node_ip_address())
         worker.status.update(epoch=None, step=0, state="starting")
         return worker
+
+    def placement(self) -> list[dict[str, Any]]:
+        """Every rank's ``{rank, node_id, node_ip, host}`` (a collective: every rank must call it)."""
+        import torch.distributed as dist
+
+        mine = {key: self.status.base[key] for key in ("rank", "node_id", "node_ip", "host")}
+        if not dist.is_available() or not dist.is_initialized() or self.world_size == 1:
+            return [mine]
+        everyone: list[Any] = [None] * self.world_size
+        dist.all_gather_object(everyone, mine)
+        return everyone
 
 
 @dataclass
@@ -97,13 +113,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     params = Params.model_validate(config["params"])
     cfg, seed = params.train, params.base.seed
-    worker = Worker.join(cfg.cpus_per_worker, Path(config["run_dir"]))
+    worker = Worker.join(cfg.cpus_per_worker, Path(config["status_dir"]))
+    placement = worker.placement()
     torch.manual_seed(seed)  # identical init on every rank (DDP also broadcasts rank 0's)
     source = build_source(params, config)
     model = source.model
     worker.status.keep(source=cfg.source, model=type(model).__name__,
                        model_parameters=sum(p.numel() for p in model.parameters()))
     resume = restore(model, config["run_id"])  # before DDP wraps the model: it broadcasts rank 0's weights
+    worker.status.keep(resumed_after_epoch=resume.epoch)
     if resume.epoch and worker.rank == 0:
         logger.info("resuming run %s after epoch %d (MLflow run %s)", config["run_name"], resume.epoch, resume.run_id)
     model.to(worker.device)
@@ -114,6 +132,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     run_log = RunLog(config["tracking_uri"], resume.run_id) if worker.rank == 0 else None
     if run_log is not None:
         run_log.setup(model, params, worker.device)
+        run_log.client.set_tag(run_log.run_id, WORKER_NODES_TAG, placement_tag(placement))
     t = Training(source, trainable, forward, sampler, loader, opt)
 
     history, val_report = resume.history, None
@@ -121,13 +140,30 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(resume.epoch + 1, end_epoch + 1):  # numbered from 1, as in history and checkpoints
         record, val_report = _train_and_validate(t, worker, cfg, epoch)
         history.append(record)
-        if run_log is not None:
-            run_log.epoch(record, cfg.epochs)
+        if worker.rank == 0:
+            logger.info("epoch %d/%d: %s", epoch, cfg.epochs, {k: round(v, 4) for k, v in record.items()})
+        # MLflow gets the record from the Ray Train controller once it has registered this epoch's
+        # checkpoint (madapter.train.epoch_metrics), so an epoch trained again after a lost node is
+        # never logged twice.
         _checkpoint(t, worker, record, history, resume.run_id, config["run_name"])
 
     if run_log is not None and val_report is not None:
         run_log.final(params, t.classes, val_report, history)
     worker.status.update(epoch=end_epoch, state="done")
+
+
+WORKER_NODES_TAG = "ray.worker_nodes"
+"""MLflow tag: the Ray nodes the run's workers run on (the latest attempt's), with their ranks."""
+
+
+def placement_tag(placement: list[dict[str, Any]], limit: int = 5000) -> str:
+    """``<node id> (<ip>): ranks 0,2; ...``: where the ranks run, one entry per node (at most ``limit`` chars)."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for entry in sorted(placement, key=lambda e: e["rank"]):
+        node = nodes.setdefault(entry["node_id"], {"ip": entry["node_ip"], "ranks": []})
+        node["ranks"].append(str(entry["rank"]))
+    text = "; ".join(f"{node_id} ({n['ip']}): ranks {','.join(n['ranks'])}" for node_id, n in nodes.items())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def data_parallel(model: torch.nn.Module, compile_forward: bool) -> tuple[torch.nn.Module, Forward]:

@@ -42,14 +42,6 @@ class RunLog:
         for key, value in describe_precision(params.model.half_precision, params.train.amp, device).items():
             self.client.set_tag(self.run_id, f"train.{key}", value)
 
-    def epoch(self, record: dict[str, float], epochs: int) -> None:
-        """The epoch's history record as metrics at step ``epoch`` (and one log line)."""
-        from madapter.tracking import log_metrics
-
-        epoch = int(record["epoch"])
-        log_metrics(self.client, self.run_id, {k: v for k, v in record.items() if k != "epoch"}, step=epoch)
-        logger.info("epoch %d/%d: %s", epoch, epochs, {k: round(v, 4) for k, v in record.items()})
-
     def final(self, params: Params, classes: list[str], val_report: dict[str, Any], history: list[dict]) -> None:
         """Confusion matrix PNG, per-class accuracy CSV, label map, resolved config, curves."""
         from madapter import metrics

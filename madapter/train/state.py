@@ -1,8 +1,9 @@
 """What an epoch checkpoint holds, how rank 0 writes it and how a (re)started worker reads it back.
 
 Every epoch rank 0 reports a Ray checkpoint ``epoch-<NNNN>/`` to Ray storage
-``<train.storage_path>/<ray_run_name(params)>``.  Ray Train V2 restores the latest one both
-after a worker failure (``FailureConfig``) and when the same run is started again.  It holds:
+``<train.storage_path>/<ray_run_name(params)>`` (a local or shared path, or a URI: :mod:`.storage`).
+Ray Train V2 restores the latest one both after a worker failure (``FailureConfig``) and when the
+same run is started again.  It holds:
 
 * :data:`TRAIN_STATE_FILE`: everything to continue training: trainable weights, optimiser,
   scheduler and scaler state, the epoch, the history so far and the MLflow run id (so the
@@ -28,6 +29,7 @@ import torch
 
 from madapter.fileio import atomic_path, write_json_atomic
 from madapter.train.optim import Optimisation
+from madapter.train.storage import filesystem, is_uri, join
 
 if TYPE_CHECKING:
     from madapter.models.classifier import VideoClassifier
@@ -44,15 +46,33 @@ def checkpoint_dir_name(epoch: int) -> str:
     return f"{CHECKPOINT_PREFIX}{epoch:04d}"
 
 
-def latest_checkpoint_dir(run_dir: Path) -> Path | None:
-    """The newest complete epoch checkpoint in a Ray run directory (what Ray V2 will restore)."""
-    candidates = sorted(d for d in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if (d / META_FILE).is_file())
-    return candidates[-1] if candidates else None
+def latest_checkpoint_dir(run_dir: Path | str) -> Path | str | None:
+    """The newest complete epoch checkpoint in a Ray run directory (one with :data:`META_FILE`).
+
+    ``run_dir`` is a local path (the answer is a ``Path``) or a storage URI (``s3://``, ``gs://``,
+    ``file://``: the answer is a URI, listed through the ``pyarrow`` filesystem Ray writes with).
+    """
+    if not is_uri(run_dir):
+        run_dir = Path(run_dir)
+        candidates = sorted(d for d in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if (d / META_FILE).is_file())
+        return candidates[-1] if candidates else None
+    import pyarrow.fs
+
+    fs, root = filesystem(run_dir)
+    entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    names = sorted(e.base_name for e in entries
+                   if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith(CHECKPOINT_PREFIX))
+    complete = [n for n in names if fs.get_file_info(f"{root}/{n}/{META_FILE}").type == pyarrow.fs.FileType.File]
+    return join(str(run_dir), complete[-1]) if complete else None
 
 
-def read_meta(checkpoint_dir: Path) -> dict[str, Any]:
-    """``{"epoch", "run_id"}`` of a checkpoint directory."""
-    return json.loads((Path(checkpoint_dir) / META_FILE).read_text())
+def read_meta(checkpoint_dir: Path | str) -> dict[str, Any]:
+    """``{"epoch", "run_id"}`` of a checkpoint directory (a local path or a storage URI)."""
+    if not is_uri(checkpoint_dir):
+        return json.loads((Path(checkpoint_dir) / META_FILE).read_text())
+    fs, path = filesystem(join(str(checkpoint_dir), META_FILE))
+    with fs.open_input_stream(path) as stream:
+        return json.loads(stream.read())
 
 
 def load_train_state(checkpoint_dir: Path) -> dict[str, Any]:
@@ -102,8 +122,12 @@ def save_epoch(directory: Path, model: VideoClassifier | FeatureClassifier, opt:
 
 
 def report_epoch(record: dict[str, Any], save: Callable[[Path], None] | None) -> None:
-    """``ray.train.report`` the epoch's headline metrics; with ``save`` (rank 0 only) also the
-    checkpoint it writes into a temporary directory, which Ray copies to its storage."""
+    """``ray.train.report`` the epoch's history record; with ``save`` (rank 0 only) also the
+    checkpoint it writes into a temporary directory, which Ray copies to its storage.
+
+    The whole record is reported because the Ray Train controller logs it to MLflow once it has
+    registered the checkpoint (:mod:`madapter.train.epoch_metrics`): never before, so an epoch that
+    a restarted worker trains again was never logged."""
     import ray.train
 
     epoch = record["epoch"]
@@ -112,11 +136,7 @@ def report_epoch(record: dict[str, Any], save: Callable[[Path], None] | None) ->
         if save is not None:
             save(Path(tmp))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(
-            {"epoch": epoch, "val_acc": record["val_acc"], "train_loss": record["train_loss"]},
-            checkpoint=checkpoint,
-            checkpoint_dir_name=checkpoint_dir_name(epoch),
-        )
+        ray.train.report(dict(record), checkpoint=checkpoint, checkpoint_dir_name=checkpoint_dir_name(epoch))
 
 
 def export_model(checkpoint_dir: Path, target: Path) -> Path:

@@ -1,4 +1,9 @@
-"""The decode stage writes a sharded frame store that matches an independent decode of the videos."""
+"""The decode stage writes a sharded frame store that matches an independent decode of the videos.
+
+The store's default format is JPEG (``decode.format: jpeg``), so pixels are compared with a stated
+tolerance (:data:`STORE_VS_PYAV_MAE`); tests/data_video/test_store_formats.py checks each format
+on its own (raw bit-exact, JPEG against raw).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,14 @@ from madapter.paths import StagePaths
 
 from .conftest import make_params
 
+STORE_VS_PYAV_MAE = 3.0
+"""Mean absolute error (0-255) allowed between a stored frame and an independent PyAV decode +
+resize of the source.  Two error sources add up: decord vs PyAV's YUV->RGB conversion and resize
+rounding (the raw store stays below 2.0, the bound this test had before the JPEG format), plus
+JPEG quality 90 on 32 px synthetic frames, whose noise, texture and sharp shape edges are JPEG's
+worst case (1.7-2.6 against the raw store; see test_store_formats.JPEG_VS_RAW_MAE).  The two do not
+add up fully: measured against PyAV, every video of these tests stays below 3.0."""
+
 
 @pytest.fixture
 def decoded(synthetic_params: Params) -> Params:
@@ -35,16 +48,21 @@ def test_store_layout_manifest_and_metadata(decoded: Params) -> None:
     meta = json.loads((paths.frames / "store.json").read_text())
     assert meta["classes"] == ["move_right", "move_left", "grow", "shrink"]
     assert meta["frame_shape"] == [8, 32, 32, 3] and meta["videos"] == 12
-    assert meta["bytes"] == sum(p.stat().st_size for p in paths.frames.rglob("shard-*.npy"))
+    assert meta["format"] == "jpeg" and meta["codec"]["quality"] == 90 and meta["codec"]["subsampling"] == "4:2:0"
+    assert meta["codec"]["library"].startswith("simplejpeg ")
+    assert meta["bytes"] == sum(p.stat().st_size for p in paths.frames.rglob("shard-*"))
     assert meta["backends_used"] == {"decord": 12}
     timing = json.loads((paths.timings / "decode.json").read_text())  # kept out of the hashed store
     assert timing["videos"] == 12 and timing["videos_per_s"] > 0 and timing["workers"] == 1
     assert not {"seconds", "videos_per_s", "frames_per_s", "workers"} & set(meta)
-    # shard_size 3 and 4 train videos -> two shards, never one file per frame
+    # shard_size 3 and 4 train videos -> two shards (frames + index each), never one file per frame
     assert sorted(p.name for p in (paths.frames / "train").iterdir()) == [
-        "manifest.csv", "shard-00000.npy", "shard-00001.npy"]
-    shard = np.load(paths.frames / "train" / "shard-00000.npy")
-    assert shard.dtype == np.uint8 and shard.shape == (3, 8, 32, 32, 3)
+        "manifest.csv", "shard-00000.idx.npy", "shard-00000.jpg.bin", "shard-00001.idx.npy", "shard-00001.jpg.bin"]
+    index = np.load(paths.frames / "train" / "shard-00000.idx.npy")
+    assert index.dtype == np.int64 and index.shape == (3, 8, 3)  # videos x frames x (offset, length, crc32)
+    data = (paths.frames / "train" / "shard-00000.jpg.bin").read_bytes()
+    assert index[0, 0, 0] == 0 and index[-1, -1, 0] + index[-1, -1, 1] == len(data)
+    assert data[:2] == b"\xff\xd8" and data[int(index[0, 1, 0]) : int(index[0, 1, 0]) + 2] == b"\xff\xd8"  # JPEG SOI
     with open(paths.frames / "train" / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["path", "label", "label_name", "shard", "offset", "num_source_frames"]
@@ -63,7 +81,7 @@ def test_store_items_match_an_independent_pyav_decode(decoded: Params) -> None:
         assert frames.shape == (8, 32, 32, 3) and frames.dtype == np.uint8
         everything = PyAVVideo(paths.raw / store.paths[i]).decode_all()
         expected = resize_and_center_crop(everything[uniform_grid(len(everything), 8)], 32)
-        assert np.abs(frames.astype(int) - expected.astype(int)).mean() < 2.0
+        assert np.abs(frames.astype(int) - expected.astype(int)).mean() < STORE_VS_PYAV_MAE
         assert label == store.classes.index(store.paths[i].split("/")[0])  # synthetic folder = class
     assert store[-1][0].shape == (8, 32, 32, 3)
     with pytest.raises(IndexError):
@@ -113,7 +131,7 @@ def test_segment_times_restrict_the_grid(synthetic_params: Params) -> None:
     frames = FrameStore(paths.frames, "train")[0][0]
     everything = PyAVVideo(paths.raw / first[0]).decode_all()
     expected = resize_and_center_crop(everything[8 + uniform_grid(8, 8)], 32)
-    assert np.abs(frames.astype(int) - expected.astype(int)).mean() < 2.0
+    assert np.abs(frames.astype(int) - expected.astype(int)).mean() < STORE_VS_PYAV_MAE
 
 
 def test_a_video_broken_after_the_scan_is_skipped_and_reported(decoded: Params) -> None:

@@ -70,7 +70,7 @@ def ray_session():
     if ray.is_initialized():  # another folder's session Ray (tests run together): use it, leave it running
         yield
         return
-    ray.init(num_cpus=2, object_store_memory=150 * 2**20, include_dashboard=False, runtime_env=worker_runtime_env())
+    ray.init(address="local", num_cpus=2, object_store_memory=150 * 2**20, include_dashboard=False, runtime_env=worker_runtime_env())
     yield
     ray.shutdown()
 

@@ -40,7 +40,7 @@ def ray_env():
     if ray.is_initialized():
         yield
         return
-    ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, runtime_env=worker_runtime_env())
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, runtime_env=worker_runtime_env())
     yield
     ray.shutdown()
 

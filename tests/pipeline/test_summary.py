@@ -42,6 +42,9 @@ def test_baseline_keeps_the_pipelines_tracking_store_and_its_own_outputs(tmp_pat
     short_run = params_from_dict({"train": {"epochs": 3}})
     assert baseline_overrides(short_run, tmp_path)["train.epochs"] == "3"
     assert overrides["base.outputs_dir"] == str(tmp_path / "outputs" / BASELINE_DIR)
+    # nothing under the train stage's DVC outputs: its Ray storage is the baseline's own
+    assert overrides["train.storage_path"] == str(tmp_path / "outputs" / BASELINE_DIR / "ray")
+    assert not Path(overrides["train.storage_path"]).is_relative_to(tmp_path / params.train.storage_path)
     # the default store lives under the PIPELINE's outputs dir, not the baseline's
     assert str(tmp_path / "outputs") in overrides["mlflow.tracking_uri"]
     assert BASELINE_DIR not in overrides["mlflow.tracking_uri"]

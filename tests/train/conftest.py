@@ -179,6 +179,7 @@ def ray_session():
         yield
         return
     ray.init(
+        address="local",  # never a `ray start` / test cluster that happens to run on this machine
         num_cpus=2,
         object_store_memory=200 * 2**20,
         include_dashboard=False,

@@ -170,6 +170,6 @@ def test_sigkilled_worker_recovers_from_last_checkpoint(
     runs = _runs(mlflow_server, "fault")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     steps = _steps(mlflow_server, result.run_id, "val_acc")
-    # Resumed from a committed checkpoint: epoch 1 is not re-run; an epoch whose checkpoint Ray had
-    # not committed yet may be re-run and logged again, but every epoch is there.
-    assert steps.count(1) == 1 and sorted(set(steps)) == [1, 2, 3, 4, 5]
+    # Resumed from a committed checkpoint; an epoch re-run after the kill is logged once, because
+    # metrics are logged when Ray registers the epoch's checkpoint (madapter.train.epoch_metrics).
+    assert steps == [1, 2, 3, 4, 5]

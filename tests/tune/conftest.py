@@ -37,7 +37,7 @@ def ray_address():
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, runtime_env=worker_runtime_env())
+        ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, runtime_env=worker_runtime_env())
     yield ray.get_runtime_context().gcs_address
     if started:
         ray.shutdown()

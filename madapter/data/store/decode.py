@@ -13,7 +13,11 @@ TSN offsets -- cheap, because the store is a few memory-mapped shards instead of
 
 Videos decode in parallel worker processes (each opens its own readers); results are written in
 index order, so the store is a deterministic function of the inputs: the same index, videos and
-settings give the same bytes whatever ``decode.workers`` is.  DVC hashes the store and training's
+settings give the same bytes whatever ``decode.workers`` is.  With ``RAY_ADDRESS`` set, videos
+decode in Ray tasks spread over the cluster's nodes instead (batches of frames come back through
+Ray's object store, a bounded number in flight; ``data/raw`` must be on a filesystem every node
+sees, and only this driver writes the store): the same bytes again
+(:mod:`madapter.data.store.ray_pool`).  DVC hashes the store and training's
 fingerprint hashes ``store.json``, so nothing in it may vary from run to run -- no timings, no worker
 count, no absolute paths; the run's duration goes to ``outputs/timings/decode.json``
 (:mod:`madapter.data.timing`).  The store is built in a temporary directory and swapped in at the
@@ -23,6 +27,7 @@ end: a failed run leaves the previous store intact.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -40,8 +45,9 @@ from tqdm import tqdm
 from madapter.config import DecodeSection, Params
 from madapter.data.index.schema import SPLITS, Row, read_classes, read_index
 from madapter.data.sampling import segment_bounds, uniform_grid
-from madapter.data.store.format import ShardWriter, write_store_meta
+from madapter.data.store.format import ShardWriter, format_meta, frame_codec, write_store_meta
 from madapter.data.store.quarantine import QUARANTINE_FILE, read_quarantine
+from madapter.data.store.ray_pool import NodeTally, connect, ordered_map, ray_requested
 from madapter.data.timing import write_timing
 from madapter.data.transforms import resize_and_center_crop
 from madapter.data.video import Backend, VideoError, display_path, read_frames, relative_reason
@@ -92,16 +98,45 @@ def decode_video(job: DecodeJob, frames_per_video: int, size: int, backend: Back
 def _init_worker() -> None:
     import torch
 
-    torch.set_num_threads(1)  # one core per worker process; the machine is shared
+    torch.set_num_threads(1)  # one core per worker process (or Ray task); the machine is shared
 
 
 def _decode_star(args: tuple[DecodeJob, int, int, Backend]) -> Decoded:
     return decode_video(*args)
 
 
+def _decode_batch(batch: list[tuple[DecodeJob, int, int, Backend]]) -> list[Decoded]:
+    """One Ray task's work: a few videos, so their frames travel through the object store together."""
+    _init_worker()
+    return [_decode_star(args) for args in batch]
+
+
+RAY_BATCH_BYTES = 32 * 2**20
+"""Decoded frames per Ray task at most (a batch is one object in Ray's object store)."""
+
+
+@dataclass(frozen=True)
+class RayWorkers:
+    """The stage's Ray cluster (``RAY_ADDRESS``): videos decode in Ray tasks over its nodes."""
+
+    cpus: int
+    tally: NodeTally
+
+
+DecodePool = ProcessPoolExecutor | RayWorkers | None
+
+
 @contextmanager
-def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """One process pool for the whole stage (spawned once: starting workers costs seconds)."""
+def worker_pool(workers: int, params: Params) -> Iterator[DecodePool]:
+    """Where the stage's videos decode: the Ray cluster of ``RAY_ADDRESS`` when it is set
+    (every CPU of the cluster takes tasks; ``workers`` only while it has none yet), else one process pool for
+    the whole stage (spawned once: starting workers costs seconds), or inline for ``workers == 1``."""
+    if ray_requested():
+        cluster = connect(params, "decode", workers)
+        ray_workers = RayWorkers(cluster.cpus, NodeTally())
+        yield ray_workers
+        logger.info("decode on Ray: %s", ray_workers.tally.summary())
+        return
     if workers == 1:
         yield None
         return
@@ -109,11 +144,30 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         yield pool
 
 
+def _decode_on_ray(tasks: list[tuple[DecodeJob, int, int, Backend]], frames_per_video: int, size: int,
+                   pool: RayWorkers) -> Iterator[Decoded]:
+    """Batches of videos as Ray tasks, results in job order, ``2 x CPUs`` tasks in flight at most:
+    enough to keep every CPU busy while the driver writes, never the whole dataset in memory.
+    Batches are at most :data:`RAY_BATCH_BYTES` and small enough that a split spreads over
+    ``4 x CPUs`` tasks (a small split still reaches every node)."""
+    per_video = frames_per_video * size * size * 3
+    batch = max(1, min(RAY_BATCH_BYTES // per_video, math.ceil(len(tasks) / (4 * pool.cpus))))
+    batches = (tasks[i:i + batch] for i in range(0, len(tasks), batch))
+    for decoded in ordered_map(_decode_batch, batches, 2 * pool.cpus, pool.tally):
+        yield from decoded
+
+
 def decode_all(jobs: list[DecodeJob], frames_per_video: int, size: int, backend: Backend,
-               pool: ProcessPoolExecutor | None, desc: str) -> Iterator[Decoded]:
-    """Decoded videos in job order, from the pool's processes (inline without a pool)."""
+               pool: DecodePool, desc: str) -> Iterator[Decoded]:
+    """Decoded videos in job order, from Ray tasks, the pool's processes, or inline without a pool."""
     tasks = [(job, frames_per_video, size, backend) for job in jobs]
-    results: Iterable[Decoded] = map(_decode_star, tasks) if pool is None else pool.map(_decode_star, tasks, chunksize=4)
+    results: Iterable[Decoded]
+    if isinstance(pool, RayWorkers):
+        results = _decode_on_ray(tasks, frames_per_video, size, pool)
+    elif pool is None:
+        results = map(_decode_star, tasks)
+    else:
+        results = pool.map(_decode_star, tasks, chunksize=4)
     yield from tqdm(results, total=len(jobs), desc=desc, unit="video", leave=False)
 
 
@@ -128,7 +182,7 @@ class _Tally:
 
 def _decode_split(
     split: str, paths: StagePaths, cfg: DecodeSection, classes: list[str], quarantine: dict[str, str],
-    pool: ProcessPoolExecutor | None, split_dir: Path, tally: _Tally,
+    pool: DecodePool, split_dir: Path, tally: _Tally,
 ) -> dict[str, int]:
     """Decode one split into ``split_dir``: quarantined videos dropped, failures skipped and recorded."""
     rows = read_index(paths.index, split)
@@ -137,7 +191,7 @@ def _decode_split(
     if tally.dropped[split]:
         logger.warning("decode %s: dropping %d quarantined of %d videos (see %s)", split, tally.dropped[split],
                        len(rows), paths.scan / QUARANTINE_FILE)
-    writer = ShardWriter(split_dir, cfg.shard_size, cfg.frames_per_video, cfg.size)
+    writer = ShardWriter(split_dir, cfg.shard_size, cfg.frames_per_video, cfg.size, frame_codec(cfg))
     jobs = [DecodeJob(os.fsdecode(paths.raw / r.path), r) for r in kept]
     for out in decode_all(jobs, cfg.frames_per_video, cfg.size, cfg.backend, pool, f"decode {split}"):
         row = out.job.row
@@ -170,7 +224,7 @@ def decode_dataset(params: Params) -> Path:
     splits: dict[str, dict[str, int]] = {}
     tally = _Tally()
     try:
-        with worker_pool(cfg.workers) as pool:
+        with worker_pool(cfg.workers, params) as pool:
             for split in SPLITS:
                 splits[split] = _decode_split(split, paths, cfg, classes, quarantine, pool, building / split, tally)
     except BaseException:
@@ -185,6 +239,7 @@ def decode_dataset(params: Params) -> Path:
         "size": cfg.size,
         "frame_shape": [cfg.frames_per_video, cfg.size, cfg.size, 3],
         "dtype": "uint8",
+        **format_meta(cfg),  # format + codec (library version included: it decides the bytes)
         "grid": "uniform segment centres",
         "backend": cfg.backend,
         "backends_used": dict(tally.backends),

@@ -7,6 +7,13 @@ and has its first and last frame decoded (decord, with the PyAV fallback of
 that hangs (a stalled network mount, a pathological file) or crashes the interpreter (decord can
 segfault on garbage) is killed and recorded, and the scan goes on.
 
+With ``RAY_ADDRESS`` set, each probe is a Ray task instead, spread over the cluster's nodes
+(:mod:`madapter.data.store.ray_pool`; ``data/raw`` must be on a filesystem every node sees): the
+timeout counts from the moment the task starts on its node, a task still running after it is
+cancelled with ``force=True`` (Ray kills that worker), and a decoder that crashes its Ray worker
+is recorded the same way.  The outputs are the same bytes either way: a crash's reason names no
+exit code, because Ray does not report one (the local exit code goes to the log).
+
 Outputs (``StagePaths.scan``): ``quarantine.csv`` (``path,reason``; the decode stage's input,
 so it is written and read through :mod:`madapter.data.store.quarantine`) and ``report.json``
 (owned here).  Both are a pure function of the index, the videos and
@@ -24,17 +31,19 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Protocol
 
 from tqdm import tqdm
 
 from madapter.config import Params
 from madapter.data.index.schema import SPLITS, read_index
 from madapter.data.store.quarantine import write_quarantine
+from madapter.data.store.ray_pool import NodeTally, connect, ray_requested, run_with_timeout
 from madapter.data.timing import write_timing
 from madapter.data.video import (
     DecordVideo,
@@ -112,7 +121,21 @@ def probe_video(path: Path, rel: str, min_frames: int) -> ProbeResult:
     return ProbeResult(rel, True, "ok", num_frames=count, backend="pyav", note=note)
 
 
-def _probe_worker(conn: Connection, min_frames: int) -> None:
+Probe = Callable[[Path, str, int], ProbeResult]
+"""What a slot runs per video: :func:`probe_video` (tests pass one that really crashes its process)."""
+
+
+def _timeout(rel: str, timeout_s: float) -> ProbeResult:
+    return ProbeResult(rel, False, "timeout", f"no answer within scan.timeout_s={timeout_s:g} s; re-encode or drop it")
+
+
+def _crashed(rel: str, detail: str) -> ProbeResult:
+    """The same reason locally and on Ray (DVC hashes it); ``detail`` (exit code, Ray's error) is logged."""
+    logger.warning("scan: probing %s crashed its worker (%s)", display_path(rel), detail)
+    return ProbeResult(rel, False, "crashed", "the decoder crashed its worker process; re-encode or drop it")
+
+
+def _probe_worker(conn: Connection, min_frames: int, probe: Probe) -> None:
     """Child process loop: receive ``(abs path, rel path)``, send back a :class:`ProbeResult`."""
     logging.basicConfig(level=logging.WARNING)
     conn.send("ready")
@@ -121,20 +144,27 @@ def _probe_worker(conn: Connection, min_frames: int) -> None:
         if job is None:
             return
         abs_path, rel = job
-        conn.send(probe_video(Path(abs_path), rel, min_frames))
+        conn.send(probe(Path(abs_path), rel, min_frames))
+
+
+class _Slot(Protocol):
+    def probe(self, abs_path: str, rel: str, timeout_s: float) -> ProbeResult: ...
+
+    def close(self) -> None: ...
 
 
 class _ProbeSlot:
     """One worker process with a pipe; killed and replaced when a probe hangs or crashes it."""
 
-    def __init__(self, min_frames: int) -> None:
+    def __init__(self, min_frames: int, probe: Probe = probe_video) -> None:
         self.min_frames = min_frames
+        self.probe_fn = probe
         self._start()
 
     def _start(self) -> None:
         ctx = mp.get_context("spawn")  # never fork a parent holding decoder / torch threads
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_probe_worker, args=(child, self.min_frames), daemon=True)
+        self.proc = ctx.Process(target=_probe_worker, args=(child, self.min_frames, self.probe_fn), daemon=True)
         self.proc.start()
         child.close()
         try:
@@ -159,9 +189,9 @@ class _ProbeSlot:
             self.proc.join(5)
             code = self.proc.exitcode
             self._restart()
-            return ProbeResult(rel, False, "crashed", f"the decoder crashed the worker (exit code {code}); re-encode or drop it")
+            return _crashed(rel, f"exit code {code}")
         self._restart()
-        return ProbeResult(rel, False, "timeout", f"no answer within scan.timeout_s={timeout_s:g} s; re-encode or drop it")
+        return _timeout(rel, timeout_s)
 
     def close(self) -> None:
         try:
@@ -174,15 +204,47 @@ class _ProbeSlot:
             self.proc.join()
 
 
-def probe_all(jobs: list[tuple[str, str]], workers: int, timeout_s: float, min_frames: int) -> list[ProbeResult]:
-    """Probe ``(abs path, rel path)`` jobs with ``workers`` processes; results in job order."""
+class _RayProbeSlot:
+    """Each probe one Ray task somewhere on the cluster (:func:`~madapter.data.store.ray_pool.run_with_timeout`):
+    Ray kills a hung task's worker and replaces a crashed one, so a slot has nothing to restart."""
+
+    def __init__(self, min_frames: int, probe: Probe, tally: NodeTally) -> None:
+        self.min_frames, self.probe_fn, self.tally = min_frames, probe, tally
+
+    def probe(self, abs_path: str, rel: str, timeout_s: float) -> ProbeResult:
+        outcome, value = run_with_timeout(self.probe_fn, (Path(abs_path), rel, self.min_frames), timeout_s, self.tally)
+        if outcome == "timeout":
+            return _timeout(rel, timeout_s)
+        if outcome == "crashed":
+            return _crashed(rel, value)
+        return value
+
+    def close(self) -> None:
+        pass
+
+
+def probe_all(jobs: list[tuple[str, str]], workers: int, timeout_s: float, min_frames: int,
+              probe: Probe = probe_video) -> list[ProbeResult]:
+    """Probe ``(abs path, rel path)`` jobs with ``workers`` local processes; results in job order."""
+    return _run_slots(jobs, workers, timeout_s, lambda: _ProbeSlot(min_frames, probe))
+
+
+def probe_all_on_ray(jobs: list[tuple[str, str]], cpus: int, timeout_s: float, min_frames: int, tally: NodeTally,
+                     probe: Probe = probe_video) -> list[ProbeResult]:
+    """Probe the jobs as Ray tasks, ``cpus`` at a time (the cluster's CPUs); results in job order."""
+    return _run_slots(jobs, cpus, timeout_s, lambda: _RayProbeSlot(min_frames, probe, tally))
+
+
+def _run_slots(jobs: list[tuple[str, str]], workers: int, timeout_s: float,
+               new_slot: Callable[[], _Slot]) -> list[ProbeResult]:
+    """One thread per slot takes the next job until none is left; results in job order."""
     results: dict[int, ProbeResult] = {}
     lock = threading.Lock()
     queue: Iterator[tuple[int, tuple[str, str]]] = iter(enumerate(jobs))
     bar = tqdm(total=len(jobs), desc="scan", unit="video", leave=False)
 
     def run_slot() -> None:
-        slot = _ProbeSlot(min_frames)
+        slot = new_slot()
         try:
             while True:
                 with lock:
@@ -219,9 +281,16 @@ def scan_videos(params: Params) -> Path:
         for row in read_index(paths.index, split):
             rels.setdefault(row.path)
     jobs = [(os.fsdecode(paths.raw / rel), rel) for rel in rels]
-    logger.info("scan: probing %d videos with %d workers (timeout %g s)", len(jobs), cfg.workers, cfg.timeout_s)
     started = time.perf_counter()
-    results = probe_all(jobs, cfg.workers, cfg.timeout_s, cfg.min_frames)
+    if ray_requested():
+        workers, tally = connect(params, "scan", cfg.workers).cpus, NodeTally()
+        logger.info("scan: probing %d videos as Ray tasks, %d at a time (timeout %g s)", len(jobs), workers, cfg.timeout_s)
+        results = probe_all_on_ray(jobs, workers, cfg.timeout_s, cfg.min_frames, tally)
+        logger.info("scan on Ray: %s", tally.summary())
+    else:
+        workers = cfg.workers
+        logger.info("scan: probing %d videos with %d workers (timeout %g s)", len(jobs), workers, cfg.timeout_s)
+        results = probe_all(jobs, workers, cfg.timeout_s, cfg.min_frames)
 
     bad = [r for r in results if not r.ok]
     good = [r for r in results if r.ok]
@@ -240,7 +309,7 @@ def scan_videos(params: Params) -> Path:
         "settings": {"timeout_s": cfg.timeout_s, "min_frames": cfg.min_frames},
     }
     write_json_atomic(paths.scan / "report.json", report)
-    write_timing(paths, "scan", started, len(results), cfg.workers)
+    write_timing(paths, "scan", started, len(results), workers)
     level = logging.WARNING if bad else logging.INFO
     logger.log(level, "scan: %d of %d videos quarantined (%s) -> %s", len(bad), len(results),
                ", ".join(f"{k}: {v}" for k, v in report["reasons"].items()) or "none", quarantine)

@@ -1,0 +1,189 @@
+"""The Kubernetes manifests of ``infra/kuberay/``, validated without a cluster.
+
+Three checks per manifest: KubeRay's own fields against :mod:`tests.infra.kuberay_schema`; every pod
+template (head, worker groups, RayJob submitter) and every core object (the NetworkPolicy) against
+the real Kubernetes OpenAPI schemas, strict (unknown fields fail), via ``kubernetes-validate``; and
+the "no one gets in by default" rules: Ray token authentication on every Ray container and the
+submitter, the head reachable inside the cluster only, all pods covered by the NetworkPolicy.
+Each check is shown to fail on a broken copy.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.infra.kuberay_schema import SCHEMAS
+from tests.train.conftest import REPO
+
+KUBERAY = REPO / "infra" / "kuberay"
+K8S_VERSION = "1.31"
+"""Kubernetes API version the pod templates are checked against (any supported by kubernetes-validate)."""
+PART_OF = ("app.kubernetes.io/part-of", "madapter")
+"""The label networkpolicy.yaml admits; every madapter pod carries it."""
+PRIVATE_SERVICE_TYPES = (None, "ClusterIP")
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    """Every object in ``infra/kuberay/*.yaml``, by ``<file>:<kind>``."""
+    found = {}
+    for path in sorted(KUBERAY.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                found[f"{path.name}:{doc['kind']}"] = doc
+    return found
+
+
+def pod_templates(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(where, pod template, role) of a RayCluster or RayJob; role is head, worker or submitter."""
+    spec = obj["spec"]
+    cluster = spec.get("rayClusterSpec", spec) if obj["kind"] == "RayJob" else spec
+    if obj["kind"] == "RayJob" and "submitterPodTemplate" in spec:
+        yield "spec.submitterPodTemplate", spec["submitterPodTemplate"], "submitter"
+    prefix = "spec.rayClusterSpec" if obj["kind"] == "RayJob" else "spec"
+    yield f"{prefix}.headGroupSpec.template", cluster["headGroupSpec"]["template"], "head"
+    for i, group in enumerate(cluster.get("workerGroupSpecs", [])):
+        yield f"{prefix}.workerGroupSpecs[{i}].template", group["template"], "worker"
+
+
+def schema_errors(obj: dict[str, Any]) -> list[str]:
+    """Schema problems: KubeRay fields (our schema) and pod templates / core objects (Kubernetes')."""
+    errors = []
+    if obj["kind"] in SCHEMAS:
+        validator = jsonschema.Draft202012Validator(SCHEMAS[obj["kind"]])
+        errors += [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
+        if errors:
+            return errors
+        for where, template, _ in pod_templates(obj):
+            pod_template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "check"},
+                            "template": template}
+            try:
+                kubernetes_validate.validate(pod_template, K8S_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as err:
+                errors.append(f"{where}.{'.'.join(map(str, list(err.path)[1:]))}: {err.message}")
+    else:
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            errors.append(f"{'.'.join(map(str, err.path))}: {err.message}")
+    return errors
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def exposure_problems(objects: dict[str, dict[str, Any]]) -> list[str]:
+    """Breaches of "no one gets in by default" in the Ray manifests (empty when there are none)."""
+    problems = []
+    policies = [o for o in objects.values() if o["kind"] == "NetworkPolicy"]
+    admitted = [p["spec"]["podSelector"].get("matchLabels", {}) for p in policies]
+    for name, obj in objects.items():
+        if obj["kind"] not in SCHEMAS:
+            continue
+        cluster = obj["spec"].get("rayClusterSpec", obj["spec"])
+        head = cluster["headGroupSpec"]
+        if head.get("serviceType") not in PRIVATE_SERVICE_TYPES:
+            problems.append(f"{name}: head serviceType {head['serviceType']} exposes Ray outside the cluster")
+        if head.get("enableIngress"):
+            problems.append(f"{name}: enableIngress exposes the Ray dashboard outside the cluster")
+        token_by_operator = cluster.get("authOptions", {}).get("mode") == "token"
+        for where, template, role in pod_templates(obj):
+            labels = template.get("metadata", {}).get("labels", {})
+            if not any(all(labels.get(k) == v for k, v in sel.items()) for sel in admitted):
+                problems.append(f"{name}: {where}: pods not selected by any NetworkPolicy")
+            if labels.get(PART_OF[0]) != PART_OF[1]:
+                problems.append(f"{name}: {where}: pods lack the label {PART_OF[0]}={PART_OF[1]}")
+            if token_by_operator:
+                continue
+            for container in template["spec"]["containers"][:1]:  # KubeRay's Ray container is the first
+                env = _env(container)
+                mode = env.get("RAY_AUTH_MODE", {}).get("value")
+                token_ref = env.get("RAY_AUTH_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef")
+                if mode != "token" or not token_ref:
+                    problems.append(f"{name}: {where}: {role} container '{container['name']}' runs without Ray "
+                                    "token authentication (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN from a Secret)")
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            if not rule.get("from"):
+                problems.append(f"NetworkPolicy {policy['metadata']['name']}: an ingress rule without 'from' "
+                                "admits every source")
+    return problems
+
+
+def test_manifests_are_valid() -> None:
+    objects = manifests()
+    assert {"raycluster.yaml:RayCluster", "rayjob.yaml:RayJob", "networkpolicy.yaml:NetworkPolicy"} <= set(objects)
+    for name, obj in objects.items():
+        assert schema_errors(obj) == [], name
+
+
+def test_manifests_expose_nothing() -> None:
+    assert exposure_problems(manifests()) == []
+
+
+def _broken(name: str, edit) -> dict[str, Any]:
+    obj = copy.deepcopy(manifests()[name])
+    edit(obj)
+    return obj
+
+
+@pytest.mark.parametrize("name, edit, expected", [
+    ("raycluster.yaml:RayCluster", lambda o: o["spec"].update(workerGroupSpec=o["spec"].pop("workerGroupSpecs")),
+     "'workerGroupSpec' was unexpected"),
+    ("raycluster.yaml:RayCluster", lambda o: o["spec"]["workerGroupSpecs"][0].update(replicas="two"),
+     "'two' is not of type 'integer'"),
+    ("rayjob.yaml:RayJob", lambda o: o["spec"].update(submissionMode="K8sMode"), "'K8sMode' is not one of"),
+    ("raycluster.yaml:RayCluster",
+     lambda o: o["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"][0].update(containerPort="6379"),
+     "'6379' is not of type 'integer'"),
+    ("rayjob.yaml:RayJob",
+     lambda o: o["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0].update(
+         volumeMount=[]), "'volumeMount' was unexpected"),
+    ("rayjob.yaml:RayJob", lambda o: o["spec"]["submitterPodTemplate"]["spec"]["containers"][0].pop("name"),
+     "'name' is a required property"),
+    ("networkpolicy.yaml:NetworkPolicy", lambda o: o["spec"].update(policyTypes="Ingress"),
+     "'Ingress' is not of type 'array'"),
+])
+def test_broken_manifest_fails_validation(name: str, edit, expected: str) -> None:
+    errors = schema_errors(_broken(name, edit))
+    assert any(expected in e for e in errors), errors
+
+
+def _without_token(obj: dict[str, Any]) -> None:
+    env = obj["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["env"]
+    env[:] = [e for e in env if not e["name"].startswith("RAY_AUTH")]
+
+
+@pytest.mark.parametrize("name, edit, expected", [
+    ("raycluster.yaml:RayCluster", lambda o: o["spec"]["headGroupSpec"].update(serviceType="LoadBalancer"),
+     "serviceType LoadBalancer"),
+    ("raycluster.yaml:RayCluster", lambda o: o["spec"]["headGroupSpec"].update(enableIngress=True), "enableIngress"),
+    ("raycluster.yaml:RayCluster", _without_token, "without Ray token authentication"),
+    ("rayjob.yaml:RayJob", lambda o: o["spec"]["submitterPodTemplate"]["spec"]["containers"][0].pop("env"),
+     "submitter container 'ray-job-submitter' runs without Ray token"),
+    ("rayjob.yaml:RayJob", lambda o: o["spec"]["rayClusterSpec"]["headGroupSpec"]["template"].pop("metadata"),
+     "not selected by any NetworkPolicy"),
+    ("networkpolicy.yaml:NetworkPolicy", lambda o: o["spec"]["ingress"][0].pop("from"), "admits every source"),
+])
+def test_exposed_manifest_is_caught(name: str, edit, expected: str) -> None:
+    objects = manifests()
+    objects[name] = _broken(name, edit)
+    problems = exposure_problems(objects)
+    assert any(expected in p for p in problems), problems
+
+
+def test_every_manifest_file_is_checked() -> None:
+    """A new manifest file must hold only kinds these tests know how to validate."""
+    for path in KUBERAY.glob("*"):
+        assert path.suffix == ".yaml", f"{path}: the tests only read *.yaml"
+    kinds = {obj["kind"] for obj in manifests().values()}
+    assert kinds <= {"RayCluster", "RayJob", "NetworkPolicy"} | {"Secret", "Service", "PersistentVolumeClaim"}, kinds
+    assert Path(KUBERAY / "networkpolicy.yaml").is_file()
