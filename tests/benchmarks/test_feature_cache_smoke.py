@@ -28,7 +28,8 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, float]:
     out = tmp_path_factory.mktemp("feature-cache") / "feature_cache.json"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "benchmarks/feature_cache.py", "--smoke", "--out", str(out)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "benchmarks/feature_cache.py", "--smoke", "--out", str(out),
+                           "-S", "model.width=24"], cwd=REPO,
                           env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600)
     seconds = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -38,7 +39,8 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, float]:
 def test_the_report_has_every_field_the_docs_read(smoke: tuple[dict, Path, float]) -> None:
     report, out, _ = smoke
     assert report["benchmark"] == "feature_cache"
-    assert report["command"].endswith(f"benchmarks/feature_cache.py --smoke --out {out}")
+    assert report["command"].endswith(f"benchmarks/feature_cache.py --smoke --out {out} -S model.width=24")
+    assert report["setup"]["width"] == 24  # -S applies after the smoke configuration (width 32)
     assert len(report["git"]["commit"]) == 40 and isinstance(report["git"]["dirty"], bool)
     machine = report["machine"]
     assert machine["cpus"] >= 1 and {"torch", "timm", "ray"} <= set(machine["versions"])
