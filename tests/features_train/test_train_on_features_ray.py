@@ -24,7 +24,7 @@ from madapter.models.headless import build_feature_classifier
 from madapter.paths import StagePaths
 from madapter.train.driver import train
 from madapter.train.identity import ray_run_name
-from tests.train.conftest import data_dir, make_params, mlflow_server  # noqa: F401 - fixtures, reused as they are
+from tests.train.conftest import make_params
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)

@@ -27,7 +27,6 @@ import pytest
 import torch
 
 # The training tier's session fixtures: the synthetic data (real data stages) and the MLflow server.
-from tests.train.conftest import data_dir, mlflow_server  # noqa: F401 - fixtures, reused as they are
 
 BIN = Path(sys.executable).parent
 NODE_STORE_BYTES = 100 * 2**20

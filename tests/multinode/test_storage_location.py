@@ -18,7 +18,6 @@ from madapter.train.epoch_metrics import MARKER_KEY, EpochMetrics, epoch_values,
 from madapter.train.loop import placement_tag
 from madapter.train.state import META_FILE, latest_checkpoint_dir, read_meta
 from madapter.train.storage import is_uri, join, local_dir, resolve_storage
-from tests.multinode.conftest import mlflow_server  # noqa: F401 - the session's MLflow server
 
 
 def test_uris_are_kept_as_written_and_paths_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

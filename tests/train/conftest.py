@@ -19,7 +19,6 @@ teach, so it has its own bigger set (:data:`LEARN_DATA`) and is trained on cache
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -122,13 +121,6 @@ def make_params(data_dir: Path, outputs: Path, tracking_uri: str | None = None,
     return params_with(data, sections, "tests/train")  # copies every section: the constants stay as they are
 
 
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The synthetic set through the REAL data stages (mp4 files, decord scan and decode)."""
-    root = tmp_path_factory.mktemp("train-data")
-    return build_synthetic_data(make_params(root / "data", root / "unused"))
-
-
 def learn_params(data_dir: Path, outputs: Path, tracking_uri: str | None = None, **sections: dict) -> Params:
     """The ``trained`` recipe: :data:`LEARN_DATA`, the features stage's 4 views a training video, the head
     trained on them by 2 Ray workers (``sections`` update it, e.g. ``train={"source": "frames"}``)."""
@@ -143,29 +135,6 @@ def learn_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bigger synthetic set of the model that must learn (:data:`LEARN_DATA`), through the real data stages."""
     root = tmp_path_factory.mktemp("learn-data")
     return build_synthetic_data(learn_params(root / "data", root / "unused"))
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real ``mlflow server`` (SQLite backend, local artifact destination) on a free loopback port."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = root / "server.log"
-    cmd = [
-        str(BIN / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{uri}/health", proc, timeout=90, log=log)
-        yield uri
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.train.conftest import data_dir, make_params, mlflow_server  # noqa: F401 - fixtures, reused as they are
+from tests.train.conftest import make_params
 
 REPO = Path(__file__).resolve().parents[2]
 

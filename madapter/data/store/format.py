@@ -246,7 +246,7 @@ class FrameStore(LazyMapsPickle):
             try:
                 self._maps[shard] = np.load(path, mmap_mode="r")
             except (OSError, ValueError) as err:  # truncated or damaged: numpy's message names no file
-                raise StoreError(f"{path}: cannot read this frame shard ({err}); {RERUN}") from err
+                raise StoreError(f"{path}: cannot read this frame shard; {RERUN} ({err})") from err
         return self._maps[shard]
 
     def _jpeg_shard(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
@@ -257,14 +257,14 @@ class FrameStore(LazyMapsPickle):
             try:
                 index = np.load(index_path)
             except (OSError, ValueError, EOFError) as err:
-                raise StoreError(f"{index_path}: cannot read this frame shard index ({err}); {RERUN}") from None
+                raise StoreError(f"{index_path}: cannot read this frame shard index; {RERUN} ({err})") from None
             if index.ndim != 3 or index.shape[1:] != (self.frames_per_video, _INDEX_COLUMNS) or index.dtype != np.int64:
                 raise StoreError(f"{index_path}: index is {index.dtype}{list(index.shape)}, expected int64"
                                  f"[n, {self.frames_per_video}, {_INDEX_COLUMNS}]; {RERUN}")
             try:
                 data = np.memmap(data_path, dtype=np.uint8, mode="r")
             except (OSError, ValueError) as err:
-                raise StoreError(f"{data_path}: cannot read this frame shard ({err}); {RERUN}") from None
+                raise StoreError(f"{data_path}: cannot read this frame shard; {RERUN} ({err})") from None
             end = int((index[..., 0] + index[..., 1]).max()) if index.size else 0
             if end != data.size:
                 raise StoreError(f"{data_path}: {data.size} bytes but its index says {end} (truncated or "
@@ -296,7 +296,7 @@ class FrameStore(LazyMapsPickle):
                 self._codec.decode_into(record, out[k])
             except CodecError as err:
                 raise StoreError(f"{self.split_dir / jpeg_shard_names(shard)[0]}: frame {frame} of {self.paths[i]} "
-                                 f"cannot be decoded ({err}); {RERUN}") from None
+                                 f"cannot be decoded; {RERUN} ({err})") from None
         return out
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
