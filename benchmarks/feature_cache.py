@@ -51,7 +51,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -59,9 +58,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+from provenance import git_state, machine, write_outputs  # benchmarks/provenance.py
 
 from madapter.cli import parse_overrides
 from madapter.config import Params, load_params, params_from_dict
@@ -77,6 +77,8 @@ TARGET_SPEEDUP = 10.0
 STEP_BATCHES = 2
 """Batches run in the step-memory process: the first allocates gradients and AdamW state."""
 RAY_CPUS = 2
+PACKAGES = ("torch", "timm", "ray", "numpy", "mlflow")
+"""Versions recorded with the results."""
 
 SMOKE: dict[str, dict[str, Any]] = {
     # The smallest honest configuration (seconds per stage): the test's, not a result to quote.
@@ -365,22 +367,7 @@ def step_memory(params: dict[str, Params], work: Path) -> dict[str, dict[str, An
 
 
 # ----------------------------------------------------------------------------- report
-def git_state() -> dict[str, Any]:
-    """The commit the numbers belong to, and whether the working tree had uncommitted edits."""
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-
-
-def machine(load_start: tuple[float, ...]) -> dict[str, Any]:
-    return {
-        "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "versions": {pkg: version(pkg) for pkg in ("torch", "timm", "ray", "numpy", "mlflow")},
-        "load_avg_1m_start": load_start[0], "load_avg_1m_end": os.getloadavg()[0],
-        "note": "a 2-core machine shared with other jobs during the run: compare ratios, not seconds",
-    }
 
 
 def setup(params: Params, videos: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
@@ -544,17 +531,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(report: dict[str, Any], out: Path) -> None:
-    """``out`` (JSON), the plot next to it (``.png``) and the docs table (``.md``)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, out.with_suffix(".png"))
-    shown = str(out.relative_to(REPO)) if out.is_relative_to(REPO) else str(out)
-    table = markdown(report, shown)
-    out.with_suffix(".md").write_text(table)
-    logger.info("wrote %s, .png and .md\n%s", out, table)
-
-
 # ----------------------------------------------------------------------------- driver
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Everything, in one process and one Ray: data, extraction both ways, both training runs, step memory."""
@@ -581,7 +557,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         ray.shutdown()
     logger.info("step memory: one fresh process per train.source")
     parts["step_memory"] = step_memory(params, work)
-    parts["machine"] = machine(load_start)
+    parts["machine"] = machine(load_start, PACKAGES)
     parts["seconds_total"] = time.perf_counter() - started
     return build_report(parts, args)
 
@@ -627,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
-    write_outputs(report, args.out.resolve())
+    write_outputs(report, args.out.resolve(), plot, markdown)
     return 0
 
 

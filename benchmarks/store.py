@@ -45,25 +45,24 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from provenance import git_state, machine, package_version, write_outputs  # benchmarks/provenance.py
 from tqdm import tqdm
 
+PACKAGES = ("simplejpeg", "pillow", "torch", "torchvision", "decord", "av", "numpy")
+"""Versions recorded with the results."""
 logger = logging.getLogger("benchmarks.store")
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -347,7 +346,7 @@ def candidates(qualities: list[int]) -> tuple[list[Candidate], dict[str, str]]:
                 for k, record in enumerate(records):
                     codec.decode_into(record, out[k])
 
-            found.append(Candidate(f"simplejpeg {_version('simplejpeg')}", f"JPEG 4:{sub[1]}:{sub[2]}", q,
+            found.append(Candidate(f"simplejpeg {package_version('simplejpeg')}", f"JPEG 4:{sub[1]}:{sub[2]}", q,
                                    codec.encode, dec, "the store's codec" if sub == "420" else ""))
     try:
         import torch
@@ -366,7 +365,7 @@ def candidates(qualities: list[int]) -> tuple[list[Candidate], dict[str, str]]:
                 out[k] = image.permute(1, 2, 0).numpy()
 
         for q in qualities:
-            found.append(Candidate(f"torchvision {_version('torchvision')}", "JPEG 4:2:0", q,
+            found.append(Candidate(f"torchvision {package_version('torchvision')}", "JPEG 4:2:0", q,
                                    lambda f, q=q: tv_encode(f, q), tv_decode, "deprecated since 0.29 (torchcodec)"))
     except ImportError as err:
         missing["torchvision.io"] = str(err)
@@ -384,8 +383,8 @@ def candidates(qualities: list[int]) -> tuple[list[Candidate], dict[str, str]]:
                 out[k] = np.asarray(image.convert("RGB"))
 
     for q in qualities:
-        found.append(Candidate(f"Pillow {_version('pillow')}", "JPEG 4:2:0", q, lambda f, q=q: pil_encode(f, "JPEG", q), pil_decode))
-        found.append(Candidate(f"Pillow {_version('pillow')}", "WebP", q, lambda f, q=q: pil_encode(f, "WEBP", q), pil_decode,
+        found.append(Candidate(f"Pillow {package_version('pillow')}", "JPEG 4:2:0", q, lambda f, q=q: pil_encode(f, "JPEG", q), pil_decode))
+        found.append(Candidate(f"Pillow {package_version('pillow')}", "WebP", q, lambda f, q=q: pil_encode(f, "WEBP", q), pil_decode,
                                "lossy, method 4"))
     try:
         import turbojpeg  # noqa: F401
@@ -491,29 +490,7 @@ def _source_note(name: str, args: argparse.Namespace) -> str:
 
 
 # ----------------------------------------------------------------------------- report
-def git_state() -> dict[str, Any]:
-    """The commit the numbers belong to, and whether the working tree had uncommitted edits."""
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-
-
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "?"
-
-
-def machine(load_start: tuple[float, ...]) -> dict[str, Any]:
-    return {
-        "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "versions": {pkg: _version(pkg) for pkg in ("simplejpeg", "pillow", "torch", "torchvision", "decord", "av", "numpy")},
-        "load_avg_1m_start": load_start[0], "load_avg_1m_end": os.getloadavg()[0],
-        "note": "a 2-core machine shared with other jobs during the run: compare ratios, not seconds",
-    }
 
 
 def build_report(parts: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -650,17 +627,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(report: dict[str, Any], out: Path) -> None:
-    """``out`` (JSON), the plot next to it (``.png``) and the docs table (``.md``)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, out.with_suffix(".png"))
-    shown = str(out.relative_to(REPO)) if out.is_relative_to(REPO) else str(out)
-    table = markdown(report, shown)
-    out.with_suffix(".md").write_text(table)
-    logger.info("wrote %s, .png and .md\n%s", out, table)
-
-
 # ----------------------------------------------------------------------------- driver
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import torch
@@ -684,7 +650,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         codec_frames[name] = np.concatenate([store.frames(i) for i in range(min(args.codec_videos, len(store)))])
     parts["codecs"], parts["codecs_missing"] = codec_table(codec_frames, args.qualities, args.codec_repeats) \
         if args.codecs else ([], {})
-    parts["machine"] = machine(load_start)
+    parts["machine"] = machine(load_start, PACKAGES)
     parts["seconds_total"] = time.perf_counter() - started
     return build_report(parts, args)
 
@@ -734,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
-    write_outputs(report, args.out.resolve())
+    write_outputs(report, args.out.resolve(), plot, markdown)
     return 0
 
 
