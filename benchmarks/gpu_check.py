@@ -82,7 +82,8 @@ SERVED_MIN_MIB = 64
 BUDGET_S = 600
 
 TIMEOUTS = {"memory": 420, "pipeline": 480, "serve_start": 180, "nccl": 360, "check_params": 120,
-            "features": 300, "train_features": 360}
+            "features": 300, "train_features": 360,
+            "batch_predict": 300}
 """Hang guards per subprocess (seconds), not budgets: on a working GPU each takes a fraction of this."""
 
 FEATURES_OUT = "outputs-features"
@@ -406,6 +407,27 @@ def check_predict(ctx: Context) -> str:
     return f"{len(results)} videos -> {top}; " + require_on_gpu("predict", peak, _checkpoint(ctx))
 
 
+def check_batch_predict(ctx: Context) -> str:
+    """``batch-predict`` on Ray Data with ``--use-gpu`` (GPU model actors) over predict's videos; same
+    top-1 label as predict, score within MAX_SCORE_GAP."""
+    listing, out = ctx.work / "batch-videos.txt", ctx.work / "batch-predictions.csv"
+    listing.write_text("".join(f"{video}\n" for video in ctx.videos))
+    cmd = [sys.executable, "-m", "madapter", "batch-predict", "--params", str(ctx.repo / "params.yaml"),
+           "--list", str(listing), "--output", str(out), "--model", str(_checkpoint(ctx)), "--use-gpu", "--top-k", "1"]
+    run_logged(cmd, ctx.repo, ctx.logs / "batch_predict.log", TIMEOUTS["batch_predict"])
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if len(rows) != len(ctx.videos):
+        raise CheckFailed(f"{out}: {len(rows)} rows for {len(ctx.videos)} videos")
+    for row, expected in zip(rows, ctx.predictions, strict=True):
+        if row["error"]:
+            raise CheckFailed(f"{row['path']}: {row['error']}")
+        if row["label_1"] != expected[0]["label"] or abs(float(row["score_1"]) - expected[0]["score"]) > MAX_SCORE_GAP:
+            raise CheckFailed(f"{row['path']}: batch-predict {row['label_1']} {float(row['score_1']):.3f}, "
+                              f"predict {expected[0]['label']} {expected[0]['score']:.3f}")
+    return f"{len(rows)} videos on GPU actors, same top-1 as predict"
+
+
 def _wait_ping(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
     import requests
 
@@ -725,6 +747,7 @@ CHECKS: tuple[tuple[str, Callable[[Context], str], str | None], ...] = (
     ("evaluate", check_evaluate, "pipeline"),
     ("predict", check_predict, "pipeline"),
     ("serve", check_serve, "predict"),
+    ("batch_predict", check_batch_predict, "predict"),
     ("nccl", check_nccl, "pipeline"),
     ("features", check_features, "pipeline"),
     ("train_features", check_train_features, "features"),
