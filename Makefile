@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo serve deploy lint dvc-deps clean gpu-check tune
+.PHONY: install test demo serve deploy lint dvc-deps clean gpu-check tune bench bench-quick
 
 $(STAMP): pyproject.toml constraints.txt scripts/setup-system.sh
 	bash scripts/setup-system.sh
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/setup-system.sh
 install: $(STAMP)
 
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25
 
 # The whole default pipeline (synthetic data, tiny ViT, cached features, 1 Ray worker) THROUGH the Prefect flow,
 # which runs every DVC stage; then prints where to look (MLflow UI, registry alias, metrics).
@@ -55,6 +55,17 @@ gpu-check: install
 tune: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro features
 	$(PY) -m madapter tune -S train.source=features $(TUNE_ARGS)
+
+# Every benchmark (each in its own process), then docs/benchmarks.md and its plots regenerated from the
+# result JSONs in benchmarks/results/ (checked in). ~45 min on 2 quiet cores. One or some of them:
+# make bench BENCH_ARGS='--only memory_scaling accuracy'. Re-render the page only: BENCH_ARGS=--report-only
+bench: install
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+
+# The same with reduced settings (<= 10 min), into outputs/bench-quick/ (results + its own report):
+# it never overwrites the checked-in results. (`make bench --quick` cannot work: make itself rejects --quick.)
+bench-quick: install
+	$(PY) benchmarks/bench.py --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf outputs data/frames data/scan data/index .pytest_cache

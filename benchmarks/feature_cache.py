@@ -33,7 +33,8 @@ recipe (``params.yaml``: ``madapter`` on a random-init ``vit_tiny_patch16_224`` 
 
 Runs::
 
-    .venv/bin/python benchmarks/feature_cache.py               # ~5 min; benchmarks/results/feature_cache.{json,png,md}
+    .venv/bin/python benchmarks/feature_cache.py               # ~4 min; benchmarks/results/feature_cache.{json,png,md}
+    .venv/bin/python benchmarks/feature_cache.py --quick       # ~1.5 min: 8 videos per class, 3 epochs
     .venv/bin/python benchmarks/feature_cache.py --smoke --out /tmp/fc.json   # ~1-2 min: checks the script works
 
 The ``.md`` file next to the JSON is the table of docs/benchmarks.md, generated from the JSON.
@@ -61,7 +62,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from provenance import git_state, machine, write_outputs  # benchmarks/provenance.py
+from provenance import provenance, write_outputs  # benchmarks/provenance.py
 
 from madapter.cli import parse_overrides
 from madapter.config import Params, load_params, params_from_dict
@@ -80,6 +81,9 @@ RAY_CPUS = 2
 PACKAGES = ("torch", "timm", "ray", "numpy", "mlflow")
 """Versions recorded with the results."""
 
+QUICK = {"videos_per_class": 8, "epochs": 3}
+"""``--quick``: the same model, recipe and measurements on a third of the videos, one epoch fewer
+(the median is then over epochs 2-3)."""
 SMOKE: dict[str, dict[str, Any]] = {
     # The smallest honest configuration (seconds per stage): the test's, not a result to quote.
     "dataset": {"synthetic": {"classes": 2, "videos_per_class": 3, "num_frames": 12, "size": 40}},
@@ -93,6 +97,19 @@ SMOKE: dict[str, dict[str, Any]] = {
 
 class BenchmarkError(RuntimeError):
     """The benchmark cannot run as asked; the message is one line saying what to do."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (the contract: one line on stderr naming the flag, exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def last_line(err: BaseException) -> str:
+    """The error's type and last message line: what the JSON and the table show for a failed part."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1].strip() if lines else ''}"
 
 
 # ----------------------------------------------------------------------------- parameters and data
@@ -373,9 +390,10 @@ def step_memory(params: dict[str, Params], work: Path) -> dict[str, dict[str, An
 def setup(params: Params, videos: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
     m, t, f = params.model, params.train, params.features
     return {
-        "configuration": "smoke" if args.smoke else "demo model and recipe (params.yaml)",
+        "configuration": args.configuration, "recipe": "the demo model and recipe (params.yaml)",
         "backbone": m.backbone, "pretrained": m.pretrained, "img_size": m.img_size, "num_frames": m.num_frames,
-        "tuning": m.tuning, "width": m.width, "temporal": m.temporal, "fusion": m.fusion,
+        "tuning": m.tuning, "width": m.width, "temporal": m.temporal, "fusion": m.fusion, "levels": m.levels,
+        "tokens_per_frame": (m.img_size // 16) ** 2,  # ViT patch 16
         "dataset": f"synthetic {params.dataset.synthetic.classes} classes x {params.dataset.synthetic.videos_per_class} videos",
         "videos": videos, "epochs": t.epochs, "batch_size": t.batch_size, "ray_train_workers": t.num_workers,
         "cpus_per_worker": t.cpus_per_worker, "features_dtype": f.dtype, "train_views": f.train_views,
@@ -385,17 +403,20 @@ def setup(params: Params, videos: dict[str, int], args: argparse.Namespace) -> d
 
 
 def build_report(parts: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The JSON's numbers (the provenance keys are merged in by :func:`main`); with a failed part,
+    what was measured and the errors (the comparisons need both sides)."""
+    if parts["errors"]:
+        return {"benchmark": "feature_cache", "setup": parts["setup"], "errors": parts["errors"],
+                "partial": {k: parts.get(k) for k in ("extraction", "training", "step_memory")}, "headline": None}
     online, cached = parts["training"]["frames"], parts["training"]["features"]
     mem_online, mem_cached = parts["step_memory"]["frames"], parts["step_memory"]["features"]
     ray_data, plain = parts["extraction"]["ray_data"], parts["extraction"]["plain_loop"]
     speedup = online["epoch_time_s"] / cached["epoch_time_s"]
     saved = online["epoch_time_s"] - cached["epoch_time_s"]
-    return {
+    report = {
         "benchmark": "feature_cache",
-        "command": " ".join([".venv/bin/python", "benchmarks/feature_cache.py", *args.argv]),
-        "git": parts["git"],
-        "machine": parts["machine"],
         "setup": parts["setup"],
+        "errors": {},
         "training": {
             "online": online, "cached": cached, "speedup_epoch": speedup,
             "target_speedup": TARGET_SPEEDUP, "target_met": speedup >= TARGET_SPEEDUP,
@@ -422,18 +443,47 @@ def build_report(parts: dict[str, Any], args: argparse.Namespace) -> dict[str, A
             "ray_init_s": parts["ray_init_s"],
             "unit": "views/s: one view = one clip of num_frames frames through the frozen backbone",
         },
-        "seconds_total": parts["seconds_total"],
+    }
+    report["headline"] = headline(report)
+    return report
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The numbers the docs' prose quotes, derived from the measured ones.
+
+    Per clip: the cached epoch is the branch (and head) alone, the online epoch adds the frozen
+    forward, so their difference is what the cache removes.
+    """
+    tr, mem, ex = report["training"], report["step_memory"], report["extraction"]
+    online_ms, cached_ms = 1e3 / tr["online"]["clips_per_s"], 1e3 / tr["cached"]["clips_per_s"]
+    rd, pl = ex["ray_data"], ex["plain_loop"]
+    return {
+        "speedup_epoch": tr["speedup_epoch"], "epoch_time_ratio": 1 / tr["speedup_epoch"],
+        "target_speedup": tr["target_speedup"], "target_met": tr["target_met"],
+        "train_loss_max_abs_diff": tr["train_loss_max_abs_diff"],
+        "online_ms_per_clip": online_ms, "cached_ms_per_clip": cached_ms,
+        "frozen_forward_ms_per_clip": online_ms - cached_ms, "cached_fraction_of_online_step": cached_ms / online_ms,
+        "step_added_ratio": mem["ratio_added"], "rss_before_step_mb": {LABEL[s]: mem[LABEL[s]]["rss_before_mb"] for s in SOURCES},
+        "worker_parameters_m": {LABEL[s]: mem[LABEL[s]]["parameters"] / 1e6 for s in SOURCES},
+        "worker_peak_rss_diff_mb": tr["cached"]["worker_peak_rss_mb"] - tr["online"]["worker_peak_rss_mb"],
+        "features_stage_s": rd["seconds"], "break_even_epochs": tr["break_even_epochs"],
+        "first_batch_s": {"ray_data": rd["first_batch_s"], "plain_loop": pl["first_batch_s"]},
+        "extraction_ratio_ray_data_vs_plain": ex["ratio_ray_data_vs_plain"],
+        "extraction_steady_ratio_ray_data_vs_plain": _div(rd["steady_views_per_s"], pl["steady_views_per_s"]),
     }
 
 
 def markdown(report: dict[str, Any], json_path: str) -> str:
     """The table of docs/benchmarks.md, from the report alone."""
+    if report["errors"]:
+        return "\n".join(["| part | failed |", "|---|---|", *(f"| {part} | {err} |" for part, err in report["errors"].items()),
+                          "", _footer(report, json_path)]) + "\n"
     tr, mem, ex, s = report["training"], report["step_memory"], report["extraction"], report["setup"]
     on, ca = tr["online"], tr["cached"]
     mo, mc = mem["online"], mem["cached"]
     rd, pl = ex["ray_data"], ex["plain_loop"]
     met = "met" if tr["target_met"] else "NOT met"
-    git = report["git"]
+    h = report["headline"]
     lines = [
         "| | online (`train.source: frames`) | cached (`train.source: features`) | cached / online |",
         "|---|---|---|---|",
@@ -468,11 +518,22 @@ def markdown(report: dict[str, Any], json_path: str) -> str:
         f"plain loop output equals the stored features: {'yes' if ex['plain_loop_matches_stored'] else 'NO'}. "
         f"Ray start-up ({ex['ray_init_s']:.1f} s) is in neither.",
         "",
-        f"From `{json_path}`, commit `{(git['commit'] or '?')[:10]}`{' (uncommitted edits)' if git['dirty'] else ''}, "
-        f"`{report['command']}`, {report['seconds_total'] / 60:.1f} min; load average "
-        f"{report['machine']['load_avg_1m_start']:.1f} at the start, {report['machine']['load_avg_1m_end']:.1f} at the end.",
+        f"Per training clip: online {h['online_ms_per_clip']:.0f} ms, cached {h['cached_ms_per_clip']:.0f} ms (the branch "
+        f"and head alone), so the frozen forward the cache removes is {h['frozen_forward_ms_per_clip']:.0f} ms "
+        f"({s['tokens_per_frame']} tokens per frame at {s['img_size']} px); the cached step is "
+        f"{h['cached_fraction_of_online_step']:.2f} of the online one.",
+        "",
+        _footer(report, json_path),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _footer(report: dict[str, Any], json_path: str) -> str:
+    """The line naming the JSON, the commit and the exact command (every table traces to its run)."""
+    git, m = report["git"], report["machine"]
+    return (f"From `{json_path}`, commit `{(git['commit'] or '?')[:10]}`{' (uncommitted edits)' if git['dirty'] else ''}, "
+            f"`{report['command']}`, {report['seconds_total'] / 60:.1f} min; load average {m['load_avg_1m_start']:.1f} "
+            f"at the start, {m['load_avg_1m_end']:.1f} at the end.")
 
 
 def _num(value: float | None, unit: str = "", digits: int = 1) -> str:
@@ -492,11 +553,19 @@ def _div(a: float | None, b: float | None) -> float | None:
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    """Three panels: epoch time, step memory, extraction throughput."""
+    """Three panels: epoch time, step memory, extraction throughput (a failed run: its errors, as text)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    if report["errors"]:
+        fig, ax = plt.subplots(figsize=(8, 2))
+        ax.axis("off")
+        ax.text(0, 0.5, "\n".join(f"{part}: {err}" for part, err in report["errors"].items()), fontsize=8, va="center")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
 
     tr, mem, ex, s = report["training"], report["step_memory"], report["extraction"], report["setup"]
     grey, green = "#999999", "#2a7f62"
@@ -533,42 +602,58 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 # ----------------------------------------------------------------------------- driver
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Everything, in one process and one Ray: data, extraction both ways, both training runs, step memory."""
+    """Everything, in one process and one Ray: data, extraction both ways, both training runs, step memory.
+
+    A failing part is recorded (``errors``) and the later parts still run; without the features
+    stage the cached training run fails too, and is recorded as such."""
     import ray
 
-    started, load_start = time.perf_counter(), os.getloadavg()
     params = {source: bench_params(work, source, args) for source in SOURCES}
     logger.info("data: download -> index -> scan -> decode under %s", work)
     videos = prepare_data(params["features"])
-    parts: dict[str, Any] = {"git": git_state(), "setup": setup(params["features"], videos, args)}
+    parts: dict[str, Any] = {"setup": setup(params["features"], videos, args), "errors": {}}
     parts["ray_init_s"] = start_ray(args.omp_wait_policy)
     try:
-        logger.info("extraction: the features stage (Ray Data)")
-        ray_data = ray_data_extraction(params["features"])
-        logger.info("extraction: the same work items in a plain loop")
-        plain, first = plain_loop_extraction(params["features"])
-        parts["extraction"] = {"ray_data": ray_data, "plain_loop": plain,
-                               "matches": same_values(params["features"], first)}
+        with recorded(parts, "extraction"):
+            logger.info("extraction: the features stage (Ray Data)")
+            ray_data = ray_data_extraction(params["features"])
+            logger.info("extraction: the same work items in a plain loop")
+            plain, first = plain_loop_extraction(params["features"])
+            parts["extraction"] = {"ray_data": ray_data, "plain_loop": plain,
+                                   "matches": same_values(params["features"], first)}
         parts["training"] = {}
         for source in ("features", "frames"):
-            logger.info("training: train.source %s (%s)", source, LABEL[source])
-            parts["training"][source] = train_run(params[source])
+            with recorded(parts, f"training ({source})"):
+                logger.info("training: train.source %s (%s)", source, LABEL[source])
+                parts["training"][source] = train_run(params[source])
     finally:
         ray.shutdown()
-    logger.info("step memory: one fresh process per train.source")
-    parts["step_memory"] = step_memory(params, work)
-    parts["machine"] = machine(load_start, PACKAGES)
-    parts["seconds_total"] = time.perf_counter() - started
+    with recorded(parts, "step memory"):
+        logger.info("step memory: one fresh process per train.source")
+        parts["step_memory"] = step_memory(params, work)
     return build_report(parts, args)
 
 
+@contextlib.contextmanager
+def recorded(parts: dict[str, Any], part: str) -> Iterator[None]:
+    """Run one part; if it fails, record its last error line under ``parts["errors"][part]`` and go on."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - one failing part must not lose the others
+        logger.error("%s failed: %s", part, err)
+        parts["errors"][part] = last_line(err)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos-per-class", type=int, default=24,
                         help="synthetic videos per class (2/3 train, 1/6 val, 1/6 test); classes as params.yaml")
     parser.add_argument("--epochs", type=int, default=4,
                         help="epochs per training run; the median of epochs 2..N is reported")
-    parser.add_argument("--smoke", action="store_true", help="the tiny configuration (seconds; checks the script works)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true",
+                      help=f"reduced settings ({', '.join(f'{k} {v}' for k, v in QUICK.items())}); same measurements")
+    mode.add_argument("--smoke", action="store_true", help="the tiny configuration (seconds; checks the script works)")
     parser.add_argument("--out", type=Path, default=RESULTS / "feature_cache.json", help="JSON path (.png, .md beside it)")
     parser.add_argument("--work-dir", type=Path, default=None, help="scratch directory, kept (default: a temp dir, removed)")
     parser.add_argument("--omp-wait-policy", choices=("PASSIVE", "ACTIVE"), default="PASSIVE",
@@ -577,13 +662,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="override a params.yaml key for both sources, e.g. -S model.backbone=vit_small_patch16_224")
     parser.add_argument("--step-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.configuration = "smoke" if args.smoke else "quick" if args.quick else "full"
+    if args.quick:
+        args.videos_per_class, args.epochs = QUICK["videos_per_class"], QUICK["epochs"]
+    if args.out.suffix != ".json":
+        parser.error(f"--out {args.out} must end in .json (the .png and .md are written beside it)")
     if args.epochs < 1 or args.videos_per_class < 3:
         parser.error("--epochs must be >= 1 and --videos-per-class >= 3")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    started, load_start = time.perf_counter(), os.getloadavg()
     args = parse_args(argv)
     # Before torch (and its libgomp) loads in this process; children and Ray workers inherit it.
     os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
@@ -603,8 +693,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
+    report.update(provenance(load_start, PACKAGES, quick=args.quick, started=started))
     write_outputs(report, args.out.resolve(), plot, markdown)
-    return 0
+    return 1 if report["errors"] else 0
 
 
 if __name__ == "__main__":

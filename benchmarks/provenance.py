@@ -11,7 +11,10 @@ import json
 import logging
 import os
 import platform
+import shlex
 import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -20,15 +23,47 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
+OUTPUTS = ("benchmarks/results", "docs/benchmarks.md")
+"""What benchmarks write; changes there do not make the code that produced a result 'dirty'."""
 SHARED_MACHINE_NOTE = "a 2-core machine shared with other jobs during the run: compare ratios, not seconds"
 
 
 def git_state() -> dict[str, Any]:
-    """The commit the numbers belong to, and whether the working tree had uncommitted edits."""
+    """The commit the numbers belong to, and whether the code (not the results) had uncommitted edits."""
     def git(*cmd: str) -> str:
         return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    # The results and the page rendered from them are outputs, not code: a run that rewrites them
+    # (make bench writes one JSON after another) must not mark the next result "dirty".
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{p}" for p in OUTPUTS))
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(changed)}
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The exact command that is producing this result, as a user would type it in the repository root.
+
+    The interpreter is shown relative to the repository when it lives there (``.venv/bin/python``),
+    so the string can be pasted into a fresh checkout.
+    """
+    python = Path(sys.executable)
+    shown = str(python.relative_to(REPO)) if python.is_relative_to(REPO) else str(python)
+    script = Path(sys.argv[0]).resolve()
+    script_shown = str(script.relative_to(REPO)) if script.is_relative_to(REPO) else sys.argv[0]
+    return shlex.join([shown, script_shown, *(sys.argv[1:] if argv is None else argv)])
+
+
+def provenance(load_start: tuple[float, ...], packages: Iterable[str], quick: bool, started: float) -> dict[str, Any]:
+    """The keys every result JSON carries at its top level, beside its own numbers.
+
+    ``command`` (exact, re-runnable), ``git`` (commit, dirty), ``machine`` (platform, versions,
+    load), ``quick`` (the reduced ``--quick`` settings, not the report's full ones) and
+    ``seconds_total`` (wall time of the whole script). ``started`` is a ``time.perf_counter()``
+    taken when the script began.
+    """
+    return {
+        "command": command_line(), "git": git_state(), "machine": machine(load_start, packages),
+        "quick": quick, "seconds_total": round(time.perf_counter() - started, 1),
+    }
 
 
 def package_version(package: str) -> str:

@@ -3,9 +3,11 @@
 Why a script and not ``python -m madapter tune``: a sweep that picks the *defaults* needs the
 test split, whole training runs (no early stopping) and per-pair accuracy, and it must be cheap
 enough to run many configurations on 2 cores.  This trains the very head the pipeline trains
-(:func:`madapter.models.headless.build_feature_classifier`, AdamW groups and warm-up + cosine
-schedule from :class:`madapter.train.optim.Optimisation`, stored view ``epoch % views`` per epoch
-as :class:`madapter.data.features.dataset.FeatureDataset` serves it) in one process, without Ray:
+(:func:`madapter.models.headless.build_feature_classifier`, the pipeline's epoch and AdamW groups
+and warm-up + cosine schedule from :class:`madapter.train.optim.Optimisation`, stored view
+``epoch % views`` per epoch as :class:`madapter.data.features.dataset.FeatureDataset` serves it)
+in one process, without Ray, through the loop the accuracy and ablation benchmarks share
+(``benchmarks/trainer.py``):
 same model and data, no distributed plumbing.  ``make demo`` then confirms the chosen recipe
 through the real pipeline (README, docs/benchmarks.md).
 
@@ -34,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
+from trainer import fit
+from trainer import scores as head_scores  # benchmarks/trainer.py: the loop accuracy.py and ablations.py use
 
 from madapter.config import Params, apply_override, load_params, params_from_dict
 from madapter.data.features.dataset import FeatureDataset, collate_features, level_infos
@@ -42,7 +45,6 @@ from madapter.data.features.format import FeatureStore
 from madapter.models.classifier import pool_level_grids
 from madapter.models.headless import FeatureClassifier, build_feature_classifier
 from madapter.paths import StagePaths
-from madapter.train.optim import Optimisation
 
 logger = logging.getLogger("recipe_sweep")
 
@@ -95,44 +97,29 @@ def build_head(params: Params, store: FeatureStore) -> FeatureClassifier:
     return build_feature_classifier(params.model, level_infos(store), store.pooled_dim, len(store.classes), {})
 
 
+def _stacked(split: Batch, level_pool: int | None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """A split's ``[N, V, ...]`` features with the level grids pooled to ``level_pool``."""
+    (levels, pooled), _ = split
+    n, views = pooled.shape[:2]
+    grids = pool_level_grids([lv.flatten(0, 1) for lv in levels], level_pool)
+    return [g.unflatten(0, (n, views)) for g in grids], pooled
+
+
 def scores(model: FeatureClassifier, split: Batch, level_pool: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax averaged over the stored views of each video (the evaluate stage's protocol)."""
-    (levels, pooled), labels = split
-    n, views = pooled.shape[:2]
-    model.eval()
-    probs = torch.zeros(n, model.adapter.head.out_features)
-    with torch.no_grad():
-        for v in range(views):
-            grids = pool_level_grids([lv[:, v] for lv in levels], level_pool)
-            for i in range(0, n, 64):
-                probs[i:i + 64] += model([g[i:i + 64] for g in grids], pooled[i:i + 64, v]).softmax(-1) / views
-    return probs, labels
+    return head_scores(model, _stacked(split, level_pool)), split[1]
 
 
 def train_recipe(params: Params, store: FeatureStore, train_views: list[Batch]) -> tuple[FeatureClassifier, list[float]]:
-    """Train one recipe's head; returns it and the training accuracy of every epoch."""
-    cfg = params.train
+    """Train one recipe's head with the benchmarks' shared loop (:func:`trainer.fit`); returns it and the
+    training accuracy of every epoch."""
     model = build_head(params, store)
     stored = train_views[: params.features.train_views]  # fewer stored views: the first ones, as extracted
-    views = [((pool_level_grids(lv, params.model.level_pool), po), y) for (lv, po), y in stored]
-    n = len(views[0][1])
-    global_batch = cfg.batch_size * cfg.num_workers  # what one optimiser step sees in the pipeline
-    steps = (n + global_batch - 1) // global_batch
-    optim = Optimisation.build(model, cfg, steps, torch.device("cpu"))
-    generator = torch.Generator().manual_seed(params.base.seed)
-    history = []
-    for epoch in tqdm(range(cfg.epochs), desc="epochs", leave=False):
-        (levels, pooled), labels = views[epoch % len(views)]
-        order = torch.randperm(n, generator=generator)
-        model.train()
-        correct = 0
-        for i in range(0, n, global_batch):
-            idx = order[i:i + global_batch]
-            logits = model([lv[idx] for lv in levels], pooled[idx])
-            optim.loss_fn(logits, labels[idx]).backward()
-            optim.step()
-            correct += int((logits.argmax(1) == labels[idx]).sum())
-        history.append(round(correct / n, 4))
+    levels = [torch.stack([view[0][0][k] for view in stored], 1) for k in range(len(stored[0][0][0]))]
+    pooled = torch.stack([view[0][1] for view in stored], 1)
+    inputs = _stacked(((levels, pooled), stored[0][1]), params.model.level_pool)
+    global_batch = params.train.batch_size * params.train.num_workers  # what one optimiser step sees in the pipeline
+    history = fit(model, params.train, params.base.seed, inputs, stored[0][1], global_batch)
     return model, history
 
 

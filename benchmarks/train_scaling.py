@@ -2,47 +2,85 @@
 
 One invocation runs the real train stage (Ray Train ``TorchTrainer``, gloo, per-epoch
 checkpoints, MLflow logging to a scratch SQLite store) on a tiny synthetic set made by the real
-data stages, for each (tuning, workers) pair, and reads the numbers the workers log: clips/s
-(all workers together, last epoch so start-up is excluded) and the peak RSS of a worker process.
+data stages, for each (tuning, workers) point, and reads the numbers the workers log: clips/s
+(all workers together) and the peak RSS of the hungriest worker process.  Each number is the
+median over epochs 2..N: the first epoch warms up, and on a shared machine a neighbour's burst
+hits single epochs.
 
-    .venv/bin/python benchmarks/train_scaling.py            # writes benchmarks/results/train_scaling.{json,png}
+Runs::
+
+    .venv/bin/python benchmarks/train_scaling.py          # ~4 min; benchmarks/results/train_scaling.{json,png,md}
+    .venv/bin/python benchmarks/train_scaling.py --quick  # ~1 min: madapter and full on 1 worker only
 
 The absolute numbers are a 2-core shared CPU box with a random-init ViT-Ti at 32 px: compare
-the modes and worker counts with each other, not with GPU numbers.
+the modes and worker counts with each other, not with GPU numbers.  Most of each point's wall
+time is Ray Train starting its workers (~20 s), which is why the points are few and short.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import platform
+import os
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from provenance import provenance, write_outputs  # benchmarks/provenance.py
+from tqdm import tqdm
 
 from madapter.config import Params, params_from_dict
 
 logger = logging.getLogger("benchmarks.train_scaling")
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
 MODES = ("madapter", "linear", "inserted", "full")
+FROZEN, BACKPROP = ("madapter", "linear"), ("inserted", "full")
+"""Modes whose gradient stops at the frozen backbone, and modes that backpropagate through it."""
+PACKAGES = ("torch", "timm", "ray", "mlflow", "numpy")
+"""Versions recorded with the results."""
+RAY_CPUS = 2
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": {"points": [[mode, workers] for mode in MODES for workers in (1, 2)], "epochs": 4, "classes": 4,
+             "videos_per_class": 12},
+    # Same data and epochs; the frozen-backbone vs backprop ratio (madapter vs full) on 1 worker. Worker
+    # scaling needs a third point (~20 s of Ray Train start-up each): full runs only.
+    "quick": {"points": [["madapter", 1], ["full", 1]], "epochs": 4, "classes": 4,
+              "videos_per_class": 12},
+}
+COMMON: dict[str, Any] = {"img_size": 32, "num_frames": 4, "width": 64, "batch_size_per_worker": 4,
+                          "backbone": "vit_tiny_patch16_224 (random init)", "cpus_per_worker": 1, "ray_cpus": RAY_CPUS}
 
 
-def bench_params(work: Path, tuning: str, workers: int, epochs: int) -> Params:
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (the contract: one line on stderr naming the flag, exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def bench_params(work: Path, tuning: str, workers: int, settings: dict[str, Any]) -> Params:
+    """The train stage's parameters for one point; the data sections are the same for every point."""
     return params_from_dict({
         "base": {"seed": 0, "data_dir": str(work / "data"), "outputs_dir": str(work / f"out-{tuning}-{workers}")},
-        "dataset": {"synthetic": {"classes": 4, "videos_per_class": 12, "num_frames": 8, "size": 32}},
+        "dataset": {"synthetic": {"classes": settings["classes"], "videos_per_class": settings["videos_per_class"],
+                                  "num_frames": 8, "size": 32}},
         "scan": {"workers": 1},
         "decode": {"workers": 1, "frames_per_video": 8, "size": 32},
-        "model": {"img_size": 32, "num_frames": 4, "width": 64, "tuning": tuning},
-        "train": {"epochs": epochs, "batch_size": 4, "num_workers": workers, "cpus_per_worker": 1,
-                  "storage_path": str(work / f"out-{tuning}-{workers}" / "ray"), "run_name": f"{tuning}-{workers}w",
-                  "object_store_mb": 200},
+        "model": {"img_size": COMMON["img_size"], "num_frames": COMMON["num_frames"], "width": COMMON["width"],
+                  "tuning": tuning},
+        "train": {"epochs": settings["epochs"], "batch_size": COMMON["batch_size_per_worker"], "num_workers": workers,
+                  "cpus_per_worker": COMMON["cpus_per_worker"], "storage_path": str(work / f"out-{tuning}-{workers}" / "ray"),
+                  "run_name": f"{tuning}-{workers}w", "object_store_mb": 200},
         "mlflow": {"tracking_uri": f"sqlite:///{work / 'mlflow.db'}", "experiment": "train-scaling"},
     }, "benchmarks/train_scaling.py")
 
 
 def prepare_data(params: Params) -> None:
+    """download -> index -> scan -> decode with the real stage functions (once: every point reads it)."""
     from madapter.data.acquire.download import download_dataset
     from madapter.data.index.stage import build_index
     from madapter.data.store.decode import decode_dataset
@@ -52,21 +90,138 @@ def prepare_data(params: Params) -> None:
         stage(params)
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def point_row(tuning: str, workers: int, history: list[dict[str, float]], wall_s: float) -> dict[str, Any]:
+    """One point's numbers from the worker's per-epoch history: medians over epochs 2..N."""
+    measured = history[1:] or history
+    clips = statistics.median(h["clips_per_s"] for h in measured)
+    return {
+        "tuning": tuning, "workers": workers,
+        "clips_per_s": round(clips, 2), "clips_per_s_per_worker": round(clips / workers, 2),
+        "clips_per_s_epochs": [round(h["clips_per_s"], 2) for h in history],
+        "peak_memory_mb_per_worker": round(max(h["peak_memory_mb"] for h in measured), 1),
+        "epoch_time_s": round(statistics.median(h["epoch_time_s"] for h in measured), 3),
+        "measured_epochs": [int(h["epoch"]) for h in measured], "wall_s": round(wall_s, 1),
+    }
+
+
+def run_points(work: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every point on one local Ray; a failing point is recorded with its last error line, the rest still run."""
+    import ray
+
+    from madapter.ray_runtime import worker_runtime_env
+    from madapter.train.driver import train
+
+    prepare_data(bench_params(work, "madapter", 1, settings))
+    ray.init(address="local", num_cpus=RAY_CPUS, object_store_memory=200 * 2**20, include_dashboard=False,
+             runtime_env=worker_runtime_env())  # madapter on the path, Ray Train's cleaner noise filtered
+    rows: list[dict[str, Any]] = []
+    try:
+        for tuning, workers in tqdm(settings["points"], desc="training points", unit="point"):
+            started = time.perf_counter()
+            try:
+                result = train(bench_params(work, tuning, workers, settings))
+                rows.append(point_row(tuning, workers, result.history, time.perf_counter() - started))
+                logger.info("%s", rows[-1])
+            except Exception as err:  # noqa: BLE001 - one failing point must not lose the others
+                logger.error("%s with %d worker(s) failed: %s", tuning, workers, err)
+                rows.append({"tuning": tuning, "workers": workers, "error": last_line(err)})
+    finally:
+        ray.shutdown()
+    return rows
+
+
+def last_line(err: BaseException) -> str:
+    """The error's type and last message line: what the JSON and the table show for a failed point."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1].strip() if lines else ''}"
+
+
+def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ratios the docs' prose quotes, computed from the rows (None where a point is missing)."""
+    ok = {(r["tuning"], r["workers"]): r for r in rows if "error" not in r}
+
+    def ratio(a: tuple[str, int], b: tuple[str, int], key: str = "clips_per_s") -> float | None:
+        return round(ok[a][key] / ok[b][key], 3) if a in ok and b in ok else None
+
+    frozen_vs_backprop = [ratio((f, 1), (b, 1)) for f in FROZEN for b in BACKPROP]
+    frozen_vs_backprop = [v for v in frozen_vs_backprop if v is not None]
+    two_vs_one = {mode: ratio((mode, 2), (mode, 1)) for mode in MODES if (mode, 1) in ok and (mode, 2) in ok}
+    rss = [r["peak_memory_mb_per_worker"] for r in ok.values()]
+    extra_full = [round(ok[("full", w)]["peak_memory_mb_per_worker"] - ok[("madapter", w)]["peak_memory_mb_per_worker"], 1)
+                  for w in (1, 2) if ("full", w) in ok and ("madapter", w) in ok]
+    walls = [r["wall_s"] for r in ok.values()]
+    return {
+        "speedup_vs_full_1_worker": {mode: ratio((mode, 1), ("full", 1)) for mode in MODES if (mode, 1) in ok},
+        "frozen_vs_backprop_1_worker": {"min": min(frozen_vs_backprop, default=None),
+                                        "max": max(frozen_vs_backprop, default=None)},
+        "two_vs_one_worker_total": two_vs_one,
+        "two_workers_help": {mode: v > 1.0 for mode, v in two_vs_one.items() if v is not None},
+        "peak_rss_mb_min": min(rss, default=None), "peak_rss_mb_max": max(rss, default=None),
+        "full_minus_madapter_rss_mb": {"min": min(extra_full, default=None), "max": max(extra_full, default=None)},
+        "wall_s_per_point": {"min": min(walls, default=None), "max": max(walls, default=None)},
+        "failed_points": len(rows) - len(ok),
+    }
+
+
+# ----------------------------------------------------------------------------- report (pure)
+def markdown(report: dict[str, Any], json_path: str) -> str:
+    """The table of docs/benchmarks.md's "Training throughput" section, from the report alone."""
+    s, h = report["settings"], report["headline"]
+    lines = [
+        "| tuning | workers | clips/s (total) | clips/s per worker | peak RSS per worker (MB) | epoch (s) | wall (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['tuning']} | {r['workers']} | failed: {r['error']} | | | | |")
+            continue
+        lines.append(f"| {r['tuning']} | {r['workers']} | {r['clips_per_s']:.1f} | {r['clips_per_s_per_worker']:.1f} | "
+                     f"{r['peak_memory_mb_per_worker']:.0f} | {r['epoch_time_s']:.2f} | {r['wall_s']:.0f} |")
+    fb, two = h["frozen_vs_backprop_1_worker"], h["two_vs_one_worker_total"]
+    lines += [
+        "",
+        f"Synthetic set {s['classes']} classes x {s['videos_per_class']} videos, {s['backbone']} at {s['img_size']} px, "
+        f"T={s['num_frames']}, batch {s['batch_size_per_worker']} per worker, {s['epochs']} epochs; median of epochs "
+        f"2-{s['epochs']}; Ray with {s['ray_cpus']} CPUs, {s['cpus_per_worker']} per worker.",
+    ]
+    if fb["min"] is not None:
+        lines.append(f"Frozen-backbone modes (madapter, linear) vs backpropagating modes (inserted, full), 1 worker: "
+                     f"{fb['min']:.1f}x-{fb['max']:.1f}x the clips/s.")
+    if two:
+        lines.append("Two workers vs one (total clips/s): "
+                     + ", ".join(f"{mode} {v:.2f}x" for mode, v in two.items() if v is not None) + ".")
+    lines += ["", footer(report, json_path)]
+    return "\n".join(lines) + "\n"
+
+
+def footer(report: dict[str, Any], json_path: str) -> str:
+    """The line naming the JSON, the commit and the exact command (every table traces to its run)."""
+    git, m = report["git"], report["machine"]
+    return (f"From `{json_path}`, commit `{(git['commit'] or '?')[:10]}`{' (uncommitted edits)' if git['dirty'] else ''}, "
+            f"`{report['command']}`, {report['seconds_total'] / 60:.1f} min; load average {m['load_avg_1m_start']:.1f} "
+            f"at the start, {m['load_avg_1m_end']:.1f} at the end.")
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Two panels: clips/s per worker and peak RSS per worker, by mode, 1 vs 2 workers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in report["rows"] if "error" not in r]
+    modes = [m for m in MODES if any(r["tuning"] == m for r in rows)]
     fig, (ax_speed, ax_mem) = plt.subplots(1, 2, figsize=(10, 3.8))
     width = 0.38
     for offset, workers in ((-width / 2, 1), (width / 2, 2)):
         sel = [r for r in rows if r["workers"] == workers]
-        xs = [MODES.index(r["tuning"]) + offset for r in sel]
+        if not sel:
+            continue
+        xs = [modes.index(r["tuning"]) + offset for r in sel]
         ax_speed.bar(xs, [r["clips_per_s_per_worker"] for r in sel], width, label=f"{workers} worker(s)")
         ax_mem.bar(xs, [r["peak_memory_mb_per_worker"] for r in sel], width, label=f"{workers} worker(s)")
     for ax, label in ((ax_speed, "clips/s per worker"), (ax_mem, "peak RSS per worker (MB)")):
-        ax.set_xticks(range(len(MODES)), MODES)
+        ax.set_xticks(range(len(modes)), modes)
         ax.set_ylabel(label)
         ax.legend()
     fig.suptitle("Ray Train on CPU: throughput and memory per worker by tuning mode")
@@ -75,55 +230,33 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    parser.add_argument("--work-dir", type=Path, default=None, help="scratch dir (default: a temp dir)")
-    args = parser.parse_args()
+# ----------------------------------------------------------------------------- driver
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="reduced settings: 2 points instead of 8 (same data, epochs)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "train_scaling.json", help="JSON path (.png, .md beside it)")
+    parser.add_argument("--work-dir", type=Path, default=None, help="scratch directory, kept (default: a temp dir, removed)")
+    args = parser.parse_args(argv)
+    if args.out.suffix != ".json":
+        parser.error(f"--out {args.out} must end in .json (the .png and .md are written beside it)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    started, load_start = time.perf_counter(), os.getloadavg()
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    import ray
-
-    from madapter.ray_runtime import worker_runtime_env
-    from madapter.train.driver import train
-
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work_dir or Path(tmp)
-        prepare_data(bench_params(work, "madapter", 1, args.epochs))
-        ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False,
-                 runtime_env=worker_runtime_env())  # madapter on the path, Ray Train's cleaner noise filtered
-        rows = []
-        try:
-            for tuning in args.modes:
-                for workers in (1, 2):
-                    started = time.perf_counter()
-                    result = train(bench_params(work, tuning, workers, args.epochs))
-                    last = result.history[-1]
-                    rows.append({
-                        "tuning": tuning,
-                        "workers": workers,
-                        "clips_per_s": round(last["clips_per_s"], 2),
-                        "clips_per_s_per_worker": round(last["clips_per_s"] / workers, 2),
-                        "peak_memory_mb_per_worker": round(last["peak_memory_mb"], 1),
-                        "epoch_time_s": round(last["epoch_time_s"], 3),
-                        "wall_s": round(time.perf_counter() - started, 1),
-                    })
-                    logger.info("%s", rows[-1])
-        finally:
-            ray.shutdown()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "train_scaling",
-        "machine": {"cpus_for_ray": 2, "platform": platform.platform(), "python": platform.python_version()},
-        "setup": "synthetic 4 classes x 12 videos, vit_tiny_patch16_224 random init @32px, T=4, batch 4/worker, "
-                 f"{args.epochs} epochs, numbers from the last epoch",
-        "rows": rows,
-    }
-    (RESULTS / "train_scaling.json").write_text(json.dumps(report, indent=2))
-    plot(rows, RESULTS / "train_scaling.png")
-    logger.info("wrote %s", RESULTS / "train_scaling.json")
+    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        os.environ.pop(key, None)  # its own local Ray and scratch MLflow store, never the user's
+    configuration = "quick" if args.quick else "full"
+    settings = {**PROFILES[configuration], **COMMON, "configuration": configuration}
+    with tempfile.TemporaryDirectory(prefix="madapter-train-scaling-") as tmp:
+        rows = run_points((args.work_dir or Path(tmp)).resolve(), settings)
+    report = {"benchmark": "train_scaling", "settings": settings, "rows": rows, "headline": headline(rows),
+              **provenance(load_start, PACKAGES, quick=args.quick, started=started)}
+    write_outputs(report, args.out.resolve(), plot, markdown)
+    return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -54,6 +54,11 @@ class SyntheticSection(_Section):
     fps: int = Field(8, gt=0)
     classes: int = Field(12, ge=2, le=12, multiple_of=2)
     """How many classes of the built-in catalogue to use: whole pairs (a class and its reversed twin), easiest first."""
+    task: Literal["order", "appearance"] = "order"
+    """``order``: classes differ ONLY in frame order (reversal pairs: the demo set).  ``appearance``:
+    classes differ only in what the object looks like (shape x colour family); its motion and the
+    motion's direction are random and class-independent, so frame order carries no class information
+    (the control set of the accuracy benchmark)."""
 
 
 class DatasetSection(_Section):

@@ -42,6 +42,7 @@ def test_the_report_has_every_field_the_docs_read(smoke: tuple[dict, Path, float
     assert report["command"].endswith(f"benchmarks/feature_cache.py --smoke --out {out} -S model.width=24")
     assert report["setup"]["width"] == 24  # -S applies after the smoke configuration (width 32)
     assert len(report["git"]["commit"]) == 40 and isinstance(report["git"]["dirty"], bool)
+    assert report["quick"] is False and report["seconds_total"] > 0 and report["errors"] == {}
     machine = report["machine"]
     assert machine["cpus"] >= 1 and {"torch", "timm", "ray"} <= set(machine["versions"])
     assert {"load_avg_1m_start", "load_avg_1m_end", "python", "platform"} <= set(machine)
@@ -56,6 +57,17 @@ def test_the_report_has_every_field_the_docs_read(smoke: tuple[dict, Path, float
     assert "break_even_epochs" in training
     # The same views in the same order from the same initial head: the cached run repeats the online one.
     assert training["train_loss_max_abs_diff"] < 1e-2
+
+
+def test_the_headline_holds_the_numbers_the_docs_prose_quotes(smoke: tuple[dict, Path, float]) -> None:
+    report, _, _ = smoke
+    head, training = report["headline"], report["training"]
+    assert head["speedup_epoch"] == training["speedup_epoch"] and head["target_met"] == training["target_met"]
+    assert head["online_ms_per_clip"] == pytest.approx(1e3 / training["online"]["clips_per_s"])
+    assert head["frozen_forward_ms_per_clip"] == pytest.approx(head["online_ms_per_clip"] - head["cached_ms_per_clip"])
+    assert head["worker_parameters_m"]["cached"] < head["worker_parameters_m"]["online"]
+    assert head["features_stage_s"] == report["extraction"]["ray_data"]["seconds"]
+    assert report["setup"]["tokens_per_frame"] == (report["setup"]["img_size"] // 16) ** 2
 
 
 def test_both_sides_measure_the_same_work(smoke: tuple[dict, Path, float]) -> None:
@@ -84,3 +96,20 @@ def test_plot_and_docs_table_are_written_beside_the_json(smoke: tuple[dict, Path
     table = out.with_suffix(".md").read_text()
     assert f"{report['training']['online']['epoch_time_s']:.2f} s" in table
     assert f"From `{out}`, commit `{report['git']['commit'][:10]}`" in table
+    assert table.rstrip().splitlines()[-1].startswith(f"From `{out}`") and f"`{report['command']}`" in table
+
+
+def test_a_failed_part_is_reported_not_a_crash(smoke: tuple[dict, Path, float], tmp_path: Path) -> None:
+    """The pure functions on a report whose cached training run failed: a table of errors and the footer."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import feature_cache
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    report, _, _ = smoke
+    broken = {**report, "errors": {"training (features)": "RayTaskError: worker died"}, "headline": None}
+    table = feature_cache.markdown(broken, "x.json")
+    assert "| training (features) | RayTaskError: worker died |" in table
+    assert table.rstrip().splitlines()[-1].startswith("From `x.json`")
+    feature_cache.plot(broken, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

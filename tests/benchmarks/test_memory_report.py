@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -21,6 +22,7 @@ GIB = 2**30
 
 @pytest.fixture(scope="module")
 def memory() -> ModuleType:
+    sys.path.insert(0, str(REPO / "benchmarks"))  # it imports its sibling benchmarks/provenance.py
     spec = importlib.util.spec_from_file_location("benchmarks_memory", REPO / "benchmarks" / "memory.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -42,7 +44,8 @@ def test_cuda_defaults_are_the_published_setting(memory: ModuleType) -> None:
     assert (args.backbone, args.frames, args.img_size, args.batch) == ("vit_base_patch16_224", 8, 224, 32)
     assert args.out.name == "memory_cuda.json"
     cpu = memory.parse_args([])
-    assert (cpu.batch, cpu.repeats, cpu.out.name) == (2, 3, "memory.json")  # the CPU figures' setting
+    assert (cpu.batch, cpu.repeats, cpu.steps, cpu.img_size, cpu.out.name) == (2, 1, 1, 224, "memory.json")
+    assert memory.parse_args(["--quick"]).img_size == memory.QUICK_IMG_SIZE  # the CPU figures' setting, reduced
 
 
 def test_an_oom_mode_is_a_result_not_a_crash(memory: ModuleType, tmp_path: Path) -> None:
@@ -56,9 +59,12 @@ def test_an_oom_mode_is_a_result_not_a_crash(memory: ModuleType, tmp_path: Path)
     assert report["target"] == {"madapter_peak_below_gb": 12.7, "met": True}
     assert report["published_gb"]["DiST"] == 12.7 and report["published_gb"]["AIM"] == 35.2
 
-    memory.write_report(report, args.out, "cuda")
+    report["command"] = ".venv/bin/python benchmarks/memory.py --device cuda"
+    memory.write_outputs(report, args.out, memory.plot, memory.markdown)
     assert json.loads(args.out.read_text())["modes"]["full"]["oom"] is True
     table = args.out.with_suffix(".md").read_text()
+    assert table.rstrip().splitlines()[-1] == (
+        f"Source: `{args.out}`, written by `.venv/bin/python benchmarks/memory.py --device cuda`.")
     assert "| `full` (measured) | yes (all weights) | OOM (GPU has 24.0 GB) | - |" in table
     assert "| `madapter` (measured) | no | 4.20 GB | 0.500 s |" in table
     assert "Target `madapter` < 12.7 GB (DiST): **met**." in table

@@ -32,6 +32,7 @@ def test_the_report_has_every_field_the_docs_read(smoke: tuple[dict, Path]) -> N
     report, out = smoke
     assert report["benchmark"] == "store" and report["command"].endswith(f"benchmarks/store.py --smoke --out {out}")
     assert len(report["git"]["commit"]) == 40 and isinstance(report["git"]["dirty"], bool)
+    assert report["quick"] is False and report["seconds_total"] > 0 and report["errors"] == {}
     assert {"simplejpeg", "decord", "torch"} <= set(report["machine"]["versions"])
     setup = report["setup"]
     assert setup["configuration"] == "smoke" and setup["videos_per_set"] == 4
@@ -53,6 +54,41 @@ def test_the_report_has_every_field_the_docs_read(smoke: tuple[dict, Path]) -> N
     assert targets["size_met"] == (report["sets"]["natural"]["size_ratio_jpeg_vs_raw"] <= 1 / 8)
 
 
+def test_the_headline_holds_the_numbers_the_docs_prose_quotes(smoke: tuple[dict, Path]) -> None:
+    report, _ = smoke
+    nat, head = report["sets"]["natural"], report["headline"]
+    tp = nat["throughput"]
+    assert head["jpeg_size_fraction"] == pytest.approx(1 / nat["size_ratio_jpeg_vs_raw"])
+    assert head["jpeg_vs_raw_clip_rate"] == pytest.approx(tp["jpeg"]["clip"]["clips_per_s"] / tp["raw"]["clip"]["clips_per_s"])
+    assert head["jpeg_decode_ms_per_clip"] == pytest.approx(
+        1e3 / tp["jpeg"]["frames"]["clips_per_s"] - 1e3 / tp["raw"]["frames"]["clips_per_s"])
+    assert head["clip_transform_ms"] > 0 and head["source_h264_mae"] == nat["source_codec_error"]["mae"]
+    assert head["projected_gb"]["UCF101"]["jpeg"] == nat["projected_gb"]["UCF101"]["jpeg"]
+    codecs = head["codecs"]
+    assert codecs["store_codec"].startswith("simplejpeg") and codecs["store_codec"].endswith("q90")
+    webp = codecs["webp_closest_error"]
+    assert webp["quality"] == 90 and webp["bytes_vs_store"] > 0 and webp["decode_time_vs_store"] > 0
+
+
+def test_a_failed_set_is_reported_not_a_crash(smoke: tuple[dict, Path], tmp_path: Path) -> None:
+    """The pure functions on the run's JSON with the synthetic set failed, then the natural one too."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import store
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    report, _ = smoke
+    failed = {"error": "RuntimeError: no space left on device"}
+    broken = {**report, "sets": {**report["sets"], "synthetic": failed}, "errors": {"set synthetic": failed["error"]}}
+    table = store.markdown(broken, "x.json")
+    assert "| failed: RuntimeError: no space left on device | synthetic |" in table
+    assert "Failed: set synthetic: RuntimeError" in table and "UCF101" in table
+    store.plot(broken, tmp_path / "a.png")
+    no_natural = {**broken, "sets": {"natural": failed, "synthetic": failed}, "headline": None}
+    assert store.markdown(no_natural, "x.json").rstrip().splitlines()[-1].startswith("From `x.json`")
+    store.plot(no_natural, tmp_path / "b.png")
+
+
 def test_the_codec_table_compares_libraries_on_the_same_frames(smoke: tuple[dict, Path]) -> None:
     report, _ = smoke
     rows = report["codecs"]
@@ -72,3 +108,4 @@ def test_plot_and_docs_table_are_written_beside_the_json(smoke: tuple[dict, Path
     jpeg = report["sets"]["natural"]["throughput"]["jpeg"]["clip"]["clips_per_s"]
     assert f"**{jpeg:.1f}**" in table and "Kinetics-400 (train), 240,000 videos" in table
     assert f"From `{out}`, commit `{report['git']['commit'][:10]}`" in table
+    assert table.rstrip().splitlines()[-1].startswith(f"From `{out}`") and f"`{report['command']}`" in table

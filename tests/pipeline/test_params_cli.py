@@ -254,3 +254,20 @@ def test_preset_args_piped_into_real_dvc_exp_run_gives_the_preset(tmp_path, pres
     applied = load_params(repo / "params.yaml")
     expected = resolve_params(REPO / "params.yaml", [preset], None)
     assert applied.model_dump() == expected.model_dump()
+
+
+OVERLAYS = sorted((REPO / "presets" / "overlays").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=[p.stem for p in OVERLAYS])
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_overlays_apply_after_every_dataset_preset_and_win(preset, overlay):
+    """docs/benchmarks.md tells GPU users to stack an overlay after a dataset preset: it must validate,
+    and the overlay's keys must be what runs (the dataset preset's own values for them lose)."""
+    params = resolve_params(REPO / "params.yaml", [preset, overlay], None)
+    assert params.dataset.name == resolve_params(REPO / "params.yaml", [preset], None).dataset.name
+    for key, value in flatten(yaml.safe_load(overlay.read_text())).items():
+        node = params
+        for part in key.split("."):
+            node = getattr(node, part)
+        assert node == value, key

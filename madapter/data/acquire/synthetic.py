@@ -1,4 +1,5 @@
-"""The built-in offline dataset: deterministic real video files whose classes differ only in frame order.
+"""The built-in offline dataset: deterministic real video files whose classes differ only in frame order
+(``task: order``, the default), or, as a control, only in appearance (``task: appearance``).
 
 Why it looks like this: the M-adapter's claim is that its temporal modules make a frozen image
 model sensitive to *motion*.  So every class has a partner whose videos are the very same frames
@@ -21,6 +22,12 @@ Videos are real H.264/yuv420p mp4 files written with PyAV, so the whole pipeline
 decord decoding) runs on them exactly as on a downloaded dataset; same parameters -> same bytes on
 any machine (see :func:`encode_video`; the frames themselves are built from exactly rounded
 arithmetic only, see :func:`_quantise`).
+
+``task: appearance`` (:func:`render_appearance_video`) is the opposite control: the class is the
+object's shape x colour family (:data:`APPEARANCE_CLASSES`, a saturated colour on a grey background),
+the motion and its direction are drawn per video independently of the class, so an order-blind
+model loses nothing there.  Splits are
+drawn as for the order set (:func:`split_of`).
 
 Layout written (the MMAction2-style "list" layout of the data contracts)::
 
@@ -268,6 +275,73 @@ def render_video(class_index: int, video_index: int, cfg: SyntheticSection, seed
     return np.ascontiguousarray(frames[::-1]) if spec.reverse else frames
 
 
+# ---------------------------------------------------------------------------------------- appearance task
+COLOUR_FAMILIES: tuple[tuple[str, int], ...] = (("red", 0), ("green", 1), ("blue", 2))
+"""Name and dominant RGB channel of each colour family of the appearance task."""
+
+SHAPE_NAMES: tuple[str, ...] = ("ell", "tee", "wedge", "half_disc", "flag")
+"""Names of :data:`SHAPES`, in order."""
+
+APPEARANCE_CLASSES: tuple[tuple[str, int, int], ...] = tuple(
+    (f"{SHAPE_NAMES[k % len(SHAPES)]}_{COLOUR_FAMILIES[k % 3][0]}", k % len(SHAPES), COLOUR_FAMILIES[k % 3][1])
+    for k in range(len(CATALOGUE)))
+"""``(name, shape, dominant channel)`` per class of ``task: appearance``: class ``k`` is shape ``k % 5``
+in colour family ``k % 3``, so all 12 classes differ (5 x 3 combinations) and any prefix mixes
+shapes AND colours (``classes: 4``: ell_red, tee_green, wedge_blue, half_disc_red; a prefix of one
+colour would leave a random-init backbone only the shape, its hardest cue)."""
+
+
+def _appearance_look(rng: np.random.Generator, shape: int, channel: int, num_frames: int, size: int) -> Appearance:
+    """A look of class ``(shape, channel)``: a saturated colour (the dominant channel 200-255, the
+    others 0-50) on a GREY textured background (the order set's background made grey: its brightness
+    and texture, no hue).  Why: with coloured backgrounds the object's tint was a weak cue (a red
+    object on a reddish background); measured with pale tints on coloured backgrounds, every mode sat
+    near chance (0.33-0.48 test top-1, 4 classes).  Size, resting angle and noise as in the order set."""
+    look = _appearance(rng, num_frames, size)
+    colour = rng.integers(0, 51, size=3).astype(np.float64)
+    colour[channel] = float(rng.integers(200, 256))
+    grey = np.repeat(np.rint(look.background.mean(axis=2, keepdims=True)), 3, axis=2)
+    return Appearance(shape, colour, grey, look.half_side, look.angle, look.noise)
+
+
+def render_appearance_video(class_index: int, video_index: int, cfg: SyntheticSection, seed: int) -> Frames:
+    """Frames of one ``task: appearance`` video; a pure function of its arguments.
+
+    The class fixes the shape and colour family only.  The motion (any of the order set's six) and
+    whether it plays forwards or backwards are drawn from the video's own stream, with the same
+    probabilities for every class: time-averaged or time-reversed, no class is told apart by its
+    motion, and a model that ignores frame order loses nothing.
+    """
+    rng, look, pair, backwards = appearance_draw(class_index, video_index, cfg, seed)
+    frames = _draw(look, CATALOGUE[2 * pair].motion(rng, look, cfg.num_frames, cfg.size), cfg.size)
+    return np.ascontiguousarray(frames[::-1]) if backwards else frames
+
+
+def appearance_draw(class_index: int, video_index: int, cfg: SyntheticSection,
+                    seed: int) -> tuple[np.random.Generator, Appearance, int, bool]:
+    """The draws of one ``task: appearance`` video before its poses: the stream (to draw the poses
+    from next), the look, the motion (pair index into :data:`CATALOGUE`) and its direction."""
+    _, shape, channel = APPEARANCE_CLASSES[class_index]
+    rng = np.random.default_rng([seed, 104729, class_index, video_index])  # a stream apart from the order set's
+    look = _appearance_look(rng, shape, channel, cfg.num_frames, cfg.size)
+    pair = int(rng.integers(len(CATALOGUE) // 2))
+    return rng, look, pair, bool(rng.integers(2))
+
+
+def class_names(cfg: SyntheticSection) -> list[str]:
+    """Label i's name for ``cfg.task`` and ``cfg.classes``."""
+    if cfg.task == "appearance":
+        return [name for name, _, _ in APPEARANCE_CLASSES[: cfg.classes]]
+    return [c.name for c in CATALOGUE[: cfg.classes]]
+
+
+def render(class_index: int, video_index: int, cfg: SyntheticSection, seed: int) -> Frames:
+    """Frames of one video of ``cfg.task``."""
+    if cfg.task == "appearance":
+        return render_appearance_video(class_index, video_index, cfg, seed)
+    return render_video(class_index, video_index, cfg, seed)
+
+
 # ---------------------------------------------------------------------------------------- encoding
 X264_DETERMINISTIC = "threads=1:lookahead-threads=1:sliced-threads=0:cpu-independent=1"
 """x264 settings that make its output a pure function of the frames, on any machine.
@@ -352,19 +426,19 @@ def generate_synthetic(root: Path, cfg: SyntheticSection, seed: int) -> Path:
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    classes = CATALOGUE[: cfg.classes]
+    classes = class_names(cfg)
     lines: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     jobs = [(c, v) for c in range(len(classes)) for v in range(cfg.videos_per_class)]
     for class_index, video_index in tqdm(jobs, desc="synthetic videos", unit="video", leave=False):
-        name = classes[class_index].name
+        name = classes[class_index]
         rel = f"{name}/{name}_{video_index:03d}.mp4"
-        encode_video(root / rel, render_video(class_index, video_index, cfg, seed), cfg.fps)
+        encode_video(root / rel, render(class_index, video_index, cfg, seed), cfg.fps)
         split = split_of(video_index, cfg.videos_per_class, seed, class_index)
         lines[split].append(f"{rel} {class_index}")
     for split, rows in lines.items():
         write_text_atomic(root / f"{split}.txt", "".join(row + "\n" for row in rows))
-    write_text_atomic(root / "classes.txt", "".join(c.name + "\n" for c in classes))
-    logger.info("synthetic set: %d videos, %d classes (%s), %d frames of %dpx -> %s",
+    write_text_atomic(root / "classes.txt", "".join(name + "\n" for name in classes))
+    logger.info("synthetic set (%s): %d videos, %d classes (%s), %d frames of %dpx -> %s", cfg.task,
                 len(jobs), len(classes), ", ".join(f"{s}: {len(r)}" for s, r in lines.items()),
                 cfg.num_frames, cfg.size, root)
     return root

@@ -1,0 +1,188 @@
+"""Ablations of the M-adapter branch on the order set: levels, temporal module, fusion, branch width.
+
+The baseline is the accuracy benchmark's ``madapter`` run (``benchmarks/accuracy.py``: the same
+order set, budget and seeds, trained on cached features of a random-init backbone): 4 evenly spaced
+levels, ``temporal: conv``, ``fusion: add``, ``width: 96``.  Each axis changes ONE thing from it;
+the baseline row is shared by all axes.  The backbone is run once, tapping every block, so a level
+subset (last only, 2, 4, all) is a selection of stored outputs, not a new extraction (:mod:`trainer`).
+
+    .venv/bin/python benchmarks/ablations.py [--quick] [--out benchmarks/results/ablations.json]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from provenance import provenance, write_outputs  # benchmarks/provenance.py
+from trainer import (
+    BUDGET_FULL,
+    BUDGET_QUICK,
+    BUDGET_SMOKE,
+    PACKAGES,
+    choose_setup,
+    make_sets,
+    parse_args,
+    run_jobs,
+    setup_text,
+    summarise,
+)
+
+logger = logging.getLogger("benchmarks.ablations")
+
+NAME = "ablations"
+BASELINE = "baseline (4 levels, conv, add, width 96)"
+WIDTHS = (48, 96, 144)
+"""Branch widths: half, the demo's, 1.5x (192 cost ~5x the baseline's time in the recipe sweep)."""
+
+
+def axes(depth: int) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Per axis, ``(label, overrides)`` of every value; ``{}`` is the baseline."""
+    from madapter.models.backbone import default_levels
+
+    return {
+        "levels": [("last block only", {"model.levels": [depth - 1]}),
+                   (f"2 levels {default_levels(depth, 2)}", {"model.levels": default_levels(depth, 2)}),
+                   (f"4 levels {default_levels(depth, 4)} (baseline)", {}),
+                   (f"all {depth} blocks", {"model.levels": list(range(depth))})],
+        "temporal": [("conv (baseline)", {}), ("attention", {"model.temporal": "attention"}),
+                     ("none (order-blind branch)", {"model.temporal": "none"})],
+        "fusion": [("add (baseline)", {}), ("concat", {"model.fusion": "concat"}), ("gated", {"model.fusion": "gated"})],
+        "width": [(f"width {w}{' (baseline)' if w == 96 else ''}", {} if w == 96 else {"model.width": w}) for w in WIDTHS],
+    }
+
+
+def jobs(depth: int, seeds: list[int]) -> list[dict[str, Any]]:
+    """One job per distinct configuration and seed (the baseline once, not once per axis)."""
+    configs: dict[str, dict[str, Any]] = {BASELINE: {}}
+    for values in axes(depth).values():
+        for _, overrides in values:
+            if overrides:
+                configs[_key(overrides)] = overrides
+    return [{"name": f"{name}/seed{seed}", "config": name, "set": "order", "tuning": "madapter", "seed": seed,
+             "overrides": overrides} for name, overrides in configs.items() for seed in seeds]
+
+
+def _key(overrides: dict[str, Any]) -> str:
+    return BASELINE if not overrides else ", ".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items())
+
+
+def tables(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Per axis, one row per value with its configuration's summary (``None`` when every seed failed)."""
+    by = {s["group"][0]: s for s in report["summary"]}
+    return {axis: [{"label": label, "summary": by.get(_key(ov))} for label, ov in values]
+            for axis, values in report["axes"].items()}
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """Per axis the best value and every value's difference from the baseline (mean test top-1)."""
+    base = next((s for s in report["summary"] if s["group"][0] == BASELINE), None)
+    out: dict[str, Any] = {"baseline_top1_mean": base["top1_mean"] if base else None,
+                           "baseline_top1_std": base["top1_std"] if base else None}
+    for axis, rows in tables(report).items():
+        done = [r for r in rows if r["summary"]]
+        if not done or not base:
+            continue
+        best = max(done, key=lambda r: r["summary"]["top1_mean"])
+        out[axis] = {"best": best["label"], "best_top1_mean": best["summary"]["top1_mean"],
+                     "minus_baseline": {r["label"]: round(r["summary"]["top1_mean"] - base["top1_mean"], 4) for r in done}}
+    none = next((s for s in report["summary"] if s["group"][0] == _key({"model.temporal": "none"})), None)
+    if none:
+        out["temporal_none_per_pair_max"] = max(none["per_pair_mean"].values())
+    return out
+
+
+# ----------------------------------------------------------------------------- outputs (pure)
+def plot(report: dict[str, Any], path: Path) -> None:
+    """One panel per axis: mean +- std test top-1 per value, the baseline's bar hatched."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = tables(report)
+    fig, panels = plt.subplots(1, len(rows), figsize=(4 * len(rows), 4), sharey=True)
+    for ax, (axis, values) in zip(panels, rows.items(), strict=True):
+        means = [v["summary"]["top1_mean"] if v["summary"] else 0 for v in values]
+        stds = [v["summary"]["top1_std"] if v["summary"] else 0 for v in values]
+        bars = ax.bar(range(len(values)), means, yerr=stds, capsize=3, color="tab:blue")
+        for bar, v in zip(bars, values, strict=True):
+            if "baseline" in v["label"]:
+                bar.set_hatch("//")
+                bar.set_color("tab:orange")
+        ax.set_xticks(range(len(values)), [v["label"].replace(" (baseline)", "*") for v in values], rotation=25,
+                      ha="right", fontsize=8)
+        ax.set_title(axis)
+        ax.axhline(1 / len(report["classes"]), color="grey", ls=":", lw=1)
+        ax.set_ylim(0, 1.05)
+    panels[0].set_ylabel("order set test top-1 (mean +- std)")
+    fig.suptitle("M-adapter ablations on the order set (* = baseline, dotted = chance)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(report: dict[str, Any], json_path: str) -> str:
+    """The docs table: one row per axis value (the baseline repeated in each axis)."""
+    pairs = list(next((s["per_pair_mean"] for s in report["summary"]), {}))
+    head = ["axis", "value", "test top-1", *pairs, "trainable params", "s per run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for axis, values in tables(report).items():
+        for v in values:
+            s = v["summary"]
+            if s is None:
+                lines.append(f"| {axis} | {v['label']} | error | " + " | ".join("-" for _ in pairs) + " | - | - |")
+                continue
+            lines.append("| " + " | ".join([axis, v["label"], f"{s['top1_mean']:.3f} +- {s['top1_std']:.3f}",
+                                            *(f"{s['per_pair_mean'][p]:.2f}" for p in pairs),
+                                            f"{s['trainable_params']:,}", f"{s['seconds_mean']}"]) + " |")
+    for row in report["runs"]:
+        if "error" in row:
+            lines.append(f"\nError in {row['name']}: {row['error']}")
+    lines += ["", f"Setup: {report['setup_text']}; `madapter` on cached features of the order set; "
+              "s per run = one training + test evaluation in its own process (1 thread).",
+              "", f"From `{json_path}`, command `{report['command']}`."]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    started, load_start = time.perf_counter(), os.getloadavg()
+    args = parse_args(NAME, __doc__.splitlines()[0], argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(1)
+    setup = choose_setup(BUDGET_FULL, BUDGET_QUICK, BUDGET_SMOKE, args)
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-ablations-"))
+    try:
+        files, cost, names = make_sets(work, ["order"], setup)
+        classes = names["order"]
+        depth = cost["order"]["depth"]
+        todo = jobs(depth, setup["seeds"])
+        runs = run_jobs(todo, files, work, setup, args.processes)
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    for job, row in zip(todo, runs, strict=True):
+        row["config"] = job["config"]
+    report: dict[str, Any] = {
+        "benchmark": NAME, "setup": setup, "setup_text": setup_text(setup), "baseline": BASELINE,
+        "axes": axes(depth), "classes": classes, "data_cost": cost,
+        "summary": summarise(runs, lambda r: (r["config"],)), "runs": runs,
+        "errors": [r["name"] for r in runs if "error" in r],
+    }
+    report["headline"] = headline(report)
+    report.update(provenance(load_start, PACKAGES, quick=args.quick, started=started))
+    write_outputs(report, args.out.resolve(), plot, markdown)
+    return 1 if report["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""Peak training memory and step time as the work grows: frames per clip, then backbone size.
+
+Issue 12, point 2.  Every point (backbone, frames, tuning mode) is one fresh process running
+``benchmarks/memory.py``'s CPU child (:func:`memory.run_child`): random-init weights, CPU, fp32,
+2 clips, the branch of memory.py's CPU headline (width 192, conv temporal module, full level
+grids); one warm-up step (it allocates gradients and AdamW state) then one timed step, and the
+kernel's peak resident set over both, on top of the built model and batch, is "peak added by
+training".  Five modes: ``madapter``, ``madapter-features`` (training from the features cache:
+the head alone, on inputs shaped and rounded like the stored float16 features and fed as float32,
+as ``FeatureDataset`` does; the cached tensors are input, like the clips, not training memory),
+``inserted``, ``full`` and ``linear``.
+
+* Sweep A (frames): T in {4, 8, 16, 32}, ViT-B/16 at 224 px.
+* Sweep B (backbone size): ViT tiny / small / base / large at T = 8 (base's points are sweep A's).
+* Per mode, the growth per added frame: the least-squares slope of "peak added by training" (MB)
+  against T, and its ratio to ``full``'s.  The issue's target: ``madapter``'s slope <= 0.1x
+  ``full``'s; the verdict is stored under ``headline``.
+
+``--quick`` keeps every quantity with fewer, smaller points: 112 px frames, T in {4, 8}, backbones
+tiny and base.  Memory of a single process varies ~10% (allocator arenas): slopes over a
+4x range of T are robust to that, single points less so.
+
+    python benchmarks/memory_scaling.py            # ~12 min on a quiet 2-core machine, needs ~12 GB free
+    python benchmarks/memory_scaling.py --quick    # ~2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from provenance import provenance, write_outputs  # benchmarks/provenance.py
+
+logger = logging.getLogger("benchmarks.memory_scaling")
+
+NAME = "memory_scaling"
+RESULTS = Path(__file__).parent / "results"
+MODES = ("madapter", "madapter-features", "inserted", "full", "linear")
+PACKAGES = ("torch", "timm", "numpy")
+TARGET_SLOPE_RATIO = 0.1
+"""Issue 12: ``madapter``'s memory growth per added frame must be at most this fraction of ``full``'s."""
+REFERENCE = {"full_mb_per_frame": 260, "side_branch_mb_per_frame": 23,
+             "source": "issue 12 (measured on this kind of machine, 2 clips of ViT-B/16)"}
+BACKBONES = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224")
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "full": {"img_size": 224, "frames": [4, 8, 16, 32], "frames_backbone": "vit_base_patch16_224",
+             "backbones": list(BACKBONES), "backbone_frames": 8, "modes": list(MODES)},
+    # Two sizes 15x apart: each process costs ~4 s of imports before its steps, which dominates here.
+    "quick": {"img_size": 112, "frames": [4, 8], "frames_backbone": "vit_base_patch16_224",
+              "backbones": [BACKBONES[0], BACKBONES[2]], "backbone_frames": 8, "modes": list(MODES)},
+    # The test's configuration (seconds): the machinery, not a result to quote.
+    "smoke": {"img_size": 32, "frames": [2, 4], "frames_backbone": "vit_tiny_patch16_224",
+              "backbones": ["vit_tiny_patch16_224"], "backbone_frames": 4, "modes": ["madapter", "full"]},
+}
+CLIPS, WIDTH, TEMPORAL = 2, 192, "conv"
+"""memory.py's CPU headline setting: 2 clips, the default branch of params.yaml."""
+DROPPED = ("nothing: every point of the grid is measured, with the fewest steps that measure memory "
+           "(1 warm-up + 1 timed step, 1 process per point)")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (one line on stderr naming the flag, exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"memory_scaling.py: {message} (see --help)\n")
+
+
+# ----------------------------------------------------------------------------- measuring
+def grid(config: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """Every point ``(backbone, frames, mode)`` of both sweeps, once (sweep B reuses sweep A's points)."""
+    points = [(config["frames_backbone"], t, m) for t in config["frames"] for m in config["modes"]]
+    for backbone in config["backbones"]:
+        points += [(backbone, config["backbone_frames"], m) for m in config["modes"]]
+    return list(dict.fromkeys(points))
+
+
+def child_args(backbone: str, frames: int, img_size: int) -> argparse.Namespace:
+    """What :func:`memory.run_child` reads: memory.py's CPU child arguments for one point."""
+    return argparse.Namespace(device="cpu", backbone=backbone, img_size=img_size, frames=frames, batch=CLIPS,
+                              steps=1, width=WIDTH, temporal=TEMPORAL)
+
+
+def mem_available_gb() -> float:
+    """``MemAvailable`` of the machine: logged with each point, since the big ones need ~10 GB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def measure(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """One fresh process per point; a failed point keeps its error and the sweep goes on."""
+    from memory import describe, run_child  # benchmarks/memory.py: the same child as the headline
+    from tqdm import tqdm
+
+    points = grid(config)
+    records = []
+    for backbone, frames, mode in tqdm(points, desc="points", unit="process"):
+        logger.info("%s, T=%d, %s (%.1f GB available) ...", backbone, frames, mode, mem_available_gb())
+        record = run_child(child_args(backbone, frames, config["img_size"]), mode)
+        record.update(backbone=backbone, frames=frames, mode=mode)
+        logger.info("  %s", describe(record))
+        records.append(record)
+    return records
+
+
+# ----------------------------------------------------------------------------- analysis (pure)
+def least_squares(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
+    """Slope and intercept of the least-squares line through the points (``None`` under 2 distinct x)."""
+    n = len(xs)
+    if n < 2 or len(set(xs)) < 2:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    return slope, my - slope * mx
+
+
+def ok(record: dict[str, Any]) -> bool:
+    return "error" not in record
+
+
+def frames_series(report: dict[str, Any], mode: str) -> list[dict[str, Any]]:
+    """Sweep A's measured points of ``mode``, by increasing T."""
+    s = report["setup"]
+    return sorted((p for p in report["points"] if p["backbone"] == s["frames_sweep"]["backbone"]
+                   and p["mode"] == mode and p["frames"] in s["frames_sweep"]["frames"] and ok(p)),
+                  key=lambda p: p["frames"])
+
+
+def backbone_series(report: dict[str, Any], mode: str) -> list[dict[str, Any]]:
+    """Sweep B's measured points of ``mode``, in the order of the backbones."""
+    s = report["setup"]["backbone_sweep"]
+    by = {p["backbone"]: p for p in report["points"] if p["mode"] == mode and p["frames"] == s["frames"] and ok(p)}
+    return [by[b] for b in s["backbones"] if b in by]
+
+
+def slopes(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per mode: MB and seconds per added frame (sweep A) and the memory slope's ratio to ``full``'s."""
+    out: dict[str, dict[str, Any]] = {}
+    for mode in report["setup"]["modes"]:
+        series = frames_series(report, mode)
+        ts = [p["frames"] for p in series]
+        mem = least_squares(ts, [p["step_peak_mb"] for p in series])
+        sec = least_squares(ts, [p["step_s"] for p in series])
+        out[mode] = {"frames": ts, "mb_per_frame": mem and mem[0], "intercept_mb": mem and mem[1],
+                     "s_per_frame": sec and sec[0]}
+    full = out.get("full", {}).get("mb_per_frame")
+    for record in out.values():
+        mb = record["mb_per_frame"]
+        record["ratio_to_full"] = mb / full if mb is not None and full is not None and full > 0 else None
+    return out
+
+
+def by_backbone(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per backbone of sweep B: its size and ``madapter``'s memory and time over ``full``'s (claim 3)."""
+    out = {}
+    for backbone in report["setup"]["backbone_sweep"]["backbones"]:
+        rec = {m: next((p for p in backbone_series(report, m) if p["backbone"] == backbone), None)
+               for m in ("madapter", "madapter-features", "full")}
+        size = next((r["backbone_params"] for r in rec.values() if r), None)
+        entry: dict[str, Any] = {"backbone_params": size}
+        for mode in ("madapter", "madapter-features"):
+            a, f = rec[mode], rec["full"]
+            entry[f"{mode}_vs_full_memory"] = a["step_peak_mb"] / f["step_peak_mb"] if a and f else None
+            entry[f"{mode}_vs_full_time"] = a["step_s"] / f["step_s"] if a and f else None
+        out[backbone] = entry
+    return out
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The numbers the docs quote: both slopes, their ratio, the target and its verdict."""
+    sl = report["slopes"]
+    ratio = sl.get("madapter", {}).get("ratio_to_full")
+    met = None if ratio is None else ratio <= TARGET_SLOPE_RATIO
+    sizes = report["by_backbone"]
+    first, last = (sizes[b] for b in (report["setup"]["backbone_sweep"]["backbones"][0],
+                                      report["setup"]["backbone_sweep"]["backbones"][-1]))
+    return {
+        "madapter_mb_per_frame": sl.get("madapter", {}).get("mb_per_frame"),
+        "madapter_features_mb_per_frame": sl.get("madapter-features", {}).get("mb_per_frame"),
+        "full_mb_per_frame": sl.get("full", {}).get("mb_per_frame"),
+        "inserted_mb_per_frame": sl.get("inserted", {}).get("mb_per_frame"),
+        "linear_mb_per_frame": sl.get("linear", {}).get("mb_per_frame"),
+        "madapter_slope_ratio_to_full": ratio,
+        "madapter_features_slope_ratio_to_full": sl.get("madapter-features", {}).get("ratio_to_full"),
+        "target_slope_ratio": TARGET_SLOPE_RATIO,
+        "target_met": met,
+        "verdict": {True: "met", False: "NOT met", None: "not measured"}[met],
+        "smallest_backbone_madapter_vs_full_memory": first["madapter_vs_full_memory"],
+        "largest_backbone_madapter_vs_full_memory": last["madapter_vs_full_memory"],
+    }
+
+
+def analyse(report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` with ``slopes``, ``by_backbone`` and ``headline`` computed from its points."""
+    report["slopes"] = slopes(report)
+    report["by_backbone"] = by_backbone(report)
+    report["headline"] = headline(report)
+    return report
+
+
+def build_report(config_name: str, config: dict[str, Any], points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON: setup, every point as measured, then the analysis."""
+    from memory import _backbone_chunk
+
+    report = {
+        "benchmark": NAME,
+        "setup": {
+            "config": config_name, "device": "cpu", "dtype": "float32", "weights": "random init",
+            "img_size": config["img_size"], "clips": CLIPS, "width": WIDTH, "temporal": TEMPORAL,
+            "level_pool": None, "backbone_chunk": _backbone_chunk(), "modes": config["modes"],
+            "frames_sweep": {"backbone": config["frames_backbone"], "frames": config["frames"]},
+            "backbone_sweep": {"frames": config["backbone_frames"], "backbones": config["backbones"]},
+            "warmup_steps": 1, "timed_steps": 1, "processes_per_point": 1,
+            "memory": "peak RSS (VmHWM, reset after the model and batch are built) over warm-up + timed step, "
+                      "minus RSS before the steps: 'peak added by training'",
+            "features_input": "madapter-features: per level [clips, T, h, w, C] and pooled [clips, T, D], "
+                              "float16 values fed as float32 (FeatureDataset); no backbone in the process",
+            "dropped": DROPPED,
+        },
+        "reference": REFERENCE,
+        "points": points,
+    }
+    return analyse(report)
+
+
+# ----------------------------------------------------------------------------- report (pure)
+def _f(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _cell(record: dict[str, Any] | None) -> str:
+    if record is None:
+        return "-"
+    if not ok(record):
+        return f"failed: {record['error']}"
+    return f"{record['step_peak_mb']:.0f} MB / {record['step_s']:.2f} s"
+
+
+def _point(report: dict[str, Any], backbone: str, frames: int, mode: str) -> dict[str, Any] | None:
+    return next((p for p in report["points"] if (p["backbone"], p["frames"], p["mode"]) == (backbone, frames, mode)),
+                None)
+
+
+def markdown(report: dict[str, Any], json_path: str) -> str:
+    """Both sweeps' tables (peak added by training / step time per cell), then the slopes and the verdict."""
+    s = report["setup"]
+    modes = s["modes"]
+    head = "| {} | " + " | ".join(f"`{m}`" for m in modes) + " |"
+    rule = "|---|" + "---|" * len(modes)
+    fs, bs = s["frames_sweep"], s["backbone_sweep"]
+    lines = [f"Frames per clip ({fs['backbone']}, {s['clips']} clips, {s['img_size']} px; "
+             "each cell: peak added by training / step time):", "", head.format("T"), rule]
+    for t in fs["frames"]:
+        lines.append(f"| {t} | " + " | ".join(_cell(_point(report, fs["backbone"], t, m)) for m in modes) + " |")
+    lines += ["", f"Backbone size (T = {bs['frames']}, {s['clips']} clips, {s['img_size']} px):", "",
+              head.format("backbone (params)") + " madapter / full memory |", rule + "---|"]
+    for b in bs["backbones"]:
+        info = report["by_backbone"][b]
+        size = _f(info["backbone_params"] and info["backbone_params"] / 1e6, ".1f", " M")
+        cells = " | ".join(_cell(_point(report, b, bs["frames"], m)) for m in modes)
+        lines.append(f"| {b.removesuffix('_patch16_224')} ({size}) | {cells} | "
+                     f"{_f(info['madapter_vs_full_memory'], '.3f', 'x')} |")
+    lines += ["", f"Growth per added frame (least squares over T = {', '.join(map(str, fs['frames']))}):", "",
+              "| mode | MB per frame | ratio to `full` | s per frame |", "|---|---|---|---|"]
+    for mode in modes:
+        r = report["slopes"][mode]
+        lines.append(f"| `{mode}` | {_f(r['mb_per_frame'], '.1f')} | {_f(r['ratio_to_full'], '.3f', 'x')} | "
+                     f"{_f(r['s_per_frame'], '.3f')} |")
+    h = report["headline"]
+    lines += ["", f"Target `madapter` slope <= {h['target_slope_ratio']}x `full`'s: **{h['verdict']}** "
+              f"({_f(h['madapter_slope_ratio_to_full'], '.3f', 'x')}).", "",
+              f"Source: `{json_path}`, written by `{report.get('command', '?')}`."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Three panels: memory vs T, memory vs backbone parameters, step time vs T (one line per mode)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = report["setup"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for mode in s["modes"]:
+        a = frames_series(report, mode)
+        b = backbone_series(report, mode)
+        slope = report["slopes"][mode]["mb_per_frame"]
+        label = mode if slope is None else f"{mode} ({slope:.0f} MB/frame)"
+        axes[0].plot([p["frames"] for p in a], [p["step_peak_mb"] for p in a], marker="o", label=label)
+        axes[1].plot([p["backbone_params"] / 1e6 for p in b], [p["step_peak_mb"] for p in b], marker="o", label=mode)
+        axes[2].plot([p["frames"] for p in a], [p["step_s"] for p in a], marker="o", label=mode)
+    fs, bs = s["frames_sweep"], s["backbone_sweep"]
+    axes[0].set(xlabel="frames per clip T", ylabel="peak added by training (MB)",
+                title=f"Memory vs T ({fs['backbone'].removesuffix('_patch16_224')})")
+    axes[1].set(xlabel="backbone parameters (M)", ylabel="peak added by training (MB)", xscale="log", yscale="log",
+                title=f"Memory vs backbone size (T = {bs['frames']})")
+    axes[2].set(xlabel="frames per clip T", ylabel="step time (s)", title="Step time vs T")
+    sizes = {p["backbone"]: p["backbone_params"] / 1e6 for p in report["points"] if ok(p) and p["frames"] == bs["frames"]}
+    axes[1].set_xticks([sizes[b] for b in bs["backbones"] if b in sizes],
+                       [f"{b.split('_')[1]}\n{sizes[b]:.0f} M" for b in bs["backbones"] if b in sizes])
+    axes[1].minorticks_off()
+    for ax in (axes[0], axes[2]):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(fs["frames"], [str(t) for t in fs["frames"]])
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"One training step, {s['clips']} clips x {s['img_size']} px, CPU fp32, random init "
+                 f"(target: madapter slope <= {report['headline']['target_slope_ratio']}x full: "
+                 f"{report['headline']['verdict']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- command line
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="112 px, T in {4, 8}, backbones tiny and base")
+    parser.add_argument("--out", type=Path, default=RESULTS / f"{NAME}.json", help="JSON path (.png and .md beside it)")
+    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # the test's seconds-long grid
+    args = parser.parse_args(argv)
+    if args.quick and args.smoke:
+        parser.error("argument --smoke: not with --quick (pick one)")
+    if args.out.suffix != ".json":
+        parser.error(f"argument --out: must end in .json, got {args.out}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    started, load_start = time.perf_counter(), os.getloadavg()
+    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    config = CONFIGS[name]
+    report = build_report(name, config, measure(config))
+    report.update(provenance(load_start, PACKAGES, quick=args.quick, started=started))
+    write_outputs(report, args.out.resolve(), plot, markdown)
+    failed = [f"{p['backbone']} T={p['frames']} {p['mode']}" for p in report["points"] if not ok(p)]
+    if failed:
+        logger.error("memory_scaling.py: %d point(s) failed: %s (see 'error' in %s)", len(failed), "; ".join(failed),
+                     args.out)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
