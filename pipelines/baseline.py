@@ -34,7 +34,7 @@ BASELINE_DIR = "baseline-linear"
 BASELINE_EPOCHS = 10
 """Enough for a linear head on frame-averaged features: on the demo's test split it reached top-1
 0.16 after 10 epochs and 0.18 after 60 (2026-11-24); no number of epochs teaches it frame order.
-The recipe sweep's ``temporal: none`` row (docs/benchmarks.md) is the same-budget order-blind branch."""
+The recipe sweep's ``temporal: none`` row (benchmarks/results/recipe_sweep.md) is the same-budget order-blind branch."""
 
 
 def baseline_overrides(params: Params, repo: Path) -> dict[str, str]:
