@@ -10,11 +10,15 @@ line and exit code 2.  On one GPU it takes a few minutes (budget: 10) and checks
                lowest published figure); writes ``benchmarks/results/memory_cuda.{json,png,md}``.
                Runs first, while no other process of the check holds GPU memory.
 ``pipeline``   ``dvc repro`` of the whole synthetic pipeline in a throw-away copy of this checkout
-               (download -> ... -> register), with ``train.use_gpu: true``, ``model.half_precision:
-               true``, ``train.amp: bf16``, ``evaluate.device: cuda``, 2 epochs, 1 Ray worker.  A Ray
-               worker that asks for a GPU only starts on one, so a completed run trained on the GPU.
+               (download -> ... -> register) on the FRAMES path, the presets' path: ``train.source:
+               frames`` (the full model, DDP over the adapter, the frozen backbone on the GPU) with
+               ``train.use_gpu: true``, ``model.half_precision: true``, ``train.amp: bf16``,
+               ``evaluate.device: cuda``, 2 epochs, 1 Ray worker.  A Ray worker that asks for a GPU only
+               starts on one, so a completed run trained on the GPU; its status file must say it
+               trained the full model (``VideoClassifier``) on frames, and metrics.json ``source: frames``.
 ``evaluate``   the evaluate stage again, in this process, asserting through the CUDA allocator that
-               the model ran on the GPU (at least half its fp32 weight bytes were allocated there).
+               the evaluated model ran on the GPU (at least half the fp32 weight bytes of the model
+               evaluate really ran -- the full model on frames, the head alone on features).
 ``predict``    ``madapter.predict.predict`` on test videos, the same way, plus sane probabilities.
 ``serve``      ``mlflow models serve --env-manager local`` of the registered model with
                ``MADAPTER_DEVICE=cuda``, one video scored over HTTP; it must agree with ``predict``,
@@ -38,9 +42,15 @@ line and exit code 2.  On one GPU it takes a few minutes (budget: 10) and checks
                agree with the same checkpoint's FULL model on the source videos on the GPU
                (``score_frames``): the cached path and the online path give the same answer on CUDA.
 
+Both paths state every key they measure (``gpu_setup`` + ``train.source`` + ``features.use_gpu``:
+``gpu_overrides`` for the frames path, written into the copy's params.yaml; ``feature_sets`` for the
+features path, as ``-S`` overrides), so a default in params.yaml never changes what a check measures.
+
 ``--list`` prints the checks in run order and exits (it needs no GPU).
 
-Exit code: 0 when every check passes, 1 when one fails, 2 when there is no CUDA device.  Logs of
+Exit code: 0 when every check passes, 1 when one fails, 2 when there is no CUDA device (or an NVIDIA
+GPU torch cannot use, e.g. a driver too old for this torch's CUDA: the line says which and what to
+install; :mod:`madapter.gpu_diagnosis`).  Logs of
 every subprocess are kept under the printed work directory when a check fails (``--keep`` keeps
 them always).
 """
@@ -204,13 +214,24 @@ def copy_repo(dst: Path) -> Path:
     return dst
 
 
+def gpu_setup(amp: str) -> dict[str, Any]:
+    """What BOTH paths run with, stated in full: everything on the GPU, bf16/fp16 backbone, the branch
+    in ``amp``, 2 short epochs on 1 Ray worker.  Never left to params.yaml's defaults."""
+    return {"model.half_precision": True, "train.use_gpu": True, "train.amp": amp, "train.epochs": 2,
+            "train.num_workers": 1, "evaluate.device": "cuda"}
+
+
 def gpu_overrides(amp: str) -> dict[str, dict[str, Any]]:
-    """What the check changes in params.yaml: everything on the GPU, bf16 backbone, 2 short epochs."""
-    return {
-        "model": {"half_precision": True},
-        "train": {"use_gpu": True, "amp": amp, "epochs": 2, "num_workers": 1, "run_name": "gpu-check"},
-        "evaluate": {"device": "cuda"},
-    }
+    """The frames path (the presets' path), written into the copy's params.yaml for ``dvc repro``:
+    :func:`gpu_setup` with ``train.source: frames`` -- the full model, DDP over the adapter with the
+    frozen backbone on the GPU -- and ``features.use_gpu: false`` (its features stage only records
+    that it is disabled).  ``train.source`` is stated because params.yaml's default may be either."""
+    sets = {**gpu_setup(amp), "train.source": "frames", "features.use_gpu": False, "train.run_name": "gpu-check"}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in sets.items():
+        section, name = key.split(".")
+        nested.setdefault(section, {})[name] = value
+    return nested
 
 
 def write_params(repo: Path, overrides: dict[str, dict[str, Any]]) -> None:
@@ -222,22 +243,32 @@ def write_params(repo: Path, overrides: dict[str, dict[str, Any]]) -> None:
 
 # ----------------------------------------------------------------------------- CUDA helpers
 def cuda_unavailable_line() -> str | None:
-    """``None`` when CUDA works, else the one line that explains why the check cannot run here."""
+    """``None`` when CUDA works, else the one line that explains why the check cannot run here: a GPU
+    torch cannot use (old driver, CPU-only torch; :mod:`madapter.gpu_diagnosis`) is named as such."""
     import torch
+
+    from madapter.gpu_diagnosis import describe_unusable_gpu
 
     if torch.cuda.is_available():
         return None
+    unusable = describe_unusable_gpu()
+    if unusable:
+        return f"gpu-check: {unusable}"
     if torch.version.cuda is None:
         return f"{NO_CUDA} and a CUDA build of torch (this torch {torch.__version__} is CPU-only)"
     return NO_CUDA
 
 
-def weight_bytes(checkpoint: Path) -> int:
-    """fp32 bytes of every weight of the model a checkpoint rebuilds (backbone included)."""
+def evaluated_weight_bytes(checkpoint: Path, source: str) -> int:
+    """fp32 bytes of the weights of the model that runs on ``source``: the head alone on cached features
+    (``adapter.*``: what evaluate on features loads), the full model (backbone included) on frames."""
     from madapter.models.checkpoint import load_checkpoint
 
+    if source not in ("frames", "features"):
+        raise ValueError(f"unknown train.source {source!r}: expected frames or features")
     model, _ = load_checkpoint(checkpoint, map_location="cpu")
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+    weights = model.adapter.parameters() if source == "features" else model.parameters()
+    return sum(p.numel() * p.element_size() for p in weights)
 
 
 def cuda_peak_of(fn: Callable[[], Any]) -> tuple[Any, int]:
@@ -253,16 +284,18 @@ def cuda_peak_of(fn: Callable[[], Any]) -> tuple[Any, int]:
     return result, torch.cuda.max_memory_allocated() - baseline
 
 
-def require_on_gpu(what: str, peak: int, checkpoint: Path) -> str:
-    """CheckFailed unless ``peak`` shows the model's weights were on the GPU; else the detail text."""
-    weights = weight_bytes(checkpoint)
+def require_on_gpu(what: str, peak: int, checkpoint: Path, source: str) -> str:
+    """CheckFailed unless ``peak`` shows the weights of the model that ran on ``source`` (head or full
+    model: :func:`evaluated_weight_bytes`) were on the GPU; else the detail text."""
+    weights = evaluated_weight_bytes(checkpoint, source)
+    model = "head" if source == "features" else "full model"
     # Half of the fp32 weights: holds whether the backbone's weights stay fp32 or are cast to bf16.
     if peak < weights // 2:
         raise CheckFailed(
-            f"{what} allocated {peak / 2**20:.1f} MiB on cuda, less than half the model's {weights / 2**20:.1f} MiB "
-            f"of weights: the model did not run on the GPU (check evaluate.device and the device code)"
+            f"{what} allocated {peak / 2**20:.2f} MiB on cuda, less than half the {model}'s {weights / 2**20:.2f} MiB "
+            f"of weights ({source}): it did not run on the GPU (check evaluate.device and the device code)"
         )
-    return f"{peak / 2**20:.0f} MiB allocated on cuda for {weights / 2**20:.0f} MiB of weights"
+    return f"{peak / 2**20:.2f} MiB allocated on cuda for the {model}'s {weights / 2**20:.2f} MiB of weights"
 
 
 # ----------------------------------------------------------------------------- the checks
@@ -330,6 +363,10 @@ def check_pipeline(ctx: Context) -> str:
         raise CheckFailed(f"training stopped after {run['epochs_done']}/2 epochs (completed={run['completed']})")
     metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
     registration = json.loads((out / "register" / "registration.json").read_text())
+    expect_trained(ctx.params, "frames", "VideoClassifier")
+    if metrics.get("source") != "frames":
+        raise CheckFailed(f"{out / 'evaluate' / 'metrics.json'}: evaluate scored {metrics.get('source')!r}, "
+                          "expected the full model on frames (train.source: frames)")
     train_tags = {k.removeprefix("train."): v for k, v in run_tags(ctx, run["run_id"]).items() if k.startswith("train.")}
     trained = expect_recorded("training run's MLflow tags", train_tags, ctx.amp)
     evaluated = expect_recorded(f"{out / 'evaluate' / 'metrics.json'}", metrics, None)
@@ -350,10 +387,12 @@ def run_tags(ctx: Context, run_id: str, params: Any = None) -> dict[str, str]:
 
 
 def expect_recorded(source: str, recorded: dict[str, Any], amp: str | None) -> str:
-    """What a stage says it ran on (``madapter.models.precision.describe``) must be the GPU setup."""
+    """What a stage says it ran on (``madapter.models.precision.describe_recorded``) must be the GPU setup:
+    this run on cuda, and the backbone on cuda in half precision (on features: as features.json records)."""
     wrong = []
-    if recorded.get("device") != "cuda":
-        wrong.append(f"device {recorded.get('device')!r}, expected 'cuda'")
+    for key in ("device", "backbone_device"):
+        if recorded.get(key) != "cuda":
+            wrong.append(f"{key} {recorded.get(key)!r}, expected 'cuda'")
     if recorded.get("backbone_precision") not in ("bf16", "fp16"):
         wrong.append(f"backbone_precision {recorded.get('backbone_precision')!r}, expected bf16/fp16")
     if amp is not None and recorded.get("train_amp_effective") != amp:
@@ -364,17 +403,28 @@ def expect_recorded(source: str, recorded: dict[str, Any], amp: str | None) -> s
     return ", ".join(shown + ([f"branch {amp}"] if amp else []))
 
 
+def expect_trained(params: Any, source: str, model_class: str) -> None:
+    """Rank 0's status file must say the worker trained ``model_class`` on ``source`` (what the path measures)."""
+    from madapter.train.identity import ray_run_name
+
+    status_file = Path(params.train.storage_path).resolve() / ray_run_name(params) / "workers" / "rank-0.json"
+    status = json.loads(status_file.read_text())
+    if status.get("source") != source or status.get("model") != model_class:
+        raise CheckFailed(f"{status_file}: the worker trained {status.get('model')} on {status.get('source')}, "
+                          f"expected {model_class} on {source} (train.source: {source})")
+
+
 def _checkpoint(ctx: Context) -> Path:
     return ctx.repo / ctx.params.base.outputs_dir / "train" / "checkpoint.pt"
 
 
 def check_evaluate(ctx: Context) -> str:
-    """The evaluate stage in this process; the model's weights must be allocated on the GPU."""
+    """The evaluate stage in this process; the evaluated model's weights must be allocated on the GPU."""
     from madapter.evaluate import evaluate
 
     metrics, peak = cuda_peak_of(lambda: evaluate(ctx.params))
-    return f"top1 {metrics['top1']:.3f} on {metrics['num_videos']} videos; " + require_on_gpu(
-        "evaluate", peak, _checkpoint(ctx)
+    return f"top1 {metrics['top1']:.3f} on {metrics['num_videos']} videos ({metrics['source']}); " + require_on_gpu(
+        "evaluate", peak, _checkpoint(ctx), metrics["source"]
     )
 
 
@@ -404,7 +454,7 @@ def check_predict(ctx: Context) -> str:
             raise CheckFailed(f"{video}: probabilities are not finite or do not sum to 1: {scores}")
     ctx.predictions = results
     top = ", ".join(r[0]["label"] for r in results)
-    return f"{len(results)} videos -> {top}; " + require_on_gpu("predict", peak, _checkpoint(ctx))
+    return f"{len(results)} videos -> {top}; " + require_on_gpu("predict", peak, _checkpoint(ctx), "frames")
 
 
 def check_batch_predict(ctx: Context) -> str:
@@ -485,14 +535,26 @@ def check_serve(ctx: Context) -> str:
     return f"{uri} -> {served['labels'][0]} ({served['scores'][0]:.3f}) = predict; server took {in_use:.0f} MiB on the GPU"
 
 
+NCCL_OUT = "outputs-nccl"
+
+
+def nccl_cli(ctx: Context) -> list[str]:
+    """``python -m madapter train`` on the frames path with 2 workers, every measured key stated."""
+    sets = {**gpu_setup(ctx.amp), "train.source": "frames", "train.num_workers": 2, "base.outputs_dir": NCCL_OUT,
+            "train.storage_path": f"{NCCL_OUT}/ray", "train.run_name": "gpu-check-nccl"}
+    return [sys.executable, "-m", "madapter", "train", *_set_args(sets)]
+
+
+def _set_args(sets: dict[str, Any]) -> list[str]:
+    """``-S key=value`` pairs as a user would type them (YAML booleans lower case)."""
+    return [a for k, v in sets.items() for a in ("-S", f"{k}={str(v).lower() if isinstance(v, bool) else v}")]
+
+
 def check_nccl(ctx: Context) -> str:
     """With 2+ GPUs: a 2-worker NCCL training run (SKIP with one GPU)."""
-    out_dir = "outputs-nccl"
-    sets = {"train.num_workers": 2, "base.outputs_dir": out_dir, "train.storage_path": f"{out_dir}/ray",
-            "train.run_name": "gpu-check-nccl"}
-    cmd = [sys.executable, "-m", "madapter", "train"] + [a for k, v in sets.items() for a in ("-S", f"{k}={v}")]
+    out_dir = NCCL_OUT
     started = time.monotonic()
-    run_logged(cmd, ctx.repo, ctx.logs / "nccl.log", TIMEOUTS["nccl"])
+    run_logged(nccl_cli(ctx), ctx.repo, ctx.logs / "nccl.log", TIMEOUTS["nccl"])
     run = json.loads((ctx.repo / out_dir / "train" / "run.json").read_text())
     if not run["completed"] or len(run["history"]) != 2:
         raise CheckFailed(f"2-worker run stopped after {run['epochs_done']}/2 epochs (log: {ctx.logs / 'nccl.log'})")
@@ -503,15 +565,17 @@ def check_nccl(ctx: Context) -> str:
 
 # ----------------------------------------------------------------------------- the features path
 def feature_sets(ctx: Context) -> dict[str, Any]:
-    """What the features checks change over the copy's params.yaml (already on the GPU: ``gpu_overrides``).
+    """The features path, stated in full over the copy's params.yaml: :func:`gpu_setup`, ``train.source:
+    features`` and ``features.use_gpu: true`` (GPU extraction actors), its own outputs and MLflow store.
 
-    ``features.use_gpu`` is part of the features' cache key, so train and evaluate must say it too;
-    the MLflow store is named outright, so the subprocesses and this process use the same one.
+    Nothing is inherited from the frames path's overrides or params.yaml's defaults.  ``features.use_gpu``
+    is part of the features' cache key, so train and evaluate must say it too; the MLflow store is named
+    outright, so the subprocesses and this process use the same one.
     """
     return {
-        "train.source": "features", "features.use_gpu": True, "base.outputs_dir": FEATURES_OUT,
+        **gpu_setup(ctx.amp), "train.source": "features", "features.use_gpu": True, "base.outputs_dir": FEATURES_OUT,
         "train.storage_path": f"{FEATURES_OUT}/ray", "train.run_name": "gpu-check-features",
-        "evaluate.device": "cuda", "mlflow.tracking_uri": f"sqlite:///{ctx.repo / FEATURES_OUT / 'mlflow.db'}",
+        "mlflow.tracking_uri": f"sqlite:///{ctx.repo / FEATURES_OUT / 'mlflow.db'}",
     }
 
 
@@ -524,8 +588,7 @@ def features_params(ctx: Context):
 
 def feature_cli(ctx: Context, stage: str) -> list[str]:
     """``python -m madapter <stage>`` with :func:`feature_sets` as ``-S`` overrides (as a user would type it)."""
-    sets = [a for k, v in feature_sets(ctx).items() for a in ("-S", f"{k}={'true' if v is True else v}")]
-    return [sys.executable, "-m", "madapter", stage, *sets]
+    return [sys.executable, "-m", "madapter", stage, *_set_args(feature_sets(ctx))]
 
 
 def device_memory_growth(fn: Callable[[], Any], interval_s: float = 0.2) -> tuple[Any, float]:
@@ -634,6 +697,10 @@ def check_features(ctx: Context) -> str:
     if not meta.get("enabled") or meta.get("cache_key", {}).get("use_gpu") is not True:
         raise CheckFailed(f"features.json says enabled={meta.get('enabled')}, use_gpu="
                           f"{meta.get('cache_key', {}).get('use_gpu')}: the stage did not extract with GPU actors")
+    computed = meta.get("computed_on", {})
+    if computed.get("device") != "cuda" or computed.get("backbone_precision") not in ("bf16", "fp16"):
+        raise CheckFailed(f"features.json says the actors computed the features on {computed.get('device')!r} in "
+                          f"{computed.get('backbone_precision')!r}, expected cuda in bf16/fp16 (model.half_precision)")
     if grew < SERVED_MIN_MIB:
         raise CheckFailed(f"device memory in use grew by only {grew:.0f} MiB while the features stage ran "
                           f"(>= {SERVED_MIN_MIB} MiB expected): the Ray Data actors did not run the backbone on a GPU")
@@ -656,11 +723,9 @@ def check_train_features(ctx: Context) -> str:
     if not run["completed"] or run["epochs_done"] != epochs:
         raise CheckFailed(f"training on features stopped after {run['epochs_done']}/{epochs} epochs "
                           f"(log: {ctx.logs / 'train-features.log'})")
-    status_file = Path(params.train.storage_path).resolve() / ray_run_name(params) / "workers" / "rank-0.json"
-    status = json.loads(status_file.read_text())
-    if status.get("source") != "features" or status.get("model") != "FeatureClassifier":
-        raise CheckFailed(f"{status_file}: the worker trained {status.get('model')} on {status.get('source')}, "
-                          "expected the head alone (FeatureClassifier) on features")
+    expect_trained(params, "features", "FeatureClassifier")  # the head alone
+    status = json.loads((Path(params.train.storage_path).resolve() / ray_run_name(params) / "workers"
+                         / "rank-0.json").read_text())
     tags = run_tags(ctx, run["run_id"], params)
     trained = expect_recorded("training run's MLflow tags",
                               {k.removeprefix("train."): v for k, v in tags.items() if k.startswith("train.")}, ctx.amp)
@@ -693,10 +758,7 @@ def check_evaluate_features(ctx: Context) -> str:
     if result.get("source") != "features":
         raise CheckFailed(f"evaluate scored {result.get('source')!r}, expected the cached features")
     recorded = expect_recorded(f"{ctx.repo / FEATURES_OUT / 'evaluate' / 'metrics.json'}", result, None)
-    head_bytes = head_weight_bytes(checkpoint)
-    if peak < head_bytes // 2:
-        raise CheckFailed(f"evaluate allocated {peak / 2**20:.2f} MiB on cuda, less than half the head's "
-                          f"{head_bytes / 2**20:.2f} MiB of weights: the head did not run on the GPU")
+    on_gpu = require_on_gpu("evaluate on features", peak, checkpoint, "features")
     cached = cached_scores(params, checkpoint)
     online = score_frames(params, checkpoint)
     online_scores = metrics.average_views(online.logits)
@@ -709,16 +771,8 @@ def check_evaluate_features(ctx: Context) -> str:
                           f"same top-1 for {agree:.0%} of videos (>= {MIN_TOP1_AGREEMENT:.0%} expected), largest "
                           f"probability gap {gap:.3f} (<= {MAX_SCORE_GAP})")
     return (f"top1 {result['top1']:.3f} on {result['num_videos']} videos ({recorded}, run {run['run_id'][:8]}); "
-            f"head {peak / 2**20:.1f} MiB on cuda; agrees with the full model on the source videos "
+            f"{on_gpu}; agrees with the full model on the source videos "
             f"(same top-1 {agree:.0%}, max probability gap {gap:.4f})")
-
-
-def head_weight_bytes(checkpoint: Path) -> int:
-    """Bytes of the trainable head a checkpoint holds (``adapter.*``: what evaluate on features loads)."""
-    from madapter.models.checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(checkpoint, map_location="cpu")
-    return sum(p.numel() * p.element_size() for p in model.adapter.parameters())
 
 
 def cached_scores(params: Any, checkpoint: Path) -> tuple[Any, Any]:

@@ -257,6 +257,12 @@ class RegisterSection(_Section):
     top_k: int = Field(5, ge=1)
     min_improvement: float = Field(0.0, ge=0)
     """A challenger takes ``champion`` only if it beats it by more than this (same protocol and dataset)."""
+    backbone_weights: Literal["artifact", "reference"] = "artifact"
+    """``artifact``: the registered model carries the backbone's weights (the ``model.weights_file``, or
+    the hub weights exported to safetensors), so it loads anywhere its artifacts can be read: another
+    directory, a Ray actor on another node, a KubeRay pod, a machine with no model hub.  ``reference``:
+    it carries only the branch and rebuilds the backbone from the hub or ``model.weights_file`` where it
+    is loaded (a few MB instead of the backbone's size; the file must then be readable there)."""
 
 
 class TuneSpaceSection(_Section):
@@ -540,4 +546,19 @@ def load_params(
     pairs = overrides.items() if isinstance(overrides, Mapping) else (overrides or ())
     for dotted, value in pairs:
         apply_override(data, dotted, value, str(path))
-    return params_from_dict(data, str(path))
+    return anchored_files(params_from_dict(data, str(path)), path.resolve().parent)
+
+
+def anchored_files(params: Params, root: Path) -> Params:
+    """``model.weights_file`` made absolute against ``root`` (the directory of params.yaml: the
+    repository root) when it is relative.
+
+    Why here, once: the path is copied into checkpoints, ``features.json`` and the registered model,
+    and read by Ray workers, ``mlflow models serve`` and KubeRay pods whose working directory is not
+    the repository; a relative path read there names another file, or none.
+    """
+    weights = params.model.weights_file
+    if weights is None or weights.is_absolute():
+        return params
+    model = params.model.model_copy(update={"weights_file": (root / weights).resolve()})
+    return params.model_copy(update={"model": model})

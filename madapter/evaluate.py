@@ -34,7 +34,7 @@ from madapter.config import ConfigError, Params
 from madapter.data.clips import SourceVideo, SourceVideoDataset, ViewProtocol
 from madapter.fileio import file_digest, write_json_atomic
 from madapter.inference import head_view_logits, load_head, load_model, model_device, view_logits
-from madapter.models.precision import describe as describe_precision
+from madapter.models.precision import describe_recorded
 from madapter.paths import StagePaths
 
 if TYPE_CHECKING:
@@ -104,6 +104,9 @@ class Scored:
     split: str
     half_precision: bool
     device: torch.device
+    extracted: dict[str, str] | None = None
+    """Where the backbone ran for the cached views scored, from their ``features.json`` (``None``: it
+    ran here, on frames; :func:`madapter.data.features.format.backbone_computed_on`)."""
 
 
 def evaluate(params: Params) -> dict[str, Any]:
@@ -131,7 +134,7 @@ def evaluate(params: Params) -> dict[str, Any]:
         "checkpoint_md5": file_digest(checkpoint, "md5"),
         "run_id": run["run_id"],
         "half_precision": scored.half_precision,
-        **describe_precision(scored.half_precision, params.train.amp, scored.device),
+        **describe_recorded(scored.half_precision, params.train.amp, scored.device, scored.extracted),
     }
     files = _write_outputs(paths.evaluate, result, report["confusion"], scores.argmax(1), scored.labels,
                            scored.classes)
@@ -161,7 +164,7 @@ def score_features(params: Params, checkpoint: Path) -> Scored:
         level_infos,
         split_or_test,
     )
-    from madapter.data.features.format import FeatureStore, read_features_meta
+    from madapter.data.features.format import FeatureStore, backbone_computed_on, read_features_meta
 
     root = StagePaths.from_params(params).features.resolve()
     meta = read_features_meta(root)
@@ -176,7 +179,8 @@ def score_features(params: Params, checkpoint: Path) -> Scored:
     if list(store.classes) != classes:
         raise ConfigError(f"{root}/features.json: classes differ from the checkpoint's; re-run train on these features")
     logits, labels = feature_protocol_logits(head, store, params.evaluate.batch_size)
-    return Scored(logits, labels, classes, split, params.model.half_precision, model_device(head))
+    return Scored(logits, labels, classes, split, params.model.half_precision, model_device(head),
+                  backbone_computed_on(meta))
 
 
 def feature_protocol_logits(head: FeatureClassifier, store: FeatureStore,

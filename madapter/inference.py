@@ -25,15 +25,18 @@ from madapter.models.precision import backbone_precision, resolve_device
 logger = logging.getLogger(__name__)
 
 
-def load_model(checkpoint: str | Path, device_setting: str = "auto") -> tuple[VideoClassifier, dict[str, Any]]:
+def load_model(checkpoint: str | Path, device_setting: str = "auto",
+               backbone_weights: str | Path | None = None) -> tuple[VideoClassifier, dict[str, Any]]:
     """Rebuild a checkpoint's model in eval mode on ``device_setting`` (``auto``/``cpu``/``cuda``).
 
     Weights are read on the CPU first (a checkpoint written on GPU loads anywhere), then moved.
+    ``backbone_weights``: a local copy of the backbone's weights (see
+    :func:`madapter.models.checkpoint.load_checkpoint`).
     """
     from madapter.models.checkpoint import load_checkpoint
 
     device = resolve_device(device_setting)
-    model, ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    model, ckpt = load_checkpoint(checkpoint, map_location="cpu", backbone_weights=backbone_weights)
     model.to(device).eval()
     logger.info("loaded %s on %s (backbone %s)", checkpoint, device,
                 backbone_precision(model.half_precision, device))

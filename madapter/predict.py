@@ -37,14 +37,15 @@ class VideoPredictor:
     @classmethod
     def from_checkpoint(
         cls, path: str | Path, protocol: ViewProtocol | None = None, params: Params | None = None,
-        device: str | None = None,
+        device: str | None = None, backbone_weights: str | Path | None = None,
     ) -> VideoPredictor:
         """Load ``checkpoint.pt`` on ``device`` (default ``evaluate.device`` of ``params``); the
-        protocol from ``protocol`` or else from ``params`` (its ``evaluate`` section)."""
+        protocol from ``protocol`` or else from ``params`` (its ``evaluate`` section);
+        ``backbone_weights``: a local copy of the backbone's weights (a registered model's)."""
         from madapter.inference import load_model
 
         params = params or Params()
-        model, ckpt = load_model(path, device or params.evaluate.device)
+        model, ckpt = load_model(path, device or params.evaluate.device, backbone_weights)
         if protocol is None:
             protocol = ViewProtocol.from_params(params, model.data_config)
         return cls(model, ckpt["classes"], protocol)

@@ -45,6 +45,20 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 DEVICE_ENV = "MADAPTER_DEVICE"
 """Device of a served model (auto | cpu | cuda) when the loader passes no ``model_config``."""
 COMPARABLE_TAGS = ("protocol", "dataset", "split")
+WEIGHTS_ARTIFACT = "backbone_weights"
+"""The registered model's copy of the backbone weights (``register.backbone_weights: artifact``)."""
+WEIGHTS_SHA_KEY = "backbone_weights_sha256"
+"""Its sha256, in the settings artifact: checked when the model is loaded (a truncated copy must not
+load as a silently different backbone)."""
+
+
+def verify_backbone_weights(path: Path, sha256: str | None) -> None:
+    """One line when the registered weights are not the bytes that were registered."""
+    from madapter.fileio import file_digest
+
+    if sha256 is None or file_digest(path) != sha256:
+        raise ConfigError(f"{path}: the registered model's backbone weights do not match the sha256 recorded at "
+                          "registration; re-register the model (python -m madapter register)")
 
 
 class VideoClassifierPyfunc(mlflow.pyfunc.PythonModel):
@@ -56,12 +70,16 @@ class VideoClassifierPyfunc(mlflow.pyfunc.PythonModel):
 
         settings = json.loads(Path(context.artifacts["settings"]).read_text())
         self.top_k = int(settings.pop("top_k"))
+        weights_sha256 = settings.pop(WEIGHTS_SHA_KEY, None)
+        weights = context.artifacts.get(WEIGHTS_ARTIFACT)
+        if weights is not None:
+            verify_backbone_weights(Path(weights), weights_sha256)
         # Where it runs is the server's business, not the model's: load_model(model_config={"device": ...})
         # (what `madapter predict` passes from evaluate.device), else $MADAPTER_DEVICE (for
         # `mlflow models serve`), else auto (cuda when the serving machine has one).
         device = (context.model_config or {}).get("device") or os.environ.get(DEVICE_ENV, "auto")
         self.predictor = VideoPredictor.from_checkpoint(
-            context.artifacts["checkpoint"], ViewProtocol.from_dict(settings), device=device
+            context.artifacts["checkpoint"], ViewProtocol.from_dict(settings), device=device, backbone_weights=weights
         )
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
@@ -291,12 +309,26 @@ def _version_tags(metric: str, evaluation: dict[str, Any], run: dict[str, Any], 
     return tags
 
 
-def _serving_settings(params: Params, checkpoint: Path, evaluation: dict[str, Any]) -> dict[str, Any]:
+def backbone_weights_file(model, tmp: Path) -> Path | None:
+    """The file of backbone weights a registered model carries: the ``model.weights_file`` it was built
+    from (its sha256 is the checkpoint's identity), or the hub weights exported to safetensors;
+    ``None`` for a random-init backbone, which rebuilds from its seed anywhere."""
+    cfg = model.config
+    if cfg.weights_file is not None:
+        return Path(cfg.weights_file)
+    if not cfg.pretrained:
+        return None
+    from safetensors.torch import save_file
+
+    path = tmp / "backbone.safetensors"
+    save_file({k: v.contiguous() for k, v in model.backbone.model.state_dict().items()}, str(path))
+    return path
+
+
+def _serving_settings(params: Params, model, evaluation: dict[str, Any]) -> dict[str, Any]:
     """The view protocol the model was evaluated with, plus ``top_k``: what the pyfunc serves with."""
     from madapter.data.clips import ViewProtocol
-    from madapter.models.checkpoint import load_checkpoint
 
-    model, _ = load_checkpoint(checkpoint, map_location="cpu")
     settings = ViewProtocol.from_params(params, model.data_config).to_dict()
     settings.update(num_frames=evaluation["frames"], clips=evaluation["clips"], crops=evaluation["crops"])
     settings["top_k"] = params.register.top_k
@@ -307,17 +339,26 @@ def _log_model(params: Params, client, run_id: str, checkpoint: Path, evaluation
     """Log the pyfunc (checkpoint, settings, its own ``madapter`` copy) into the training run and
     register it as a new version of ``register.model_name``; returns the version."""
     import madapter
+    from madapter.fileio import file_digest
+    from madapter.models.checkpoint import load_checkpoint
     from madapter.tracking import fluent_tracking, resolve_tracking_uri
 
-    settings = _serving_settings(params, checkpoint, evaluation)
+    model, _ = load_checkpoint(checkpoint, map_location="cpu")
+    settings = _serving_settings(params, model, evaluation)
     with tempfile.TemporaryDirectory() as tmp:
+        artifacts = {"checkpoint": str(checkpoint)}
+        weights = backbone_weights_file(model, Path(tmp)) if params.register.backbone_weights == "artifact" else None
+        if weights is not None:
+            artifacts[WEIGHTS_ARTIFACT] = str(weights)
+            settings[WEIGHTS_SHA_KEY] = file_digest(weights)
         settings_file = Path(tmp) / "settings.json"
         settings_file.write_text(json.dumps(settings, indent=2))
+        artifacts["settings"] = str(settings_file)
         with fluent_tracking(resolve_tracking_uri(params)), _logging_into_run(client, run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=VideoClassifierPyfunc(),
-                artifacts={"checkpoint": str(checkpoint), "settings": str(settings_file)},
+                artifacts=artifacts,
                 code_paths=[str(Path(madapter.__file__).parent)],
                 signature=model_signature(params.register.top_k),
                 pip_requirements=_pip_requirements(),

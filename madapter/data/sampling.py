@@ -11,7 +11,8 @@ segments (so a clip covers the whole video), and a seed always gives the same in
 - :func:`protocol_indices` -- the evaluation protocol's views of a SOURCE video (its whole length,
   or its ``[start, end)`` segment): what ``evaluate``, ``predict`` and the served model all read.
 - :func:`segment_bounds` -- the frame range of a ``[start, end)`` segment in seconds (shared by the
-  protocol and the decode stage's grid).
+  protocol and the decode stage's grid); a video not clearly longer than the segment is taken
+  whole (it already is the segment).
 """
 
 from __future__ import annotations
@@ -66,12 +67,36 @@ def multi_view_indices(num_frames: int, clip_len: int, clips: int) -> np.ndarray
     return np.clip(np.floor(np.stack(views)).astype(np.int64), 0, num_frames - 1)
 
 
+SEGMENT_SLACK = 0.1
+"""How much longer than its ``[start, end)`` segment a video must be, as a fraction of the segment
+(and at least two frames), before the segment is cut from it: a trimmed clip is about the segment's
+length, a few frames of rounding more or less (1 s for Kinetics' 10-s segments).  Relative, so a
+2-s video with a 1-s segment is still cut."""
+
+
 def segment_bounds(num_frames: int, fps: float, start: float | None, end: float | None) -> tuple[int, int]:
-    """``[first, stop)`` frame range of a video's ``[start, end)`` seconds (the whole video without them)."""
-    first, stop = 0, num_frames
-    if fps > 0 and (start is not None or end is not None):
-        first = min(max(int(round((start or 0.0) * fps)), 0), num_frames - 1)
-        stop = max(min(int(round(end * fps)) if end is not None else num_frames, num_frames), first + 1)
+    """``[first, stop)`` frame range of a video's ``[start, end)`` seconds (the whole video without them).
+
+    The seconds are offsets into a FULL-LENGTH source video.  A file that is already the trimmed
+    segment (a Kinetics clip a mirror names by bare id, which the index cannot tell from a full
+    download) must not be cut again, so the whole video is used when it is not clearly longer than
+    the segment (duration <= its length x (1 + :data:`SEGMENT_SLACK`), two frames at least) or when
+    the segment starts at or after the video's end; otherwise a 10-s clip with ``start=14`` would
+    give frames ``(299, 300)``.  A full video only looks "not clearly longer" when its segment
+    starts within that slack of 0 s, where whole video and segment nearly coincide anyway.  Unknown
+    ``fps`` (0) also means the whole video.
+    """
+    whole = (0, num_frames)
+    if fps <= 0 or (start is None and end is None):
+        return whole
+    duration = num_frames / fps
+    begin = start or 0.0
+    if begin >= duration:
+        return whole  # the segment starts beyond the video: it cannot be offsets into this file
+    if end is not None and duration <= (end - begin) + max(SEGMENT_SLACK * (end - begin), 2 / fps):
+        return whole  # no longer than the segment itself: the file is the segment
+    first = min(max(int(round(begin * fps)), 0), num_frames - 1)
+    stop = max(min(int(round(end * fps)) if end is not None else num_frames, num_frames), first + 1)
     return first, stop
 
 

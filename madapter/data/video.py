@@ -3,9 +3,9 @@
 Why two backends: decord seeks and decodes sparse frames fast (it is what makes sparse TSN
 sampling cheap), but it raises deep C++ errors on corrupt files, may report more frames than the
 file really holds (``len(vr)`` over-counts on some containers), and returns WRONG frames when it
-seeks in VP8/VP9 webm (Something-Something v2).  PyAV decodes sequentially, so it is slower but
-exact.  :func:`read_frames` hides the choice: webm/VP8/VP9 go to PyAV directly, anything decord
-fails on is retried with PyAV.
+seeks in VP8/VP9 webm (Something-Something v2) and in DivX AVI (HMDB51).  PyAV decodes
+sequentially, so it is slower but exact.  :func:`read_frames` hides the choice: VP8/VP9 webm and
+DivX AVI go to PyAV directly, anything decord fails on is retried with PyAV.
 
 Readers hold native decoder state that must not cross a ``fork``: open them inside each worker
 (every function here opens and closes its own reader).
@@ -35,7 +35,12 @@ logger = logging.getLogger(__name__)
 Backend = Literal["decord", "pyav"]
 PYAV_ONLY_CODECS = frozenset({"vp8", "vp9", "av1"})
 """Codecs decord mis-seeks (wrong frames, no error); always decoded with PyAV."""
-PYAV_PROBE_SUFFIXES = frozenset({".webm", ".mkv"})
+PYAV_ONLY_FOURCCS = frozenset({"DX50", "DIVX", "DIV4", "DIV5", "DIV6"})
+"""DivX MPEG-4 part 2 (HMDB51's AVIs): decord's sparse reads return OTHER frames, with no error --
+measured on real HMDB51 clips: off by one frame on most, 20 frames off (a different shot) on
+``TrumanShow_wave_f_nm_np1_fr_med_26.avi``, while reading every frame in order is right.  Xvid
+(UCF101's AVIs) seeks correctly and stays on decord."""
+PYAV_PROBE_SUFFIXES = frozenset({".webm", ".mkv", ".avi"})
 
 
 class VideoError(RuntimeError):
@@ -134,6 +139,16 @@ class DecordVideo:
         self._vr = None
 
 
+def open_container(path: Path) -> av.container.InputContainer:
+    """PyAV's input container, tolerant of metadata that is not valid UTF-8.
+
+    Real files carry such tags (HMDB51's ``Turnk_r_Pippi_Michel_cartwheel_f_cm_np2_le_med_6.avi``):
+    PyAV's default ``metadata_errors="strict"`` raises ``UnicodeDecodeError`` on opening them,
+    although nothing here reads the metadata.
+    """
+    return av.open(str(path), metadata_errors="ignore")
+
+
 def _decode_tolerant(container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
     """Frames of the first video stream, skipping packets that fail to decode.
 
@@ -162,7 +177,7 @@ class PyAVVideo:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            with av.open(str(path)) as container:
+            with open_container(path) as container:
                 if not container.streams.video:
                     raise VideoError(f"{display_path(path)}: no video stream in the file")
                 stream = container.streams.video[0]
@@ -177,7 +192,7 @@ class PyAVVideo:
 
     def decode_all(self) -> np.ndarray:
         """Every frame, in order (the simple decode-everything path; also the benchmark baseline)."""
-        with av.open(str(self.path)) as container:
+        with open_container(self.path) as container:
             return np.stack([f.to_ndarray(format="rgb24") for f in _decode_tolerant(container)])
 
     def count_decoded(self) -> int:
@@ -187,7 +202,7 @@ class PyAVVideo:
         """
         count, last = 0, None
         try:
-            with av.open(str(self.path)) as container:
+            with open_container(self.path) as container:
                 for frame in _decode_tolerant(container):
                     count, last = count + 1, frame
                 if last is not None:
@@ -206,7 +221,7 @@ class PyAVVideo:
         found: dict[int, np.ndarray] = {}
         decoded, last_frame = 0, None
         try:
-            with av.open(str(self.path)) as container:
+            with open_container(self.path) as container:
                 for i, frame in enumerate(_decode_tolerant(container)):
                     decoded, last_frame = i + 1, frame
                     if i in wanted:
@@ -233,19 +248,26 @@ class PyAVVideo:
         pass
 
 
-def stream_codec(path: Path) -> str | None:
-    """The video codec name from the container header (``None`` when PyAV cannot read it)."""
+def stream_codec(path: Path) -> tuple[str, str] | None:
+    """The video stream's codec name and fourcc from the container header (``None`` when PyAV cannot read it)."""
     try:
-        with av.open(str(path)) as container:
-            return container.streams.video[0].codec_context.name if container.streams.video else None
+        with open_container(path) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            return stream.codec_context.name, str(stream.codec_tag or "").upper()
     except Exception:
         return None
 
 
 def preferred_backend(path: Path, backend: Backend = "decord") -> Backend:
-    """PyAV for codecs decord mis-seeks (VP8/VP9 webm), else the configured backend."""
+    """PyAV for streams decord mis-seeks (VP8/VP9 webm, DivX AVI), else the configured backend.
+
+    Only containers where such streams occur are probed (one header read), so mp4 files cost nothing.
+    """
     if backend == "decord" and path.suffix.lower() in PYAV_PROBE_SUFFIXES:
-        if stream_codec(path) in PYAV_ONLY_CODECS:
+        codec = stream_codec(path)
+        if codec is not None and (codec[0] in PYAV_ONLY_CODECS or codec[1] in PYAV_ONLY_FOURCCS):
             return "pyav"
     return backend
 

@@ -6,17 +6,21 @@ final feature (the CLS token for ViTs, global average for CNNs).  Whether it is 
 decided by the classifier that owns it (see :mod:`madapter.models.classifier`); this module
 only builds it and loads its weights.
 
-Weights come from (a) timm's pretrained tag when online, (b) a local file (safetensors, or a
-``.pth``/``.bin`` read with ``weights_only=True``), or (c) a seeded random init for the offline
-demo.  A file that does not fit the architecture fails with one clear line, and a file that
-fits logs how many tensors matched -- silently unloaded weights are the classic cause of
-"cannot reproduce" reports.
+Weights come from (a) timm's pretrained tag when online, (b) a local file (safetensors, a
+``.pth``/``.bin`` read with ``weights_only=True``, or a TorchScript archive such as OpenAI's
+original CLIP ``.pt`` files, see :func:`read_state_dict`), or (c) a seeded random init for the
+offline demo.  A file that does not fit the architecture fails with one clear line, and a file
+that fits logs how many tensors matched -- silently unloaded weights are the classic cause of
+"cannot reproduce" reports.  BatchNorm's ``num_batches_tracked`` counters are the one thing a
+file may lack (TF ports and older torchvision files have none): the model keeps its own.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,19 +70,70 @@ def resolve_levels(levels: list[int] | None, depth: int) -> list[int]:
     return sorted(resolved)
 
 
+OPTIONAL_SUFFIX = "num_batches_tracked"
+"""The one kind of state-dict entry a weights file may lack: BatchNorm's step counter (used only
+when ``momentum=None``; ``load_state_dict`` itself tolerates its absence).  The model keeps its own."""
+
+CONVERT_HINT = "torch.save(torch.jit.load(f, map_location='cpu').state_dict(), 'weights.pth')"
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``): a zip whose top folder holds
+    ``constants.pkl`` or ``code/``.  A ``torch.save`` zip has neither."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.partition("/")[2] == "constants.pkl" or n.partition("/")[2].startswith("code/") for n in names)
+
+
+def read_torchscript_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a TorchScript archive (e.g. OpenAI's original CLIP ``.pt`` files).
+
+    Why this is acceptable where ``torch.load(weights_only=False)`` is not: ``torch.jit.load``
+    unpickles the archive with TorchScript's own restricted unpickler (tensors, primitive values
+    and TorchScript-compiled classes only -- it imports and calls no Python object named in the
+    file) and compiles its ``code/`` as TorchScript, not Python.  None of the archive's methods is
+    run here: only its parameters and buffers are read, then it is discarded.  (It is still a large
+    C++ parser, less hardened than safetensors: for files of unknown origin, convert them once.)
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated": we only read tensors
+            module = torch.jit.load(str(path), map_location="cpu")
+        return dict(module.state_dict())
+    except Exception as err:  # noqa: BLE001 - any loader error becomes one clear line
+        raise WeightsError(
+            f"model.weights_file: {path} is a TorchScript archive that could not be loaded ({_first_line(err)}); "
+            f"convert it to a state dict where it loads: {CONVERT_HINT}"
+        ) from None
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a weights file safely: safetensors, or torch pickle with ``weights_only=True``."""
+    """Read a weights file safely: safetensors, torch pickle with ``weights_only=True``, or a
+    TorchScript archive through ``torch.jit.load`` (see :func:`read_torchscript_state_dict`)."""
     if not path.is_file():
         raise WeightsError(f"model.weights_file: {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix != ".safetensors" and is_torchscript_archive(path):
+        state = read_torchscript_state_dict(path)
+    else:
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any reader error becomes one clear line
-        raise WeightsError(f"model.weights_file: {path} could not be read ({type(err).__name__}: {err})") from None
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any reader error becomes one clear line
+            raise WeightsError(f"model.weights_file: {path} could not be read ({_first_line(err)})") from None
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -88,12 +143,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights_file(model: nn.Module, path: Path) -> dict[str, int]:
-    """Load a local weights file into a timm model; return matched/missing/unexpected counts.
+    """Load a local weights file into a timm model; return matched/missing/unexpected/kept counts.
 
     The model's own timm ``checkpoint_filter_fn`` (if its family has one) is applied first, so
     an original checkpoint (e.g. a CLIP/OpenAI ViT) is remapped and position embeddings are
     resampled to the chosen image size exactly as ``pretrained=True`` would.  Classifier-head
-    tensors are ignored (the backbone is built with ``num_classes=0``).
+    tensors are ignored (the backbone is built with ``num_classes=0``).  Every parameter and
+    persistent buffer must be in the file, except BatchNorm's ``num_batches_tracked`` counters:
+    those the file lacks keep the model's value (``kept``).
     """
     state = read_state_dict(path)
     filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
@@ -108,7 +165,9 @@ def load_weights_file(model: nn.Module, path: Path) -> dict[str, int]:
     own = model.state_dict()
     head_names = {"head.weight", "head.bias", "fc.weight", "fc.bias", "head.fc.weight", "head.fc.bias"}
     unexpected = [k for k in state if k not in own and k not in head_names]
-    missing = [k for k in own if k not in state]
+    required = [k for k in own if k.rpartition(".")[2] != OPTIONAL_SUFFIX]
+    missing = [k for k in required if k not in state]
+    kept = [k for k in own if k not in state and k not in missing]
     wrong_shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if wrong_shape:
         k = wrong_shape[0]
@@ -118,12 +177,19 @@ def load_weights_file(model: nn.Module, path: Path) -> dict[str, int]:
         )
     if missing:
         raise WeightsError(
-            f"model.weights_file: {path} does not fit the backbone: {len(missing)} of {len(own)} tensors are "
+            f"model.weights_file: {path} does not fit the backbone: {len(missing)} of {len(required)} tensors are "
             f"missing (e.g. {missing[0]}); check model.backbone"
         )
-    model.load_state_dict({k: state[k] for k in own}, strict=True)
-    counts = {"matched": len(own), "missing": 0, "unexpected": len(unexpected)}
-    logger.info("loaded backbone weights from %s: matched=%d missing=0 unexpected=%d", path, len(own), len(unexpected))
+    model.load_state_dict({k: state[k] if k in state else own[k] for k in own}, strict=True)
+    matched = len(own) - len(kept)
+    counts = {"matched": matched, "missing": 0, "unexpected": len(unexpected), "kept": len(kept)}
+    logger.info(
+        "loaded backbone weights from %s: matched=%d missing=0 unexpected=%d%s",
+        path,
+        matched,
+        len(unexpected),
+        f" kept={len(kept)} {OPTIONAL_SUFFIX} from the model" if kept else "",
+    )
     if unexpected:
         logger.warning("weights file %s has %d tensors the backbone does not use (e.g. %s)", path, len(unexpected), unexpected[0])
     return counts

@@ -29,6 +29,17 @@ IDENTITY_KEYS = ("name", "weights_digest", "levels", "tuning", "level_pool")
 checkpoint or ``features.json`` lacks counts as ``None``: ``level_pool`` did not exist then)."""
 
 
+UNUSED_LEGACY_KEYS = frozenset(f"adapter.adapters.0.fusion.{layer}.{param}"
+                               for layer in ("mix", "gate") for param in ("weight", "bias"))
+"""Before issue 19 the first M-adapter level also built a ``concat``/``gated`` combiner although it has
+no previous output to combine (never used, never trained; it broke DDP): checkpoints of that time still
+hold it, so exactly these keys are dropped on load (the rest is checked strictly)."""
+
+
+def _without_unused_legacy_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k not in UNUSED_LEGACY_KEYS}
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used (wrong format, or a model it was not trained for)."""
 
@@ -125,14 +136,27 @@ def load_checkpoint(
     path: str | Path,
     map_location: str | torch.device = "cpu",
     model: VideoClassifier | None = None,
+    backbone_weights: str | Path | None = None,
 ) -> tuple[VideoClassifier, dict[str, Any]]:
-    """Rebuild the model a checkpoint was trained with (or check ``model`` against it) and load it."""
+    """Rebuild the model a checkpoint was trained with (or check ``model`` against it) and load it.
+
+    ``backbone_weights``: a local copy of the backbone weights the checkpoint was trained with (what a
+    registered model carries), used instead of the hub or the ``model.weights_file`` it names, which
+    may not exist where the model is loaded.  A copy of a ``model.weights_file`` must have the same
+    sha256 (the identity check below compares it); an export of HUB weights has its own bytes, so
+    the caller vouches for it (the registry records its sha256 and checks it before passing it).
+    """
     ckpt = read_checkpoint(path, map_location)
     if model is None:
         cfg = ModelSection.model_validate(ckpt["model_cfg"])
+        if backbone_weights is not None:
+            cfg = cfg.model_copy(update={"weights_file": Path(backbone_weights), "pretrained": False})
         model = build_model(cfg, num_classes=len(ckpt["classes"]))
+        trained_on = str(ckpt["backbone"].get("weights_digest") or "")
+        if backbone_weights is not None and trained_on.startswith("timm:"):
+            model.backbone.weights_digest = trained_on
     check_compatible(ckpt, model, source=f"checkpoint {path}")
-    model.load_trainable_state_dict(ckpt["trainable_state_dict"])
+    model.load_trainable_state_dict(_without_unused_legacy_keys(ckpt["trainable_state_dict"]))
     return model, ckpt
 
 
@@ -152,5 +176,5 @@ def load_head_checkpoint(
     check_identity(ckpt["backbone"], backbone, f"checkpoint {path}", "the features have")
     cfg = ModelSection.model_validate(ckpt["model_cfg"])
     head = build_feature_classifier(cfg, levels, pooled_dim, len(ckpt["classes"]), backbone)
-    head.load_trainable_state_dict(ckpt["trainable_state_dict"])
+    head.load_trainable_state_dict(_without_unused_legacy_keys(ckpt["trainable_state_dict"]))
     return head, ckpt

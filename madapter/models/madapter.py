@@ -48,22 +48,32 @@ class Fusion(nn.Module):
     LayerNorm + linear projection per token, then one of three combinations with ``h_{l-1}``
     (resampled to this level's grid): ``add``, ``concat`` (concat + linear), or ``gated``
     (a per-channel sigmoid gate computed from both inputs decides how much of ``X_l`` enters).
+
+    The first level (``first=True``) has no ``h_0`` to combine with, so it has no combiner
+    either: a ``mix``/``gate`` layer there would never get a gradient, which DDP with
+    ``find_unused_parameters=False`` (how training wraps the branch) refuses at the second step.
     """
 
-    def __init__(self, in_channels: int, width: int, kind: str = "add") -> None:
+    def __init__(self, in_channels: int, width: int, kind: str = "add", first: bool = False) -> None:
         super().__init__()
+        if kind not in ("add", "concat", "gated"):
+            raise ValueError(f"model.fusion: unknown fusion kind '{kind}' (add, concat, gated)")
         self.kind = kind
+        self.first = first
         self.norm = nn.LayerNorm(in_channels)
         self.proj = nn.Linear(in_channels, width)
-        if kind == "concat":
+        if kind == "concat" and not first:
             self.mix = nn.Linear(2 * width, width)
-        elif kind == "gated":
+        elif kind == "gated" and not first:
             self.gate = nn.Linear(2 * width, width)
-        elif kind != "add":
-            raise ValueError(f"model.fusion: unknown fusion kind '{kind}' (add, concat, gated)")
 
     def forward(self, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
-        """``x`` [B,T,H,W,C] level output, ``prev`` [B,T,H',W',d] or None -> [B,T,H,W,d]."""
+        """``x`` [B,T,H,W,C] level output, ``prev`` [B,T,H',W',d] (None at the first level) -> [B,T,H,W,d]."""
+        if (prev is None) != self.first:
+            raise ValueError(
+                "Fusion: the first level takes no previous output" if self.first
+                else "Fusion: a level after the first needs the previous adapter output (got None)"
+            )
         tokens = self.proj(self.norm(x))
         if prev is None:
             return tokens
@@ -157,9 +167,10 @@ class TemporalModule(nn.Module):
 class MAdapter(nn.Module):
     """One level's adapter: ``Temporal(Fusion(X_l, h_{l-1}))``."""
 
-    def __init__(self, level: LevelInfo, width: int, fusion: str, temporal: str, num_frames: int, kernel: int) -> None:
+    def __init__(self, level: LevelInfo, width: int, fusion: str, temporal: str, num_frames: int, kernel: int,
+                 first: bool = False) -> None:
         super().__init__()
-        self.fusion = Fusion(level.channels, width, fusion)
+        self.fusion = Fusion(level.channels, width, fusion, first=first)
         self.temporal = TemporalModule(width, temporal, num_frames, kernel)
 
     def forward(self, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
@@ -189,7 +200,8 @@ class MAdapterBranch(nn.Module):
     ) -> None:
         super().__init__()
         self.adapters = nn.ModuleList(
-            MAdapter(level, width, fusion, temporal, num_frames, temporal_kernel) for level in levels
+            MAdapter(level, width, fusion, temporal, num_frames, temporal_kernel, first=i == 0)
+            for i, level in enumerate(levels)
         )
         self.use_cls = use_cls
         self.norm = nn.LayerNorm(width)

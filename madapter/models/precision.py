@@ -28,14 +28,17 @@ DeviceSetting = Literal["auto", "cpu", "cuda"]
 
 def resolve_device(setting: str, key: str = "evaluate.device") -> torch.device:
     """``auto`` -> cuda when available, else cpu; ``cuda`` on a machine without CUDA is a one-line
-    :class:`ConfigError` naming ``key`` (silently falling back would hide a broken GPU setup)."""
+    :class:`ConfigError` naming ``key`` (silently falling back would hide a broken GPU setup), which
+    names a GPU torch cannot use when there is one (:mod:`madapter.gpu_diagnosis`)."""
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if setting.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
+        from madapter.gpu_diagnosis import with_gpu_diagnosis
+
+        raise ConfigError(with_gpu_diagnosis(
             f"{key}: {setting} asked for but torch.cuda.is_available() is False on this machine; "
             f"set {key}: auto or cpu"
-        )
+        ))
     return torch.device(setting)
 
 
@@ -100,3 +103,21 @@ def describe(half_precision: bool, amp: AmpMode, device: torch.device) -> dict[s
         "train_amp": amp,
         "train_amp_effective": _name(amp_dtype(amp, device)),
     }
+
+
+def describe_recorded(half_precision: bool, amp: AmpMode, device: torch.device,
+                      extracted: dict[str, str] | None) -> dict[str, str]:
+    """What metrics.json and the training run's MLflow tags record: :func:`describe` plus ``backbone_device``.
+
+    ``extracted`` is where the backbone ran for the cached features the run reads, as their
+    ``features.json`` records it (:func:`madapter.data.features.format.backbone_computed_on`);
+    ``None`` on frames.  On features the backbone did not run in this process at all: it ran once,
+    in the features stage's actors, so ITS device and precision are recorded -- this run's device
+    and ``model.half_precision`` would claim e.g. bf16 for features computed on a CPU in fp32.
+    ``device`` and the ``train_amp`` entries stay this run's (the head runs here).
+    """
+    if extracted is None:
+        return {**describe(half_precision, amp, device), "backbone_device": device.type}
+    return {"device": device.type, "backbone_device": extracted["device"],
+            "backbone_precision": extracted["backbone_precision"], "train_amp": amp,
+            "train_amp_effective": _name(amp_dtype(amp, device))}

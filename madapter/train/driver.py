@@ -166,24 +166,38 @@ def check_cluster_fits(params: Params) -> None:
     Ray Train waits for resources rather than failing, so ``train.use_gpu: true`` on a machine
     without GPUs would wait forever.  A local Ray (no ``RAY_ADDRESS``) cannot grow, so a shortfall
     is an error; a cluster may autoscale, so there it is only a warning.
+
+    A local Ray's GPU count is not enough either: Ray counts GPUs through NVML, which also works on
+    a driver too old for this torch's CUDA, so ``train.use_gpu`` where torch cannot use CUDA is refused
+    too.  Both local refusals name a GPU torch cannot use, if there is one (:mod:`madapter.gpu_diagnosis`).
     """
     import ray
 
+    from madapter.gpu_diagnosis import with_gpu_diagnosis
+
     cfg = params.train
     have = ray.cluster_resources()
+    local = not os.environ.get("RAY_ADDRESS")
     need = {"CPU": cfg.num_workers * cfg.cpus_per_worker, "GPU": cfg.num_workers if cfg.use_gpu else 0}
     short = {k: (v, have.get(k, 0)) for k, v in need.items() if v > have.get(k, 0)}
     if not short:
+        if cfg.use_gpu and local:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise StageError(with_gpu_diagnosis(
+                    f"train.use_gpu: true but torch.cuda.is_available() is False on this machine (the local Ray "
+                    f"counts {have.get('GPU', 0):g} GPU); set train.use_gpu: false, or run where torch can use a GPU"))
         return
     kind, (wanted, present) = next(iter(short.items()))
     fix = ("set train.use_gpu: false, or run on a machine or RAY_ADDRESS cluster with GPUs" if kind == "GPU"
            else "lower train.num_workers or train.cpus_per_worker")
     message = (f"train: {cfg.num_workers} Ray worker(s) need {wanted:g} {kind} but the Ray cluster has {present:g}; "
                f"{fix}")
-    if os.environ.get("RAY_ADDRESS"):
+    if not local:
         logger.warning("%s (waiting: the cluster may scale up)", message)
         return
-    raise StageError(message)
+    raise StageError(with_gpu_diagnosis(message) if kind == "GPU" else message)
 
 
 def _trainer(params: Params, config: dict[str, Any], ray_name: str, storage: str, callbacks: Sequence = ()):

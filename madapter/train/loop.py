@@ -131,7 +131,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     opt.load_state_dict(resume.state)
     run_log = RunLog(config["tracking_uri"], resume.run_id) if worker.rank == 0 else None
     if run_log is not None:
-        run_log.setup(model, params, worker.device)
+        run_log.setup(model, params, worker.device, config.get("features_dir"))
         run_log.client.set_tag(run_log.run_id, WORKER_NODES_TAG, placement_tag(placement))
     t = Training(source, trainable, forward, sampler, loader, opt)
 
@@ -195,13 +195,12 @@ def data_parallel(model: torch.nn.Module, compile_forward: bool) -> tuple[torch.
 def _loader(train_ds: Dataset, collate: Callable[[list], tuple], cfg: TrainSection, worker: Worker,
             seed: int) -> tuple[DistributedSampler, DataLoader]:
     """This rank's shard of the training set (``DistributedSampler``) and its DataLoader."""
-    from torch.utils.data import DataLoader
     from torch.utils.data.distributed import DistributedSampler
 
+    from madapter.train.source import train_loader
+
     sampler = DistributedSampler(train_ds, num_replicas=worker.world_size, rank=worker.rank, shuffle=True, seed=seed)
-    loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.loader_workers,
-                        collate_fn=collate, drop_last=False)
-    return sampler, loader
+    return sampler, train_loader(train_ds, collate, sampler, cfg.batch_size, cfg.loader_workers, worker.device)
 
 
 def _train_and_validate(t: Training, worker: Worker, cfg: TrainSection, epoch: int) -> tuple[dict, dict]:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from madapter.config import Params
-from madapter.models.precision import describe as describe_precision
+from madapter.models.precision import describe_recorded
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +29,13 @@ class RunLog:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.run_id = run_id
 
-    def setup(self, model: torch.nn.Module, params: Params, device: torch.device) -> None:
+    def setup(self, model: torch.nn.Module, params: Params, device: torch.device,
+              features_dir: str | None = None) -> None:
         """Parameter counts (trainable vs. frozen backbone; 0 backbone on cached features), the model's
-        class and the precision the run trains in."""
+        class and the precision the run trains in.  On cached features (``features_dir``, the worker's
+        absolute path) the backbone's device and precision are the extraction's, from ``features.json``
+        (:func:`~madapter.models.precision.describe_recorded`): no backbone runs in this run."""
+        from madapter.data.features.format import backbone_computed_on, read_features_meta
         from madapter.models.build import count_parameters
 
         counts = count_parameters(model)
@@ -39,7 +43,13 @@ class RunLog:
             self.client.set_tag(self.run_id, f"params_{key}", str(counts[key]))
         self.client.log_metric(self.run_id, "trainable_params", counts["trainable"])
         self.client.set_tag(self.run_id, "train.model_class", type(model).__name__)  # FeatureClassifier: no backbone
-        for key, value in describe_precision(params.model.half_precision, params.train.amp, device).items():
+        extracted = None
+        if params.train.source == "features":
+            if features_dir is None:
+                raise ValueError("train.source: features: RunLog.setup needs the worker's features directory")
+            extracted = backbone_computed_on(read_features_meta(Path(features_dir)))
+        recorded = describe_recorded(params.model.half_precision, params.train.amp, device, extracted)
+        for key, value in recorded.items():
             self.client.set_tag(self.run_id, f"train.{key}", value)
 
     def final(self, params: Params, classes: list[str], val_report: dict[str, Any], history: list[dict]) -> None:

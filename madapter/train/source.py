@@ -15,6 +15,8 @@ rebuilds the full model.
 
 The driver side of the switch is here too: :func:`source_paths` (what the worker reads) and
 :func:`check_features` (the features exist and are the outputs of ``params.model``'s backbone).
+Both sources' training batches come through :func:`train_loader`, whose page-locked memory on a
+CUDA worker is what makes the step's ``non_blocking`` copies asynchronous.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from madapter.config import Params
 
@@ -48,6 +50,21 @@ class Source:
     """Items -> ``(inputs, labels)``."""
     checkpoint_extra: dict[str, Any] = field(default_factory=dict)
     """Recorded in every checkpoint's ``extra`` (``source``, and the features' digest)."""
+
+
+def pin_memory(device: torch.device) -> bool:
+    """Whether batches for ``device`` go into page-locked host memory: only for CUDA.  A copy from
+    pageable memory is synchronous whatever ``non_blocking`` says (the driver stages it through a
+    pinned buffer), so without pinning the step waits for every batch's copy; on CPU pinning is pure
+    overhead (and needs an accelerator)."""
+    return device.type == "cuda"
+
+
+def train_loader(dataset: Dataset, collate: Callable[[list], tuple], sampler: Sampler, batch_size: int,
+                 workers: int, device: torch.device) -> DataLoader:
+    """The training DataLoader of either source (clips or cached features), pinned for a CUDA ``device``."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+                      drop_last=False, pin_memory=pin_memory(device))
 
 
 def build_source(params: Params, config: dict[str, Any]) -> Source:

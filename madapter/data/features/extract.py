@@ -35,11 +35,14 @@ import numpy as np
 
 from madapter.config import ConfigError, Params
 from madapter.data.features.extractor import (
+    DEVICE_COLUMN,
+    PRECISION_COLUMN,
     TRAIN,
     BackboneExtractor,
     Plan,
     VideoJob,
     build_frozen_model,
+    no_cuda_line,
 )
 from madapter.data.features.format import (
     FEATURES_META,
@@ -47,11 +50,19 @@ from madapter.data.features.format import (
     LevelSpec,
     SplitSummary,
     cache_key,
+    computed_on_record,
     level_name,
     write_features_meta,
 )
 from madapter.data.index.schema import SPLITS, read_index
-from madapter.data.store.format import STORE_META, FrameStore, has_split, read_store_meta, store_digest
+from madapter.data.store.format import (
+    STORE_META,
+    FrameStore,
+    has_split,
+    read_store_meta,
+    store_digest,
+    stored_split,
+)
 from madapter.data.timing import write_timing
 from madapter.errors import StageError
 from madapter.paths import StagePaths
@@ -80,8 +91,8 @@ def plan_videos(params: Params, paths: StagePaths) -> Plan:
     clips = params.evaluate.clips * params.evaluate.crops
     jobs: dict[str, list[VideoJob]] = {}
     for split in SPLITS:
-        if not has_split(frames, split):
-            jobs[split] = []
+        if not has_split(frames, split) or stored_split(frames, split) != split:
+            jobs[split] = []  # absent, or stored once as another split (linked: link_repeated_splits)
             continue
         store = FrameStore(frames, split)
         names = dict(zip(store.paths, store.label_names, strict=True))
@@ -130,6 +141,20 @@ def _actor_cpus(actors: int) -> int:
     return max(1, int(min(total / actors, largest)))
 
 
+def _check_cuda(params: Params) -> None:
+    """``features.use_gpu`` where this process's torch cannot use CUDA: refused before any work, in one line
+    (naming a GPU torch cannot use, if any), as training refuses ``train.use_gpu``.
+
+    Only for a local Ray, whose actors run on this machine.  Ray cannot be asked: it counts GPUs
+    through NVML, which also works on a driver too old for torch.  On a ``RAY_ADDRESS`` cluster the
+    driver may well have no GPU; there :func:`_check_gpus` and each actor's own refusal decide.
+    """
+    import torch
+
+    if params.features.use_gpu and not os.environ.get("RAY_ADDRESS") and not torch.cuda.is_available():
+        raise StageError(no_cuda_line("on this machine"))
+
+
 def _check_gpus(params: Params) -> None:
     """``features.use_gpu`` on a cluster without enough GPUs would wait forever: refuse (local) or warn (cluster)."""
     import ray
@@ -174,8 +199,10 @@ def _rows(params: Params, plan: Plan, num_classes: int) -> Iterator[dict[str, np
     yield from dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
 
 
-def _write_all(params: Params, plan: Plan, spec: ModelSpec, building: Path, num_classes: int) -> dict[str, SplitSummary]:
-    """Consume the extracted rows in order and write every split (empty splits get a header-only manifest)."""
+def _write_all(params: Params, plan: Plan, spec: ModelSpec, building: Path, num_classes: int,
+               computed: set[tuple[str, str]]) -> dict[str, SplitSummary]:
+    """Consume the extracted rows in order and write every split (empty splits get a header-only manifest);
+    ``computed`` collects the (device, precision) every row reports it was computed in (``computed_on``)."""
     from tqdm import tqdm
 
     cfg, num_frames = params.features, params.model.num_frames
@@ -186,6 +213,7 @@ def _write_all(params: Params, plan: Plan, spec: ModelSpec, building: Path, num_
     arrays = [level_name(k) for k in range(len(spec.levels))]
     with tqdm(total=plan.total_views, desc="features", unit="view", leave=False) as bar:
         for batch in _rows(params, plan, num_classes) if plan.total_views else ():
+            computed.update(zip(batch[DEVICE_COLUMN].tolist(), batch[PRECISION_COLUMN].tolist(), strict=True))
             for r in range(len(batch["view"])):
                 key = (str(batch["split"][r]), int(batch["video"][r]), int(batch["view"][r]))
                 if key != next(expected, None):
@@ -199,12 +227,16 @@ def _write_all(params: Params, plan: Plan, spec: ModelSpec, building: Path, num_
                                        np.stack([p["pooled"] for p in pending]))
                     pending.clear()
                 bar.update(1)
+    if len(computed) > 1:
+        logger.warning("features: the actors disagree on where/in what precision they ran the backbone: %s "
+                       "(features.json computed_on records it)", sorted(computed))
     return {split: writer.close() for split, writer in writers.items()}
 
 
 def _meta(params: Params, paths: StagePaths, plan: Plan, spec: ModelSpec, classes: list[str],
-          splits: dict[str, SplitSummary]) -> dict[str, Any]:
-    """``features.json``: everything a reader needs and everything that decided the values; no timings."""
+          splits: dict[str, SplitSummary], computed: set[tuple[str, str]]) -> dict[str, Any]:
+    """``features.json``: everything a reader needs and everything that decided the values, and where
+    the actors really computed them (``computed_on``: what they reported, not what was asked); no timings."""
     from madapter.data.clips import ViewProtocol
 
     cfg = params.features
@@ -229,6 +261,7 @@ def _meta(params: Params, paths: StagePaths, plan: Plan, spec: ModelSpec, classe
                            "shards": s.shards, "bytes": s.bytes} for split, s in splits.items()},
         "bytes": sum(s.bytes for s in splits.values()),
         "cache_key": cache_key(params, spec.backbone, store_digest(paths.frames)),
+        "computed_on": computed_on_record(computed),
     }
 
 
@@ -239,6 +272,30 @@ def _pooling_text(level_pool: int | None) -> str:
     return (f"model.level_pool: {level_pool}: the model average-pools (adaptive) each level's token grid to at "
             f"most {level_pool}x{level_pool} before its branch, and these are its outputs; levels[].grid is the "
             "stored grid")
+
+
+def link_repeated_splits(frames: Path, building: Path, splits: dict[str, SplitSummary]) -> dict[str, SplitSummary]:
+    """A split the frame store keeps once as another (``same_as``: the index's withheld-test copy of
+    val) gets that split's feature files, hard-linked where the file system allows: the same videos
+    and views, extracted once instead of twice.  Returns the summaries of the linked splits."""
+    linked: dict[str, SplitSummary] = {}
+    for split in SPLITS:
+        same = stored_split(frames, split)
+        if same == split:
+            continue
+        shutil.rmtree(building / split, ignore_errors=True)
+        shutil.copytree(building / same, building / split, copy_function=_link_or_copy)
+        linked[split] = splits[same]
+        logger.info("features %s: the frame store's %s videos; linked %s/'s features, not extracted again",
+                    split, same, same)
+    return linked
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _swap_in(building: Path, target: Path) -> None:
@@ -273,6 +330,7 @@ def extract_features(params: Params) -> Path:
     paths = StagePaths.from_params(params)
     if params.train.source != "features":
         return _write_disabled(params, paths, started)
+    _check_cuda(params)
     frames = paths.frames.resolve()
     if not (frames / STORE_META).is_file():
         raise ConfigError(f"{frames}: no frame store found; run the decode stage first (python -m madapter decode)")
@@ -282,8 +340,10 @@ def extract_features(params: Params) -> Path:
     target = paths.features
     building = _fresh_building(target)
     try:
-        splits = _write_all(params, plan, spec, building, len(classes))
-        write_features_meta(building, _meta(params, paths, plan, spec, classes, splits))
+        computed: set[tuple[str, str]] = set()
+        splits = _write_all(params, plan, spec, building, len(classes), computed)
+        splits.update(link_repeated_splits(frames, building, splits))
+        write_features_meta(building, _meta(params, paths, plan, spec, classes, splits, computed))
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)  # the previous features, if any, stay untouched
         raise

@@ -16,6 +16,11 @@ exactly what ``extract`` gives, so level grids are already pooled when ``model.l
 (the model pools them, so the model rebuilt for predict and serving sees the same grids).  The stored
 values do not depend on how items are batched: each clip goes through the backbone on its own
 (``model.backbone_chunk`` whole clips per call) and the work items are cut by the driver, not by Ray.
+
+Every row also says where and in what precision the actor ran the backbone (:data:`DEVICE_COLUMN`,
+:data:`PRECISION_COLUMN`): the driver records them in ``features.json`` (``computed_on``), because
+the cache key only says what was ASKED for.  An actor asked for a GPU (``features.use_gpu``) that
+torch cannot see refuses in one line instead of running on the CPU under a key that says GPU.
 """
 
 from __future__ import annotations
@@ -29,10 +34,40 @@ import numpy as np
 import torch
 
 from madapter.config import Params, params_from_dict
+from madapter.errors import StageError
+from madapter.models.precision import backbone_precision
 
 logger = logging.getLogger(__name__)
 
 TRAIN = "train"
+DEVICE_COLUMN = "backbone_device"
+PRECISION_COLUMN = "backbone_precision"
+"""Per-row columns of an actor's output: the device type (``cpu``/``cuda``) and the precision
+(``fp32``/``bf16``/``fp16``) the backbone computed the row in."""
+
+
+def no_cuda_line(where: str) -> str:
+    """The one-line refusal of ``features.use_gpu: true`` where torch sees no CUDA (``where``: "on this
+    machine", "in this Ray actor"), with the GPU torch cannot use named when there is one."""
+    from madapter.gpu_diagnosis import with_gpu_diagnosis
+
+    return with_gpu_diagnosis(
+        f"features.use_gpu: true but torch.cuda.is_available() is False {where}; set features.use_gpu: false, "
+        f"or run where torch can use a GPU"
+    )
+
+
+def extraction_device(use_gpu: bool) -> torch.device:
+    """``cuda`` for ``features.use_gpu`` (a :class:`StageError` line if torch cannot use it), else ``cpu``.
+
+    Never a silent fallback: the features would be computed on the CPU in fp32 while the cache key
+    says GPU (and half precision), and every run trained on them would inherit the mismatch.
+    """
+    if not use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise StageError(no_cuda_line("in this Ray actor"))
+    return torch.device("cuda")
 
 
 @dataclass(frozen=True)
@@ -77,8 +112,10 @@ class BackboneExtractor:
         self.params = params_from_dict(params, "features")
         self.plan = plan
         cfg = self.params.features
-        self.device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
+        self.device = extraction_device(cfg.use_gpu)
         self.model = build_frozen_model(self.params, num_classes, self.device)
+        # what model.extract computes in here (model.half_precision applies on CUDA only): reported per row
+        self.precision = backbone_precision(self.model.half_precision, self.device)
         self.dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
         self._train = self._train_clips() if plan.jobs.get(TRAIN) else None
         from madapter.data.clips import ViewProtocol
@@ -128,6 +165,8 @@ class BackboneExtractor:
                 keys.extend((str(split), index, v) for v in range(len(views)))
         levels, pooled = self.features(torch.cat(clips))
         out = {"split": np.array([k[0] for k in keys]), "video": np.array([k[1] for k in keys], dtype=np.int64),
-               "view": np.array([k[2] for k in keys], dtype=np.int64), "pooled": pooled}
+               "view": np.array([k[2] for k in keys], dtype=np.int64), "pooled": pooled,
+               DEVICE_COLUMN: np.array([self.device.type] * len(keys)),
+               PRECISION_COLUMN: np.array([self.precision] * len(keys))}
         out.update({f"level{k}": arr for k, arr in enumerate(levels)})
         return out

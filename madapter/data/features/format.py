@@ -5,8 +5,10 @@ training and evaluation read it through :class:`FeatureStore` and :func:`read_fe
 Layout::
 
     <root>/features.json                        format, backbone identity, level specs, views and
-                                                counts per split, the cache key (no timings: DVC
-                                                hashes it; see madapter/data/timing.py)
+                                                counts per split, the cache key, where and in what
+                                                precision the actors really ran the backbone
+                                                (``computed_on``; no timings: DVC hashes it; see
+                                                madapter/data/timing.py)
     <root>/<split>/level<k>-shard-00000.npy     [n_views, T, h_k, w_k, C_k]  (k = 0..L-1, in level order)
     <root>/<split>/pooled-shard-00000.npy       [n_views, T, D]
     <root>/<split>/manifest.csv                 path,label,label_name,shard,offset
@@ -30,7 +32,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +106,42 @@ def cache_key(params: Params, backbone: dict[str, Any], frame_store_digest: str)
         "seed": params.base.seed,
         "dtype": f.dtype,
     }
+
+
+def computed_on_record(setups: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """``features.json: computed_on``: where and in what precision the backbone REALLY computed the
+    stored values, from what every extraction actor reported for its batches (``(device, precision)``
+    pairs, e.g. ``("cuda", "bf16")``).
+
+    Not the cache key: ``features.use_gpu`` and ``model.half_precision`` say what was asked for; this
+    says what ran, and it is what a run trained or evaluated on these features records for its
+    backbone (:func:`backbone_computed_on`).  Actors that disagree (a cluster mixing GPUs with and
+    without bf16, say) are recorded as such: ``actors_agree: false``, every distinct setup listed and
+    the summary fields joined with ``+``.  Distinct setups only, never counts per actor: the file's
+    bytes must not depend on ``features.actors`` (run control).
+    """
+    distinct = sorted(set(setups))
+    actors = [{"device": device, "backbone_precision": precision} for device, precision in distinct]
+    if not distinct:  # nothing to extract (every split empty): no actor ran
+        return {"device": "none", "backbone_precision": "none", "actors_agree": True, "actors": []}
+    return {"device": "+".join(sorted({a["device"] for a in actors})),
+            "backbone_precision": "+".join(sorted({a["backbone_precision"] for a in actors})),
+            "actors_agree": len(distinct) == 1, "actors": actors}
+
+
+def backbone_computed_on(meta: dict[str, Any]) -> dict[str, str]:
+    """``{"device", "backbone_precision"}`` of the extraction that wrote ``meta`` (``features.json``).
+
+    A ``features.json`` written before extraction recorded it: CPU actors (``use_gpu: false`` in its
+    cache key) ran fp32, always; of GPU actors nothing can be told (they may have fallen back to the
+    CPU), so ``unknown``.
+    """
+    computed = meta.get("computed_on")
+    if computed:
+        return {"device": str(computed["device"]), "backbone_precision": str(computed["backbone_precision"])}
+    if meta.get("cache_key", {}).get("use_gpu") is False:
+        return {"device": "cpu", "backbone_precision": "fp32"}
+    return {"device": "unknown", "backbone_precision": "unknown"}
 
 
 def write_features_meta(root: Path, meta: dict[str, Any]) -> Path:

@@ -15,8 +15,15 @@ Official splits and the quirks each adapter handles:
   No official val split.
 - HMDB51: ``<class>_test_splitN.txt`` with tags 1 = train, 2 = test, 0 = unused; classes are the
   sorted folder names.  No official val split.
-- Kinetics: CSVs ``label,youtube_id,time_start,time_end,split[,is_cc]`` with quoted labels; videos
-  are ``<id>_<start:06d>_<end:06d>.mp4``; ids may start with ``-``.
+- Kinetics: CSVs ``label,youtube_id,time_start,time_end,split[,is_cc]`` with quoted labels; ids may
+  start with ``-``.  ``time_start``/``time_end`` are seconds into the full YouTube video, so a row
+  carries them as ``start``/``end`` ONLY when the file found is that full video, named by bare id
+  (``<id>.mp4``, as youtube-dl / yt-dlp name downloads).  CVDF's files are already trimmed to the
+  segment, ``<id>_<start:06d>_<end:06d>.mp4``: that file IS the segment, so its row has no
+  ``start``/``end`` (read as offsets into the 10-s clip they would select its last frame, or cut
+  its first seconds).  The trimmed name wins when both are on disk.  A trimmed clip a mirror names
+  by bare id cannot be told apart here: :func:`madapter.data.sampling.segment_bounds` then uses the
+  whole video, because it is not clearly longer than the segment.
 - SSv2: ``labels.json`` maps a template (with ``[something]`` brackets removed) to a string index;
   ``train.json`` / ``validation.json`` hold ``{"id", "template", ...}``.
 - list / synthetic: MMAction2 lists ``relative/path label`` (path may contain spaces).
@@ -218,11 +225,14 @@ def kinetics(raw: Path, fold: int) -> IndexTable:
                 continue
             start, end = int(float(r["time_start"])), int(float(r["time_end"]))
             stem = f"{r['youtube_id']}_{start:06d}_{end:06d}"
-            rel = disk.by_stem.get(stem) or disk.by_stem.get(r["youtube_id"])
-            if rel is None:
+            if (rel := disk.by_stem.get(stem)) is not None:
+                bounds: tuple[float | None, float | None] = (None, None)  # CVDF's trimmed clip IS the segment
+            elif (rel := disk.by_stem.get(r["youtube_id"])) is not None:
+                bounds = (float(start), float(end))  # a full-length download: the CSV's seconds are offsets in it
+            else:
                 table.missing.append(f"{split}/{stem}.mp4")
                 continue
-            table.rows[split].append(Row(rel, label_of[name], name, split, float(start), float(end)))
+            table.rows[split].append(Row(rel, label_of[name], name, split, *bounds))
         if unlabeled:
             table.notes.append(f"{split}: {unlabeled} rows without a known label skipped")
     _test_from_val_if_unlabelled(table, "Kinetics test labels not available")

@@ -9,7 +9,10 @@ Every usable video (index minus the scan's quarantine) is decoded ONCE to
 ``decode.frames_per_video`` frames on a fixed uniform grid (segment centres, so the grid covers the
 whole video or its ``start``/``end`` segment), resized so the short side is ``decode.size`` and
 centre-cropped square.  Training then samples ``model.num_frames`` of those per clip with random
-TSN offsets -- cheap, because the store is a few memory-mapped shards instead of video files.
+TSN offsets -- cheap, because the store is a few memory-mapped shards instead of video files.  A
+split whose rows are exactly an earlier split's (the index's withheld-test copy of val: SSv2,
+Kinetics-700) is not decoded again: ``store.json`` records it as ``same_as`` that split and the
+store's reader resolves it (:mod:`madapter.data.store.format`).
 
 Videos decode in parallel worker processes (each opens its own readers); results are written in
 index order, so the store is a deterministic function of the inputs: the same index, videos and
@@ -38,6 +41,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -45,7 +49,7 @@ from tqdm import tqdm
 from madapter.config import DecodeSection, Params
 from madapter.data.index.schema import SPLITS, Row, read_classes, read_index
 from madapter.data.sampling import segment_bounds, uniform_grid
-from madapter.data.store.format import ShardWriter, format_meta, frame_codec, write_store_meta
+from madapter.data.store.format import SAME_AS, ShardWriter, format_meta, frame_codec, write_store_meta
 from madapter.data.store.quarantine import QUARANTINE_FILE, read_quarantine
 from madapter.data.store.ray_pool import NodeTally, connect, ordered_map, ray_requested
 from madapter.data.timing import write_timing
@@ -72,6 +76,9 @@ class Decoded:
     num_source_frames: int = 0
     backend: str = ""
     error: str = ""
+    took_whole: bool = False
+    """The row has ``start``/``end`` but the video is no longer than that segment, so the grid spans the
+    whole video (:func:`madapter.data.sampling.segment_bounds`): an already-trimmed clip."""
 
 
 def grid_indices(num_frames: int, fps: float, count: int, start: float | None, end: float | None) -> np.ndarray:
@@ -83,8 +90,12 @@ def grid_indices(num_frames: int, fps: float, count: int, start: float | None, e
 def decode_video(job: DecodeJob, frames_per_video: int, size: int, backend: Backend) -> Decoded:
     """Decode one video to uint8 ``[F, size, size, 3]``; a failure is returned, not raised."""
     row = job.row
+    took_whole = False
 
     def choose(num_frames: int, fps: float) -> np.ndarray:
+        nonlocal took_whole
+        segment = row.start is not None or row.end is not None
+        took_whole = segment and segment_bounds(num_frames, fps, row.start, row.end) == (0, num_frames)
         return grid_indices(num_frames, fps, frames_per_video, row.start, row.end)
 
     try:
@@ -92,7 +103,7 @@ def decode_video(job: DecodeJob, frames_per_video: int, size: int, backend: Back
         frames = resize_and_center_crop(result.frames, size)
     except (VideoError, ValueError, RuntimeError) as err:
         return Decoded(job, None, error=relative_reason(err, Path(job.abs_path), row.path))
-    return Decoded(job, frames, result.num_frames, result.backend)
+    return Decoded(job, frames, result.num_frames, result.backend, took_whole=took_whole)
 
 
 def _init_worker() -> None:
@@ -171,6 +182,23 @@ def decode_all(jobs: list[DecodeJob], frames_per_video: int, size: int, backend:
     yield from tqdm(results, total=len(jobs), desc=desc, unit="video", leave=False)
 
 
+def repeated_split(rows: list[Row], decoded: dict[str, list[Row]]) -> str | None:
+    """The already-decoded split whose rows are exactly ``rows`` (same videos, labels, segments, order), if any.
+
+    The index fills a test split whose labels are withheld with the val rows (``test_from: "val"``
+    in ``index_report.json``: SSv2, Kinetics-700); decoding them again would store identical
+    shards twice (decode is deterministic) and make the features stage extract them twice.
+    Comparing the rows rather than trusting the report keeps that safe if the two ever differ.
+    """
+    if not rows:
+        return None
+    key = [(r.path, r.label, r.label_name, r.start, r.end) for r in rows]
+    for split, earlier in decoded.items():
+        if [(r.path, r.label, r.label_name, r.start, r.end) for r in earlier] == key:
+            return split
+    return None
+
+
 @dataclass
 class _Tally:
     """What the stage reports in ``store.json`` besides the splits themselves."""
@@ -181,11 +209,10 @@ class _Tally:
 
 
 def _decode_split(
-    split: str, paths: StagePaths, cfg: DecodeSection, classes: list[str], quarantine: dict[str, str],
-    pool: DecodePool, split_dir: Path, tally: _Tally,
+    split: str, rows: list[Row], paths: StagePaths, cfg: DecodeSection, classes: list[str],
+    quarantine: dict[str, str], pool: DecodePool, split_dir: Path, tally: _Tally,
 ) -> dict[str, int]:
-    """Decode one split into ``split_dir``: quarantined videos dropped, failures skipped and recorded."""
-    rows = read_index(paths.index, split)
+    """Decode a split's index ``rows`` into ``split_dir``: quarantined videos dropped, failures skipped, recorded."""
     kept = [r for r in rows if r.path not in quarantine]
     tally.dropped[split] = len(rows) - len(kept)
     if tally.dropped[split]:
@@ -193,16 +220,23 @@ def _decode_split(
                        len(rows), paths.scan / QUARANTINE_FILE)
     writer = ShardWriter(split_dir, cfg.shard_size, cfg.frames_per_video, cfg.size, frame_codec(cfg))
     jobs = [DecodeJob(os.fsdecode(paths.raw / r.path), r) for r in kept]
+    whole: list[str] = []
     for out in decode_all(jobs, cfg.frames_per_video, cfg.size, cfg.backend, pool, f"decode {split}"):
         row = out.job.row
         if out.frames is None:
             logger.warning("decode %s: skipping %s", split, out.error)
             tally.failed.append({"path": display_path(row.path), "split": split, "reason": out.error})
             continue
+        if out.took_whole:
+            whole.append(display_path(row.path))
         name = row.label_name or (classes[row.label] if 0 <= row.label < len(classes) else "")
         writer.add(row.path, row.label, name, out.frames, out.num_source_frames)
         tally.backends[out.backend] += 1
     summary = writer.close()
+    if whole:
+        logger.warning("decode %s: %d video(s) with start/end in the index were used whole: no longer than that "
+                       "segment (already-trimmed clips named like full videos?) or no frame rate; first: %s",
+                       split, len(whole), whole[0])
     logger.info("decode %s: %d videos in %d shard(s), %.1f MB", split, summary.videos, summary.shards,
                 summary.bytes / 1e6)
     return {"videos": summary.videos, "shards": summary.shards, "bytes": summary.bytes}
@@ -221,17 +255,28 @@ def decode_dataset(params: Params) -> Path:
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
 
-    splits: dict[str, dict[str, int]] = {}
+    splits: dict[str, dict[str, Any]] = {}
     tally = _Tally()
+    decoded: dict[str, list[Row]] = {}
     try:
         with worker_pool(cfg.workers, params) as pool:
             for split in SPLITS:
-                splits[split] = _decode_split(split, paths, cfg, classes, quarantine, pool, building / split, tally)
+                rows = read_index(paths.index, split)
+                same = repeated_split(rows, decoded)
+                if same is not None:
+                    splits[split] = {**splits[same], "bytes": 0, SAME_AS: same}
+                    tally.dropped[split] = tally.dropped[same]
+                    logger.info("decode %s: the same %d videos as %s (the index repeats it): stored once, "
+                                "%s reads %s/", split, len(rows), same, split, same)
+                    continue
+                decoded[split] = rows
+                splits[split] = _decode_split(split, rows, paths, cfg, classes, quarantine, pool, building / split,
+                                              tally)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)  # the previous store, if any, stays untouched
         raise
 
-    videos = sum(s["videos"] for s in splits.values())
+    videos = sum(s["videos"] for s in splits.values() if SAME_AS not in s)  # videos stored, each once
     meta = {
         "dataset": params.dataset.name,
         "classes": classes,

@@ -16,6 +16,12 @@ videos hashes, copies and memory-maps in one go.  Layout::
     format: raw
     <root>/<split>/shard-00000.npy       uint8 [n, F, S, S, 3]
 
+A split whose videos are exactly another split's (SSv2's and Kinetics-700's ``test``, which the
+index fills with the labelled ``val`` rows) is stored ONCE: it has no directory of its own and
+``store.json`` says ``"splits": {"test": {..., "same_as": "val"}}``; :class:`FrameStore` and
+:func:`has_split` resolve it (:func:`stored_split`), so every reader -- training, evaluation, the
+features stage -- gets val's shards for test without knowing.
+
 ``offset`` in the manifest is the video's position in its shard.  A JPEG store is ~1/10 of the raw
 bytes and decodes only the frames a clip needs (:meth:`FrameStore.frames`); the raw store is the
 uncompressed reference (numbers: docs/benchmarks.md, "Frame store").  Each frame's CRC-32 is
@@ -175,9 +181,26 @@ def read_store_meta(root: Path) -> dict[str, Any]:
     return json.loads(meta.read_text())
 
 
+SAME_AS = "same_as"
+"""``store.json`` ``splits.<split>.same_as``: the split whose directory holds this split's videos."""
+
+
+def split_directory(meta: dict[str, Any], split: str) -> str:
+    """The directory (below the store root) holding ``split``'s manifest and shards, from ``store.json``:
+    ``split`` itself, or the split it repeats (``same_as``)."""
+    return str(((meta.get("splits") or {}).get(split) or {}).get(SAME_AS) or split)
+
+
+def stored_split(root: Path, split: str) -> str:
+    """:func:`split_directory` of the store at ``root`` (``split`` itself when there is no ``store.json``)."""
+    meta = Path(root) / STORE_META
+    return split_directory(json.loads(meta.read_text()), split) if meta.is_file() else split
+
+
 def has_split(root: Path, split: str) -> bool:
-    """Whether the store at ``root`` holds ``split`` (its manifest exists, possibly empty)."""
-    return (Path(root) / split / MANIFEST_FILE).is_file()
+    """Whether the store at ``root`` holds ``split``: its manifest (possibly empty) exists, or the manifest of
+    the split it repeats."""
+    return (Path(root) / stored_split(root, split) / MANIFEST_FILE).is_file()
 
 
 def split_or_test(root: Path, split: str) -> str:
@@ -214,8 +237,8 @@ class FrameStore(LazyMapsPickle):
 
     def __init__(self, root: Path, split: str) -> None:
         self.root, self.split = Path(root), split
-        self.split_dir = self.root / split
         meta = read_store_meta(self.root)
+        self.split_dir = self.root / split_directory(meta, split)  # a repeated split reads the one it repeats
         manifest = self.split_dir / MANIFEST_FILE
         if not manifest.is_file():
             raise FileNotFoundError(f"{manifest}: split '{split}' not in the frame store; run the decode stage")
