@@ -28,6 +28,7 @@ import timm
 import torch
 from torch import nn
 
+from madapter.errors import first_line
 from madapter.fileio import file_digest
 
 logger = logging.getLogger(__name__)
@@ -78,8 +79,7 @@ CONVERT_HINT = "torch.save(torch.jit.load(f, map_location='cpu').state_dict(), '
 
 
 def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+    return f"{type(err).__name__}: {first_line(err)}" if str(err).strip() else type(err).__name__
 
 
 def is_torchscript_archive(path: Path) -> bool:
@@ -163,7 +163,8 @@ def load_weights_file(model: nn.Module, path: Path) -> dict[str, int]:
                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
             ) from None
     own = model.state_dict()
-    head_names = {"head.weight", "head.bias", "fc.weight", "fc.bias", "head.fc.weight", "head.fc.bias"}
+    classifier = str(getattr(model, "pretrained_cfg", {}).get("classifier") or "head")  # timm names its head
+    head_names = {f"{name}.{kind}" for name in (classifier, "head", "fc", "head.fc") for kind in ("weight", "bias")}
     unexpected = [k for k in state if k not in own and k not in head_names]
     required = [k for k in own if k.rpartition(".")[2] != OPTIONAL_SUFFIX]
     missing = [k for k in required if k not in state]

@@ -12,8 +12,8 @@ What the accuracy assertions mean, with so few clips:
   a random-init CNN tells six shots apart too (measured 0.80-1.0 on these segments with a centroid
   probe), since their colours differ;
 - what pre-training must show is asserted on its own terms: the weights' own ImageNet classifier,
-  applied to the pooled feature the pipeline's backbone computes for the held-out soccer-juggling
-  segments (the views evaluation takes), names a ball (soccer ball, croquet ball, ...) in its top 5 for
+  applied to the pooled feature the pipeline's backbone computes for the soccer-juggling segments
+  (the views evaluation takes; that classifier was fitted on none of them), names a ball (soccer ball, croquet ball, ...) in its top 5 for
   most of them; with a random-init backbone, almost never (about 7 ball classes of 1000).  A backbone
   whose weights silently failed to load, a wrong normalisation or a wrong channel order fails it.
 """
@@ -110,8 +110,10 @@ def test_pretrained_backbone_sees_balls_where_random_init_does_not(real_run, lit
     params, _, _, segments, splits, _ = real_run
     model, _ = load_model(Path(params.base.outputs_dir) / "train" / "checkpoint.pt", "cpu")
     protocol = ViewProtocol.from_params(params, model.data_config)
-    juggling = [segments / p for p in splits["test"] if "SoccerJuggling" in p]
-    assert len(juggling) >= 6
+    # Every juggling segment: the ImageNet classifier was fitted on none of them (the branch's
+    # train/test split is about the branch); 16 segments from two different UCF101 groups.
+    juggling = [segments / p for p in splits["train"] + splits["test"] if "SoccerJuggling" in p]
+    assert len(juggling) >= 12
     state = torch.load(lite0_weights, map_location="cpu", weights_only=True)
     imagenet_head = torch.nn.Linear(1280, 1000)
     imagenet_head.load_state_dict({"weight": state["classifier.weight"], "bias": state["classifier.bias"]})
@@ -122,7 +124,7 @@ def test_pretrained_backbone_sees_balls_where_random_init_does_not(real_run, lit
         return sum(bool(set(row.tolist()) & set(BALLS)) for row in top5) / len(top5)
 
     pretrained, random = ball_rate(model.backbone.eval()), ball_rate(random_init)
-    logger.info("a ball in the top 5 of %d held-out juggling segments: pretrained %.2f, random init %.2f",
+    logger.info("a ball in the top 5 of %d juggling segments: pretrained %.2f, random init %.2f",
                 len(juggling), pretrained, random)
     assert pretrained >= 0.75, f"pretrained: a ball in the top 5 of {pretrained:.0%} of juggling segments"
     assert random <= 0.25, f"random init: a ball in the top 5 of {random:.0%} of juggling segments"
