@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from tests.real.material import MaterialError, RealMaterial, ensure_material
-from tests.train.conftest import ray_session  # noqa: F401 - the training tier's Ray (reuses one already up)
 
 LITE0 = "tf_efficientnet_lite0"
 """The timm architecture the real weights belong to (efficientnet-pytorch's ``efficientnet-lite0``)."""
@@ -53,3 +52,23 @@ def lite0_weights(real_material: RealMaterial, tmp_path_factory: pytest.TempPath
     """The real ImageNet EfficientNet-Lite0 weights under timm names (a ``model.weights_file``)."""
     return lite0_in_timm_names(real_material.lite0_weights, tmp_path_factory.mktemp("lite0") / "lite0_timm.pth")
 
+
+@pytest.fixture(scope="package")
+def real_ray():
+    """A local Ray for this folder, shut down when the folder is done.
+
+    The pipeline test runs Ray Data (features) and then Ray Train in it; a Ray that served Ray Data
+    and stays up into the training tier leaves that tier's workers unplaced (seen: its runs hung),
+    so this folder never leaves its Ray behind.  A Ray another folder left running is used as is.
+    """
+    import ray
+
+    from madapter.ray_runtime import worker_runtime_env
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False,
+             runtime_env=worker_runtime_env())
+    yield
+    ray.shutdown()

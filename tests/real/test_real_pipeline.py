@@ -59,7 +59,7 @@ def _params(root: Path, segments: Path, weights: Path | None) -> Params:
 
 
 @pytest.fixture(scope="module")
-def real_run(real_material, lite0_weights, ray_session, tmp_path_factory):
+def real_run(real_material, lite0_weights, real_ray, tmp_path_factory):
     """The whole pipeline once, on the segments, with the real weights copied to a file of the run's own."""
     from madapter.data.acquire.download import download_dataset
     from madapter.data.features.extract import extract_features
