@@ -159,6 +159,16 @@ def describe_unusable_gpu(proc_version: Path | None = None, timeout_s: float = N
             f"accessible here (container GPU access, permissions)")
 
 
+def cuda_refusal(asked: str, where: str, fix: str) -> str:
+    """THE one-line refusal of a CUDA setting where torch cannot use CUDA, diagnosed.
+
+    ``asked``: the setting as the user wrote it (``train.use_gpu: true``); ``where``: "on this machine",
+    "in this Ray actor", ...; ``fix``: what to set instead.  Training, the features stage and
+    evaluation/predict refuse with this one sentence, so a user meets the same words everywhere.
+    """
+    return with_gpu_diagnosis(f"{asked} but torch.cuda.is_available() is False {where}; {fix}")
+
+
 def with_gpu_diagnosis(message: str) -> str:
     """``message`` (a one-line refusal for want of CUDA) with :func:`describe_unusable_gpu` appended when
     it finds a GPU torch cannot use, so the refusal says what to fix instead of implying there is no GPU."""

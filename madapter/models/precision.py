@@ -33,12 +33,9 @@ def resolve_device(setting: str, key: str = "evaluate.device") -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if setting.startswith("cuda") and not torch.cuda.is_available():
-        from madapter.gpu_diagnosis import with_gpu_diagnosis
+        from madapter.gpu_diagnosis import cuda_refusal
 
-        raise ConfigError(with_gpu_diagnosis(
-            f"{key}: {setting} asked for but torch.cuda.is_available() is False on this machine; "
-            f"set {key}: auto or cpu"
-        ))
+        raise ConfigError(cuda_refusal(f"{key}: {setting} asked for", "on this machine", f"set {key}: auto or cpu"))
     return torch.device(setting)
 
 

@@ -173,7 +173,7 @@ def check_cluster_fits(params: Params) -> None:
     """
     import ray
 
-    from madapter.gpu_diagnosis import with_gpu_diagnosis
+    from madapter.gpu_diagnosis import cuda_refusal, with_gpu_diagnosis
 
     cfg = params.train
     have = ray.cluster_resources()
@@ -185,9 +185,9 @@ def check_cluster_fits(params: Params) -> None:
             import torch
 
             if not torch.cuda.is_available():
-                raise StageError(with_gpu_diagnosis(
-                    f"train.use_gpu: true but torch.cuda.is_available() is False on this machine (the local Ray "
-                    f"counts {have.get('GPU', 0):g} GPU); set train.use_gpu: false, or run where torch can use a GPU"))
+                raise StageError(cuda_refusal(
+                    "train.use_gpu: true", f"on this machine (the local Ray counts {have.get('GPU', 0):g} GPU)",
+                    "set train.use_gpu: false, or run where torch can use a GPU"))
         return
     kind, (wanted, present) = next(iter(short.items()))
     fix = ("set train.use_gpu: false, or run on a machine or RAY_ADDRESS cluster with GPUs" if kind == "GPU"

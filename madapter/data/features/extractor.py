@@ -49,12 +49,10 @@ PRECISION_COLUMN = "backbone_precision"
 def no_cuda_line(where: str) -> str:
     """The one-line refusal of ``features.use_gpu: true`` where torch sees no CUDA (``where``: "on this
     machine", "in this Ray actor"), with the GPU torch cannot use named when there is one."""
-    from madapter.gpu_diagnosis import with_gpu_diagnosis
+    from madapter.gpu_diagnosis import cuda_refusal
 
-    return with_gpu_diagnosis(
-        f"features.use_gpu: true but torch.cuda.is_available() is False {where}; set features.use_gpu: false, "
-        f"or run where torch can use a GPU"
-    )
+    return cuda_refusal("features.use_gpu: true", where,
+                        "set features.use_gpu: false, or run where torch can use a GPU")
 
 
 def extraction_device(use_gpu: bool) -> torch.device:
