@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo serve deploy lint dvc-deps clean gpu-check tune bench bench-quick
+.PHONY: install test test-fast demo serve deploy lint dvc-deps clean gpu-check tune bench bench-quick
 
 $(STAMP): pyproject.toml constraints.txt scripts/setup-system.sh
 	bash scripts/setup-system.sh
@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml constraints.txt scripts/setup-system.sh
 
 install: $(STAMP)
 
+# Everything (what CI runs): the unit tier and the integration tier (real Ray / MLflow / Prefect / DVC).
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider --durations=25
+
+# The unit tier only: tests that start no Ray, no server and no subprocess. tests/common/tiers.py
+# fails any test that starts one without the `integration` marker, so this tier stays honest.
+test-fast: install
+	$(PY) -m pytest -q -p no:cacheprovider -m "not integration" --durations=10
 
 # The whole default pipeline (synthetic data, tiny ViT, cached features, 1 Ray worker) THROUGH the Prefect flow,
 # which runs every DVC stage; then prints where to look (MLflow UI, registry alias, metrics).
@@ -47,7 +53,7 @@ dvc-deps: install
 # pipeline, evaluate, predict, `mlflow models serve` and the memory benchmark on CUDA (+ a 2-worker
 # NCCL run with 2 GPUs); one PASS/FAIL line per check. Without CUDA it stops at once (exit 2).
 gpu-check: install
-	$(PY) benchmarks/gpu_check.py
+	$(PY) -m infra.gpu_check
 
 # Ray Tune sweep of the branch's hyperparameters (params.yaml `tune:`, ASHA) on the cached backbone
 # features, built first by DVC. Not a pipeline stage: its product is a preset (printed at the end) to
@@ -58,14 +64,15 @@ tune: install
 
 # Every benchmark (each in its own process), then docs/benchmarks.md and its plots regenerated from the
 # result JSONs in benchmarks/results/ (checked in). ~45 min on 2 quiet cores. One or some of them:
-# make bench BENCH_ARGS='--only memory_scaling accuracy'. Re-render the page only: BENCH_ARGS=--report-only
+# make bench BENCH_ARGS='--only memory_scaling accuracy'. Re-render the page only: BENCH_ARGS=--report-only.
+# One benchmark alone, with its own flags: .venv/bin/python -m benchmarks.decode --help
 bench: install
-	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 # The same with reduced settings (<= 10 min), into outputs/bench-quick/ (results + its own report):
 # it never overwrites the checked-in results. (`make bench --quick` cannot work: make itself rejects --quick.)
 bench-quick: install
-	$(PY) benchmarks/bench.py --quick $(BENCH_ARGS)
+	$(PY) -m benchmarks --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf outputs data/frames data/scan data/index .pytest_cache

@@ -1,42 +1,24 @@
 """Ablations of the M-adapter branch on the order set: levels, temporal module, fusion, branch width.
 
-The baseline is the accuracy benchmark's ``madapter`` run (``benchmarks/accuracy.py``: the same
+The baseline is the accuracy benchmark's ``madapter`` run (:mod:`benchmarks.accuracy`: the same
 order set, budget and seeds, trained on cached features of a random-init backbone): 4 evenly spaced
 levels, ``temporal: conv``, ``fusion: add``, ``width: 96``.  Each axis changes ONE thing from it;
 the baseline row is shared by all axes.  The backbone is run once, tapping every block, so a level
-subset (last only, 2, 4, all) is a selection of stored outputs, not a new extraction (:mod:`trainer`).
+subset (last only, 2, 4, all) is a selection of stored outputs, not a new extraction
+(:mod:`benchmarks.trainer`, whose runner it shares with the accuracy benchmark).
 
-    .venv/bin/python benchmarks/ablations.py [--quick] [--out benchmarks/results/ablations.json]
+    .venv/bin/python -m benchmarks.ablations [--quick] [--out benchmarks/results/ablations.json]
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import shutil
-import sys
-import tempfile
-import time
+import argparse
 from pathlib import Path
 from typing import Any
 
-from provenance import provenance, write_outputs  # benchmarks/provenance.py
-from trainer import (
-    BUDGET_FULL,
-    BUDGET_QUICK,
-    BUDGET_SMOKE,
-    PACKAGES,
-    choose_setup,
-    make_sets,
-    parse_args,
-    run_jobs,
-    setup_text,
-    summarise,
-)
+from benchmarks.harness import Benchmark, pyplot, save
+from benchmarks.trainer import STUDY, study, table_end
 
-logger = logging.getLogger("benchmarks.ablations")
-
-NAME = "ablations"
 BASELINE = "baseline (4 levels, conv, add, width 96)"
 WIDTHS = (48, 96, 144)
 """Branch widths: half, the demo's, 1.5x (192 cost ~5x the baseline's time in the recipe sweep)."""
@@ -58,15 +40,15 @@ def axes(depth: int) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     }
 
 
-def jobs(depth: int, seeds: list[int]) -> list[dict[str, Any]]:
+def jobs(setup: dict[str, Any], data_cost: dict[str, Any]) -> list[dict[str, Any]]:
     """One job per distinct configuration and seed (the baseline once, not once per axis)."""
     configs: dict[str, dict[str, Any]] = {BASELINE: {}}
-    for values in axes(depth).values():
+    for values in axes(data_cost["order"]["depth"]).values():
         for _, overrides in values:
             if overrides:
                 configs[_key(overrides)] = overrides
     return [{"name": f"{name}/seed{seed}", "config": name, "set": "order", "tuning": "madapter", "seed": seed,
-             "overrides": overrides} for name, overrides in configs.items() for seed in seeds]
+             "overrides": overrides} for name, overrides in configs.items() for seed in setup["seeds"]]
 
 
 def _key(overrides: dict[str, Any]) -> str:
@@ -101,11 +83,7 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- outputs (pure)
 def plot(report: dict[str, Any], path: Path) -> None:
     """One panel per axis: mean +- std test top-1 per value, the baseline's bar hatched."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = tables(report)
     fig, panels = plt.subplots(1, len(rows), figsize=(4 * len(rows), 4), sharey=True)
     for ax, (axis, values) in zip(panels, rows.items(), strict=True):
@@ -123,9 +101,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_ylim(0, 1.05)
     panels[0].set_ylabel("order set test top-1 (mean +- std)")
     fig.suptitle("M-adapter ablations on the order set (* = baseline, dotted = chance)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def markdown(report: dict[str, Any], json_path: str) -> str:
@@ -142,47 +118,21 @@ def markdown(report: dict[str, Any], json_path: str) -> str:
             lines.append("| " + " | ".join([axis, v["label"], f"{s['top1_mean']:.3f} +- {s['top1_std']:.3f}",
                                             *(f"{s['per_pair_mean'][p]:.2f}" for p in pairs),
                                             f"{s['trainable_params']:,}", f"{s['seconds_mean']}"]) + " |")
-    for row in report["runs"]:
-        if "error" in row:
-            lines.append(f"\nError in {row['name']}: {row['error']}")
-    lines += ["", f"Setup: {report['setup_text']}; `madapter` on cached features of the order set; "
-              "s per run = one training + test evaluation in its own process (1 thread).",
-              "", f"From `{json_path}`, command `{report['command']}`."]
-    return "\n".join(lines) + "\n"
+    return table_end(lines, report, f"{report['setup_text']}; `madapter` on cached features of the order set; "
+                     "s per run = one training + test evaluation in its own process (1 thread).", json_path)
 
 
-# ----------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
-    started, load_start = time.perf_counter(), os.getloadavg()
-    args = parse_args(NAME, __doc__.splitlines()[0], argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import torch
-
-    torch.set_num_threads(1)
-    setup = choose_setup(BUDGET_FULL, BUDGET_QUICK, BUDGET_SMOKE, args)
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-ablations-"))
-    try:
-        files, cost, names = make_sets(work, ["order"], setup)
-        classes = names["order"]
-        depth = cost["order"]["depth"]
-        todo = jobs(depth, setup["seeds"])
-        runs = run_jobs(todo, files, work, setup, args.processes)
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
-    for job, row in zip(todo, runs, strict=True):
-        row["config"] = job["config"]
-    report: dict[str, Any] = {
-        "benchmark": NAME, "setup": setup, "setup_text": setup_text(setup), "baseline": BASELINE,
-        "axes": axes(depth), "classes": classes, "data_cost": cost,
-        "summary": summarise(runs, lambda r: (r["config"],)), "runs": runs,
-        "errors": [r["name"] for r in runs if "error" in r],
-    }
+# ----------------------------------------------------------------------------- the run
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    done = study(args, ["order"], jobs, lambda r: (r["config"],))
+    report = {"setup": done["setup"], "setup_text": done["setup_text"], "baseline": BASELINE,
+              "axes": axes(done["data_cost"]["order"]["depth"]), "classes": done["classes"]["order"],
+              "data_cost": done["data_cost"], "summary": done["summary"], "runs": done["runs"], "errors": done["errors"]}
     report["headline"] = headline(report)
-    report.update(provenance(load_start, PACKAGES, quick=args.quick, started=started))
-    write_outputs(report, args.out.resolve(), plot, markdown)
-    return 1 if report["errors"] else 0
+    return report
 
+
+BENCHMARK = Benchmark("ablations", __doc__, run, markdown, plot, minutes=(5.0, 1.0), **STUDY)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(BENCHMARK.main())

@@ -13,47 +13,30 @@ in epoch ``epoch``), epochs, batch, AdamW learning rate and warm-up + cosine sch
 random-init backbone (``model.init_seed`` 0; the seeds change the trainable part's init and the
 shuffling).  The frozen modes train on the features stage's cached outputs (computed once per set
 and shared by every seed and both modes), ``inserted``/``full`` on the clips through the backbone
-(:mod:`trainer`).  Everything runs in-process, 2 trainings at a time, 1 torch thread each.
+(:mod:`benchmarks.trainer`, whose runner it shares with the ablations).  Everything runs in-process,
+2 trainings at a time, 1 torch thread each.
 
-    .venv/bin/python benchmarks/accuracy.py [--quick] [--out benchmarks/results/accuracy.json]
+    .venv/bin/python -m benchmarks.accuracy [--quick] [--out benchmarks/results/accuracy.json]
 """
 
 from __future__ import annotations
 
-import logging
+import argparse
 import math
-import os
-import shutil
 import statistics
-import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from provenance import provenance, write_outputs  # benchmarks/provenance.py
-from trainer import (
-    BUDGET_FULL,
-    BUDGET_QUICK,
-    BUDGET_SMOKE,
-    PACKAGES,
-    choose_setup,
-    make_sets,
-    parse_args,
-    run_jobs,
-    setup_text,
-    summarise,
-)
+from benchmarks.harness import Benchmark, pyplot, save
+from benchmarks.trainer import STUDY, study, table_end
 
-logger = logging.getLogger("benchmarks.accuracy")
-
-NAME = "accuracy"
 MODES = ("madapter", "inserted", "full", "linear")
 SETS = ("order", "appearance")
 ORDER_BLIND = ("linear", "full")
 """Modes whose head averages the frame features over time before classifying: blind to frame order."""
 
-def jobs(setup: dict[str, Any]) -> list[dict[str, Any]]:
+
+def jobs(setup: dict[str, Any], data_cost: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"name": f"{task}/{mode}/seed{seed}", "set": task, "tuning": mode, "seed": seed}
             for task in SETS for mode in MODES for seed in setup["seeds"]]
 
@@ -104,11 +87,7 @@ def _summary(report: dict[str, Any], task: str, mode: str) -> dict[str, Any] | N
 
 def plot(report: dict[str, Any], path: Path) -> None:
     """Left: mean +- std test top-1 per mode on both sets; right: per reversal pair on the order set."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.38
     for k, task in enumerate(SETS):
@@ -134,9 +113,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     right.set_ylim(0, 1.05)
     right.legend(fontsize=8)
     fig.suptitle("Accuracy by tuning mode, same budget (random-init backbone)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def markdown(report: dict[str, Any], json_path: str) -> str:
@@ -152,47 +129,25 @@ def markdown(report: dict[str, Any], json_path: str) -> str:
                f"{(o or a or {}).get('trainable_params', 0):,}",
                f"{o['seconds_mean'] if o else '-'} / {a['seconds_mean'] if a else '-'}"]
         lines.append("| " + " | ".join(row) + " |")
-    for row in report["runs"]:
-        if "error" in row:
-            lines.append(f"\nError in {row['name']}: {row['error']}")
-    lines += ["", f"Setup: {report['setup_text']}. Features extracted once per set (s): "
-              + ", ".join(f"{t} {c['total_s']}" for t, c in report["data_cost"].items())
-              + "; s per run = one training + test evaluation in its own process (1 thread).",
-              "", f"From `{json_path}`, command `{report['command']}`."]
-    return "\n".join(lines) + "\n"
+    return table_end(lines, report, f"{report['setup_text']}. Features extracted once per set (s): "
+                     + ", ".join(f"{t} {c['total_s']}" for t, c in report["data_cost"].items())
+                     + "; s per run = one training + test evaluation in its own process (1 thread).", json_path)
 
 
-# ----------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
-    started, load_start = time.perf_counter(), os.getloadavg()
-    args = parse_args(NAME, __doc__.splitlines()[0], argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import torch
-
-    torch.set_num_threads(1)
-    setup = choose_setup(BUDGET_FULL, BUDGET_QUICK, BUDGET_SMOKE, args)
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-accuracy-"))
-    try:
-        files, cost, classes = make_sets(work, SETS, setup, args.processes)
-        runs = run_jobs(jobs(setup), files, work, setup, args.processes)
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
-    summary = summarise(runs, lambda r: (r["set"], r["tuning"]))
+# ----------------------------------------------------------------------------- the run
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    done = study(args, SETS, jobs, lambda r: (r["set"], r["tuning"]))
+    setup, cost, summary = done["setup"], done["data_cost"], done["summary"]
     test_per_pair = 2 * cost["order"]["test_videos"] // setup["classes"]
-    report: dict[str, Any] = {
-        "benchmark": NAME, "setup": setup, "setup_text": setup_text(setup), "modes": list(MODES), "sets": list(SETS),
-        "classes": classes, "data_cost": cost, "test_videos_per_pair": test_per_pair,
-        "summary": summary, "headline": verdicts(summary, test_per_pair, len(setup["seeds"]), cost["order"]["test_videos"]), "runs": runs,
-        "errors": [r["name"] for r in runs if "error" in r],
-    }
-    report["headline"]["seconds_per_run"] = {m: round(statistics.fmean(
-        [s["seconds_mean"] for s in summary if s["group"][1] == m]), 1) for m in MODES
-        if any(s["group"][1] == m for s in summary)}
-    report.update(provenance(load_start, PACKAGES, quick=args.quick, started=started))
-    write_outputs(report, args.out.resolve(), plot, markdown)
-    return 1 if report["errors"] else 0
+    head = verdicts(summary, test_per_pair, len(setup["seeds"]), cost["order"]["test_videos"])
+    head["seconds_per_run"] = {m: round(statistics.fmean([s["seconds_mean"] for s in summary if s["group"][1] == m]), 1)
+                               for m in MODES if any(s["group"][1] == m for s in summary)}
+    return {"setup": setup, "setup_text": done["setup_text"], "modes": list(MODES), "sets": list(SETS),
+            "classes": done["classes"], "data_cost": cost, "test_videos_per_pair": test_per_pair, "summary": summary,
+            "headline": head, "runs": done["runs"], "errors": done["errors"]}
 
+
+BENCHMARK = Benchmark("accuracy", __doc__, run, markdown, plot, minutes=(12.0, 3.0), **STUDY)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(BENCHMARK.main())

@@ -26,7 +26,7 @@ def _mb(value: float | None) -> str:
 def memory_claim(results: Results) -> dict[str, str]:
     """Claim 1: much lower training memory than methods that backpropagate through the backbone."""
     row = {"claim": "1. Much lower training memory than backpropagating through the backbone",
-           "needs": "GPU memory in the published setting: `benchmarks/memory.py --device cuda` "
+           "needs": "GPU memory in the published setting: `python -m benchmarks.memory --device cuda` "
                     "(batch 32, half-precision backbone) against the published table below"}
     scaling, headline_run = results.get("memory_scaling"), results.get("memory")
     if not scaling:

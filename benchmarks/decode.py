@@ -8,32 +8,26 @@ decoding when there are key frames to seek to (x264's default ``keyint`` is 250)
 
 Runs::
 
-    .venv/bin/python benchmarks/decode.py              # ~20 s; benchmarks/results/decode.{json,png,md}
-    .venv/bin/python benchmarks/decode.py --quick      # ~10 s: 3 videos instead of 6, same quantities
-    .venv/bin/python benchmarks/decode.py --smoke --out /tmp/decode.json   # seconds: checks the script works
+    .venv/bin/python -m benchmarks.decode              # ~20 s; benchmarks/results/decode.{json,png,md}
+    .venv/bin/python -m benchmarks.decode --quick      # ~10 s: 3 videos instead of 6, same quantities
+    .venv/bin/python -m benchmarks.decode --smoke --out /tmp/decode.json   # seconds: checks the script works
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from provenance import provenance, write_outputs  # benchmarks/provenance.py
 from tqdm import tqdm
 
+from benchmarks.harness import Benchmark, footer, interleaved, last_line, pyplot, save
+
 logger = logging.getLogger("benchmarks.decode")
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
-PACKAGES = ("decord", "av", "numpy", "torch")
-"""Versions recorded with the results."""
 TARGET_SPEEDUP = 2.0
 """Issue target: decord's sparse sampling at least 2x the decode-everything baseline, at every GOP."""
 FULL: dict[str, Any] = {"videos": 6, "frames": 150, "width": 320, "height": 240, "gops": [250, 12], "num_frames": 8,
@@ -44,13 +38,6 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {**FULL, "videos": 3},  # same content, GOPs and repeats; half the files
     "smoke": {**FULL, "videos": 2, "frames": 24, "width": 96, "height": 64, "repeats": 1},  # the test's, not a result
 }
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors (the contract: one line on stderr naming the flag, exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -98,20 +85,10 @@ def pyav_clip(path: Path, num_frames: int) -> np.ndarray:
 
 def interleaved_rates(loaders: dict[str, Callable[[Path, int], np.ndarray]], paths: list[Path], num_frames: int,
                       repeats: int) -> dict[str, float]:
-    """Clips/s of every loader: per video its fastest of ``repeats`` tries, summed over the videos.
-
-    The loaders take turns video by video (who goes first alternates), so a neighbour's burst on a
-    shared machine hits both alike instead of one loader's whole pass.
-    """
-    names = list(loaders)
-    best = {name: np.full(len(paths), np.inf) for name in names}
-    for rep in range(repeats):
-        for i, path in enumerate(paths):
-            for name in names if (rep + i) % 2 == 0 else names[::-1]:
-                started = time.perf_counter()
-                loaders[name](path, num_frames)
-                best[name][i] = min(best[name][i], time.perf_counter() - started)
-    return {name: len(paths) / float(t.sum()) for name, t in best.items()}
+    """Clips/s of every loader: per video its fastest of ``repeats`` tries, summed over the videos; the
+    loaders take turns video by video (:func:`~benchmarks.harness.interleaved`)."""
+    timed = {name: {"clip": lambda i, _, load=load: load(paths[i], num_frames)} for name, load in loaders.items()}
+    return {name: len(paths) / float(t["clip"].min(axis=0).sum()) for name, t in interleaved(timed, len(paths), repeats).items()}
 
 
 def measure_gop(folder: Path, gop: int, s: dict[str, Any]) -> dict[str, Any]:
@@ -127,12 +104,6 @@ def measure_gop(folder: Path, gop: int, s: dict[str, Any]) -> dict[str, Any]:
             "speedup": round(dec / pav, 2), "mean_abs_pixel_diff": round(diff, 3)}
 
 
-def last_line(err: BaseException) -> str:
-    """The error's type and last message line: what the JSON and the table show for a failed point."""
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[-1].strip() if lines else ''}"
-
-
 def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The numbers the docs' prose quotes: speed-up per GOP, the verdict against the target, pixel agreement."""
     ok = [r for r in rows if "error" not in r]
@@ -146,11 +117,13 @@ def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run(settings: dict[str, Any]) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every GOP in turn; a failing GOP is recorded with its last error line and the rest still runs."""
     import torch
 
     torch.set_num_threads(1)
+    settings = {**PROFILES[args.configuration], "configuration": args.configuration,
+                "codec": "h264 yuv420p (libx264 crf 23)", "threads": "1 decoder thread"}
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="madapter-decode-bench-") as tmp:
         for gop in tqdm(settings["gops"], desc="GOP settings", unit="gop"):
@@ -159,7 +132,7 @@ def run(settings: dict[str, Any]) -> dict[str, Any]:
             except Exception as err:  # noqa: BLE001 - one failing point must not lose the others
                 logger.error("gop %d failed: %s", gop, err)
                 rows.append({"gop": gop, "error": last_line(err)})
-    return {"results": rows, "headline": headline(rows)}
+    return {"settings": settings, "results": rows, "headline": headline(rows), "target_speedup": TARGET_SPEEDUP}
 
 
 # ----------------------------------------------------------------------------- report (pure)
@@ -185,17 +158,9 @@ def markdown(report: dict[str, Any], json_path: str) -> str:
         f"{s['num_frames']} frames, {s['threads']}, per video the fastest of {s['repeats']} tries, loaders taking turns. Target: decord >= "
         f"{h['target_speedup']:.0f}x at every GOP: {verdict} (smallest speed-up {_x(h['min_speedup'])}).",
         "",
-        footer(report, json_path),
+        footer(report, json_path, unit="s"),
     ]
     return "\n".join(lines) + "\n"
-
-
-def footer(report: dict[str, Any], json_path: str) -> str:
-    """The line naming the JSON, the commit and the exact command (every table traces to its run)."""
-    git, m = report["git"], report["machine"]
-    return (f"From `{json_path}`, commit `{(git['commit'] or '?')[:10]}`{' (uncommitted edits)' if git['dirty'] else ''}, "
-            f"`{report['command']}`, {report['seconds_total']:.0f} s; load average {m['load_avg_1m_start']:.1f} at the "
-            f"start, {m['load_avg_1m_end']:.1f} at the end.")
 
 
 def _x(value: float | None) -> str:
@@ -204,11 +169,7 @@ def _x(value: float | None) -> str:
 
 def plot(report: dict[str, Any], path: Path) -> None:
     """clips/s of both loaders per GOP, the speed-up written on decord's bar."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [r for r in report["results"] if "error" not in r]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -221,37 +182,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
     s = report["settings"]
     ax.set_title(f"{s['num_frames']}-frame clips, {s['width']}x{s['height']}, {s['frames']} frames per video")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path, dpi=120)
 
 
-# ----------------------------------------------------------------------------- driver
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="reduced settings: 3 videos instead of 6 (same quantities)")
-    mode.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests: seconds, numbers meaningless
-    parser.add_argument("--out", type=Path, default=RESULTS / "decode.json", help="JSON path (.png, .md beside it)")
-    args = parser.parse_args(argv)
-    if args.out.suffix != ".json":
-        parser.error(f"--out {args.out} must end in .json (the .png and .md are written beside it)")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    started, load_start = time.perf_counter(), os.getloadavg()
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    configuration = "smoke" if args.smoke else "quick" if args.quick else "full"
-    settings = {**PROFILES[configuration], "configuration": configuration, "codec": "h264 yuv420p (libx264 crf 23)",
-                "threads": "1 decoder thread"}
-    result = run(settings)
-    report = {"benchmark": "decode", "settings": settings, **result, "target_speedup": TARGET_SPEEDUP,
-              **provenance(load_start, PACKAGES, quick=args.quick, started=started)}
-    write_outputs(report, args.out.resolve(), plot, markdown)
-    return 1 if any("error" in r for r in result["results"]) else 0
-
+BENCHMARK = Benchmark(
+    "decode", __doc__, run, markdown, plot, packages=("decord", "av", "numpy", "torch"),
+    quick="3 videos instead of 6 (same quantities)", minutes=(0.2, 0.2), smoke=True,
+    failures=lambda report: [f"gop {r['gop']}" for r in report["results"] if "error" in r])
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(BENCHMARK.main())

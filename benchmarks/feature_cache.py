@@ -21,7 +21,7 @@ recipe (``params.yaml``: ``madapter`` on a random-init ``vit_tiny_patch16_224`` 
   steps take on top (gradients, AdamW state -- the first step allocates them -- activations,
   transient buffers), "total" includes the interpreter, torch and the weights.  Not torch's CPU
   allocator: it keeps no peak statistics.
-* **extraction**: the ``features`` stage itself (:func:`madapter.data.features.extract.extract_features`:
+* **extraction**: the ``features`` stage itself (:func:`madapter.data.features.stage.extract_features`:
   Ray Data ``map_batches`` over ``features.actors`` actors) against the stage's own per-actor
   callable (:class:`~madapter.data.features.extractor.BackboneExtractor`, i.e. the same views and
   the same backbone forward) called in a plain loop over the same work items in this process,
@@ -33,9 +33,9 @@ recipe (``params.yaml``: ``madapter`` on a random-init ``vit_tiny_patch16_224`` 
 
 Runs::
 
-    .venv/bin/python benchmarks/feature_cache.py               # ~4 min; benchmarks/results/feature_cache.{json,png,md}
-    .venv/bin/python benchmarks/feature_cache.py --quick       # ~1.5 min: 8 videos per class, 3 epochs
-    .venv/bin/python benchmarks/feature_cache.py --smoke --out /tmp/fc.json   # ~1-2 min: checks the script works
+    .venv/bin/python -m benchmarks.feature_cache               # ~4 min; benchmarks/results/feature_cache.{json,png,md}
+    .venv/bin/python -m benchmarks.feature_cache --quick       # ~1.5 min: 8 videos per class, 3 epochs
+    .venv/bin/python -m benchmarks.feature_cache --smoke --out /tmp/fc.json   # ~1-2 min: checks the script works
 
 The ``.md`` file next to the JSON is the table of docs/benchmarks.md, generated from the JSON.
 
@@ -52,24 +52,32 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from provenance import provenance, write_outputs  # benchmarks/provenance.py
-
-from madapter.cli import parse_overrides
-from madapter.config import Params, load_params, params_from_dict
+from benchmarks.harness import (
+    REPO,
+    ArgumentParser,
+    Benchmark,
+    child_result,
+    data_stages,
+    div,
+    footer,
+    isolate,
+    pyplot,
+    recorded,
+    reset_peak_rss,
+    save,
+    start_child,
+    vm_kb,
+)
+from madapter.config import Params, apply_override, load_params, params_from_dict
+from madapter.overrides import parse_overrides
 
 logger = logging.getLogger("benchmarks.feature_cache")
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 SOURCES = ("frames", "features")
 """``train.source`` values: online (backbone every step) and cached."""
 LABEL = {"frames": "online", "features": "cached"}
@@ -78,8 +86,6 @@ TARGET_SPEEDUP = 10.0
 STEP_BATCHES = 2
 """Batches run in the step-memory process: the first allocates gradients and AdamW state."""
 RAY_CPUS = 2
-PACKAGES = ("torch", "timm", "ray", "numpy", "mlflow")
-"""Versions recorded with the results."""
 
 QUICK = {"videos_per_class": 8, "epochs": 3}
 """``--quick``: the same model, recipe and measurements on a third of the videos, one epoch fewer
@@ -95,40 +101,19 @@ SMOKE: dict[str, dict[str, Any]] = {
 }
 
 
-class BenchmarkError(RuntimeError):
-    """The benchmark cannot run as asked; the message is one line saying what to do."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors (the contract: one line on stderr naming the flag, exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
-
-
-def last_line(err: BaseException) -> str:
-    """The error's type and last message line: what the JSON and the table show for a failed part."""
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[-1].strip() if lines else ''}"
-
-
 # ----------------------------------------------------------------------------- parameters and data
 def bench_params(work: Path, source: str, args: argparse.Namespace) -> Params:
     """``params.yaml`` (the demo's model and recipe) with scratch paths, ``train.source`` and the
     benchmark's data size and epochs (``--smoke``: the tiny configuration instead)."""
     data = load_params(REPO / "params.yaml").model_dump(mode="json")
     for section, values in (SMOKE if args.smoke else {}).items():
-        _merge(data[section], values)
+        apply_override(data, section, values)  # a mapping merges into the section
     data["base"].update(data_dir=str(work / "data"), outputs_dir=str(work / f"out-{source}"))
     if not args.smoke:
         data["dataset"]["synthetic"]["videos_per_class"] = args.videos_per_class
         data["train"]["epochs"] = args.epochs
     for key, value in parse_overrides(args.set).items():  # e.g. a bigger backbone: how the ratio grows
-        *sections, leaf = key.split(".")
-        target = data
-        for part in sections:
-            target = target.setdefault(part, {})
-        target[leaf] = value
+        apply_override(data, key, value)
     data["dataset"]["name"] = "synthetic"
     data["scan"]["workers"] = data["decode"]["workers"] = 1
     data["train"].update(source=source, num_workers=1, cpus_per_worker=1.0, max_epochs_per_run=None,
@@ -139,25 +124,12 @@ def bench_params(work: Path, source: str, args: argparse.Namespace) -> Params:
     return params_from_dict(data, "benchmarks/feature_cache.py")
 
 
-def _merge(into: dict[str, Any], values: dict[str, Any]) -> None:
-    for key, value in values.items():
-        if isinstance(value, dict):
-            _merge(into.setdefault(key, {}), value)
-        else:
-            into[key] = value
-
-
 def prepare_data(params: Params) -> dict[str, int]:
     """download -> index -> scan -> decode with the real stage functions; videos per split of the store."""
-    from madapter.data.acquire.download import download_dataset
-    from madapter.data.index.stage import build_index
-    from madapter.data.store.decode import decode_dataset
-    from madapter.data.store.format import FrameStore, has_split
-    from madapter.data.store.scan import scan_videos
+    from madapter.data.store.frame_store import FrameStore, has_split
     from madapter.paths import StagePaths
 
-    for stage in (download_dataset, build_index, scan_videos, decode_dataset):
-        stage(params)
+    data_stages(params)
     frames = StagePaths.from_params(params).frames
     return {split: len(FrameStore(frames, split)) if has_split(frames, split) else 0 for split in ("train", "val", "test")}
 
@@ -202,27 +174,27 @@ class BatchClock:
 @contextlib.contextmanager
 def clocked_rows(clock: BatchClock) -> Iterator[None]:
     """Time the batches the features stage's driver receives from Ray Data (instrumentation only:
-    ``extract._rows`` is wrapped, every batch passes through unchanged, the original is restored)."""
-    from madapter.data.features import extract
+    ``features_stage._rows`` is wrapped, every batch passes through unchanged, the original is restored)."""
+    from madapter.data.features import stage as features_stage
 
-    original = extract._rows
+    original = features_stage._rows
 
     def rows(*args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
         for batch in original(*args, **kwargs):
             clock.tick(len(batch["view"]))
             yield batch
 
-    extract._rows = rows
+    features_stage._rows = rows
     try:
         yield
     finally:
-        extract._rows = original
+        features_stage._rows = original
 
 
 def ray_data_extraction(params: Params) -> dict[str, Any]:
     """The features stage as ``dvc repro`` runs it (in this process, on the running Ray); its views/s."""
-    from madapter.data.features.extract import extract_features
-    from madapter.data.features.format import read_features_meta
+    from madapter.data.features.feature_store import read_features_meta
+    from madapter.data.features.stage import extract_features
 
     started = time.perf_counter()
     clock = BatchClock(started)
@@ -245,9 +217,9 @@ def plain_loop_extraction(params: Params) -> tuple[dict[str, Any], Any]:
     import numpy as np
     import torch
 
-    from madapter.data.features.extract import _actor_cpus, plan_videos, work_items
     from madapter.data.features.extractor import BackboneExtractor
-    from madapter.data.store.format import read_store_meta
+    from madapter.data.features.stage import _actor_cpus, plan_videos, work_items
+    from madapter.data.store.frame_store import read_store_meta
     from madapter.paths import StagePaths
 
     paths = StagePaths.from_params(params)
@@ -276,7 +248,7 @@ def same_values(params: Params, first: dict[str, Any]) -> bool:
     """The plain loop's first train view equals the stored one (fp16 tolerance): the same clips were timed."""
     import numpy as np
 
-    from madapter.data.features.format import FeatureStore
+    from madapter.data.features.feature_store import FeatureStore
     from madapter.paths import StagePaths
 
     _, pooled, _ = FeatureStore(StagePaths.from_params(params).features, str(first["split"][0])).view(
@@ -305,13 +277,6 @@ def train_run(params: Params) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- step memory (child process)
-def _vm_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _worker_forward(model):
     """Inputs -> logits as :func:`madapter.train.loop.data_parallel` builds it for one worker, without
     DDP (which needs a Ray Train session and is a pass-through for one process)."""
@@ -329,16 +294,16 @@ def measure_step(params_file: Path) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
 
-    from madapter.data.store.format import split_or_test
+    from madapter.paths import StagePaths
     from madapter.train.optim import Optimisation
-    from madapter.train.source import build_source, source_paths
+    from madapter.train.source import build_source, train_data
     from madapter.train.step import train_epoch
 
     params = params_from_dict(json.loads(params_file.read_text()), str(params_file))
     torch.set_num_threads(max(1, int(params.train.cpus_per_worker)))  # as a Ray Train worker (loop.Worker.join)
-    paths = source_paths(params)
+    data = train_data(params, StagePaths.from_params(params))  # what the driver hands a worker
     torch.manual_seed(params.base.seed)
-    source = build_source(params, {**paths, "val_split": split_or_test(Path(paths["frames_dir"]), "val")})
+    source = build_source(params, data)
     model = source.model.train()
     loader = DataLoader(source.train_ds, batch_size=params.train.batch_size, shuffle=False, collate_fn=source.collate)
     batches = []
@@ -348,10 +313,9 @@ def measure_step(params_file: Path) -> dict[str, Any]:
             break
     device = torch.device("cpu")
     opt = Optimisation.build(model, params.train, len(batches), device)
-    rss_before = _vm_kb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
+    rss_before = reset_peak_rss()
     sums = train_epoch(_worker_forward(model), model, batches, opt, 1, params.train.amp, device, lambda _n: None)
-    peak = _vm_kb("VmHWM")
+    peak = vm_kb("VmHWM")
     return {"source": params.train.source, "model": type(model).__name__,
             "parameters": sum(p.numel() for p in model.parameters()),
             "clips_per_step": params.train.batch_size, "steps": len(batches), "clips_trained": int(sums.seen),
@@ -359,27 +323,19 @@ def measure_step(params_file: Path) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads()}
 
 
-def step_memory(params: dict[str, Params], work: Path) -> dict[str, dict[str, Any]]:
+def step_memory(params: dict[str, Params], work: Path, omp_wait_policy: str) -> dict[str, dict[str, Any]]:
     """:func:`measure_step` for every source, each in a fresh process (its own peak, no allocator state
     from earlier runs).  The processes run side by side: a process's peak RSS is its own, whoever
     shares the CPUs (which is why no step time is reported from them)."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     procs = {}
     for source, source_params in params.items():
         params_file = work / f"step-{source}.json"
         params_file.write_text(json.dumps(source_params.model_dump(mode="json")))
-        procs[source] = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--step-child", str(params_file)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": path})
-    results = {}
-    for source, proc in procs.items():
-        stdout, stderr = proc.communicate()
-        lines = stdout.strip().splitlines()
-        if proc.returncode != 0 or not lines:
-            err = [line for line in stderr.splitlines() if line.strip()]
-            raise BenchmarkError(f"feature_cache.py: the step-memory process for train.source {source} "
-                                 f"failed (exit {proc.returncode}): {err[-1] if err else 'no output'}")
-        results[source] = json.loads(lines[-1])
+        procs[source] = start_child("feature_cache", "--omp-wait-policy", omp_wait_policy, "--child", str(params_file))
+    results = {source: child_result(proc) for source, proc in procs.items()}
+    for source, result in results.items():
+        if "error" in result:
+            raise RuntimeError(f"the step-memory process for train.source {source} failed ({result['error']})")
     return results
 
 
@@ -403,10 +359,10 @@ def setup(params: Params, videos: dict[str, int], args: argparse.Namespace) -> d
 
 
 def build_report(parts: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """The JSON's numbers (the provenance keys are merged in by :func:`main`); with a failed part,
+    """The JSON's numbers (the harness adds the provenance keys); with a failed part,
     what was measured and the errors (the comparisons need both sides)."""
     if parts["errors"]:
-        return {"benchmark": "feature_cache", "setup": parts["setup"], "errors": parts["errors"],
+        return {"setup": parts["setup"], "errors": parts["errors"],
                 "partial": {k: parts.get(k) for k in ("extraction", "training", "step_memory")}, "headline": None}
     online, cached = parts["training"]["frames"], parts["training"]["features"]
     mem_online, mem_cached = parts["step_memory"]["frames"], parts["step_memory"]["features"]
@@ -414,7 +370,6 @@ def build_report(parts: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     speedup = online["epoch_time_s"] / cached["epoch_time_s"]
     saved = online["epoch_time_s"] - cached["epoch_time_s"]
     report = {
-        "benchmark": "feature_cache",
         "setup": parts["setup"],
         "errors": {},
         "training": {
@@ -469,7 +424,7 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
         "features_stage_s": rd["seconds"], "break_even_epochs": tr["break_even_epochs"],
         "first_batch_s": {"ray_data": rd["first_batch_s"], "plain_loop": pl["first_batch_s"]},
         "extraction_ratio_ray_data_vs_plain": ex["ratio_ray_data_vs_plain"],
-        "extraction_steady_ratio_ray_data_vs_plain": _div(rd["steady_views_per_s"], pl["steady_views_per_s"]),
+        "extraction_steady_ratio_ray_data_vs_plain": div(rd["steady_views_per_s"], pl["steady_views_per_s"]),
     }
 
 
@@ -477,7 +432,7 @@ def markdown(report: dict[str, Any], json_path: str) -> str:
     """The table of docs/benchmarks.md, from the report alone."""
     if report["errors"]:
         return "\n".join(["| part | failed |", "|---|---|", *(f"| {part} | {err} |" for part, err in report["errors"].items()),
-                          "", _footer(report, json_path)]) + "\n"
+                          "", footer(report, json_path)]) + "\n"
     tr, mem, ex, s = report["training"], report["step_memory"], report["extraction"], report["setup"]
     on, ca = tr["online"], tr["cached"]
     mo, mc = mem["online"], mem["cached"]
@@ -511,7 +466,7 @@ def markdown(report: dict[str, Any], json_path: str) -> str:
         f"{rd['seconds']:.1f} | {_num(rd['first_batch_s'], 's')} | {_num(rd['steady_views_per_s'])} |",
         f"| plain loop, same extractor, {pl['torch_threads']} threads | {pl['views_per_s']:.1f} | {pl['seconds']:.1f} | "
         f"{_num(pl['first_batch_s'], 's')} | {_num(pl['steady_views_per_s'])} |",
-        f"| Ray Data / plain loop | {ex['ratio_ray_data_vs_plain']:.2f}x | | | {_num(_div(rd['steady_views_per_s'], pl['steady_views_per_s']), 'x', 2)} |",
+        f"| Ray Data / plain loop | {ex['ratio_ray_data_vs_plain']:.2f}x | | | {_num(div(rd['steady_views_per_s'], pl['steady_views_per_s']), 'x', 2)} |",
         "",
         f"{rd['views']} views ({', '.join(f'{k}: {v}' for k, v in rd['views_per_split'].items())}); stored "
         f"{rd['bytes'] / 1e6:.1f} MB ({rd['bytes_per_view'] / 1e3:.1f} kB per view, {s['features_dtype']}); "
@@ -523,17 +478,9 @@ def markdown(report: dict[str, Any], json_path: str) -> str:
         f"({s['tokens_per_frame']} tokens per frame at {s['img_size']} px); the cached step is "
         f"{h['cached_fraction_of_online_step']:.2f} of the online one.",
         "",
-        _footer(report, json_path),
+        footer(report, json_path),
     ]
     return "\n".join(lines) + "\n"
-
-
-def _footer(report: dict[str, Any], json_path: str) -> str:
-    """The line naming the JSON, the commit and the exact command (every table traces to its run)."""
-    git, m = report["git"], report["machine"]
-    return (f"From `{json_path}`, commit `{(git['commit'] or '?')[:10]}`{' (uncommitted edits)' if git['dirty'] else ''}, "
-            f"`{report['command']}`, {report['seconds_total'] / 60:.1f} min; load average {m['load_avg_1m_start']:.1f} "
-            f"at the start, {m['load_avg_1m_end']:.1f} at the end.")
 
 
 def _num(value: float | None, unit: str = "", digits: int = 1) -> str:
@@ -548,23 +495,14 @@ def _span(epochs: list[int]) -> str:
     return f"{epochs[0]}-{epochs[-1]}" if len(epochs) > 1 else str(epochs[0])
 
 
-def _div(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
 def plot(report: dict[str, Any], path: Path) -> None:
     """Three panels: epoch time, step memory, extraction throughput (a failed run: its errors, as text)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if report["errors"]:
         fig, ax = plt.subplots(figsize=(8, 2))
         ax.axis("off")
         ax.text(0, 0.5, "\n".join(f"{part}: {err}" for part, err in report["errors"].items()), fontsize=8, va="center")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save(fig, path, tight=False)
         return
 
     tr, mem, ex, s = report["training"], report["step_memory"], report["extraction"], report["setup"]
@@ -595,18 +533,21 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax_ex.set_title(f"extraction: {ex['ratio_ray_data_vs_plain']:.2f}x the plain loop", fontsize=10)
     fig.suptitle(f"Cached frozen features vs online, {s['backbone']} random init @{s['img_size']}px, T={s['num_frames']}, "
                  f"{s['tuning']} width {s['width']}, CPU (shared 2-core machine, one run)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 # ----------------------------------------------------------------------------- driver
-def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     """Everything, in one process and one Ray: data, extraction both ways, both training runs, step memory.
 
     A failing part is recorded (``errors``) and the later parts still run; without the features
     stage the cached training run fails too, and is recorded as such."""
+    # Before torch (and its libgomp) loads in this process; children and Ray workers inherit it.
+    os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
+    isolate()
     import ray
+
+    work = args.work
 
     params = {source: bench_params(work, source, args) for source in SOURCES}
     logger.info("data: download -> index -> scan -> decode under %s", work)
@@ -614,7 +555,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     parts: dict[str, Any] = {"setup": setup(params["features"], videos, args), "errors": {}}
     parts["ray_init_s"] = start_ray(args.omp_wait_policy)
     try:
-        with recorded(parts, "extraction"):
+        with recorded(parts["errors"], "extraction"):
             logger.info("extraction: the features stage (Ray Data)")
             ray_data = ray_data_extraction(params["features"])
             logger.info("extraction: the same work items in a plain loop")
@@ -623,80 +564,45 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                    "matches": same_values(params["features"], first)}
         parts["training"] = {}
         for source in ("features", "frames"):
-            with recorded(parts, f"training ({source})"):
+            with recorded(parts["errors"], f"training ({source})"):
                 logger.info("training: train.source %s (%s)", source, LABEL[source])
                 parts["training"][source] = train_run(params[source])
     finally:
         ray.shutdown()
-    with recorded(parts, "step memory"):
+    with recorded(parts["errors"], "step memory"):
         logger.info("step memory: one fresh process per train.source")
-        parts["step_memory"] = step_memory(params, work)
+        parts["step_memory"] = step_memory(params, work, args.omp_wait_policy)
     return build_report(parts, args)
 
 
-@contextlib.contextmanager
-def recorded(parts: dict[str, Any], part: str) -> Iterator[None]:
-    """Run one part; if it fails, record its last error line under ``parts["errors"][part]`` and go on."""
-    try:
-        yield
-    except Exception as err:  # noqa: BLE001 - one failing part must not lose the others
-        logger.error("%s failed: %s", part, err)
-        parts["errors"][part] = last_line(err)
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    """This process is a step-memory process (``--child PARAMS_FILE``): its record."""
+    os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy  # before torch loads
+    return measure_step(Path(args.child))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def options(parser: ArgumentParser) -> None:
     parser.add_argument("--videos-per-class", type=int, default=24,
                         help="synthetic videos per class (2/3 train, 1/6 val, 1/6 test); classes as params.yaml")
     parser.add_argument("--epochs", type=int, default=4,
                         help="epochs per training run; the median of epochs 2..N is reported")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true",
-                      help=f"reduced settings ({', '.join(f'{k} {v}' for k, v in QUICK.items())}); same measurements")
-    mode.add_argument("--smoke", action="store_true", help="the tiny configuration (seconds; checks the script works)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "feature_cache.json", help="JSON path (.png, .md beside it)")
-    parser.add_argument("--work-dir", type=Path, default=None, help="scratch directory, kept (default: a temp dir, removed)")
     parser.add_argument("--omp-wait-policy", choices=("PASSIVE", "ACTIVE"), default="PASSIVE",
                         help="OpenMP wait policy of every process (see the module docstring)")
     parser.add_argument("--set", "-S", action="append", default=[], metavar="KEY=VALUE",
                         help="override a params.yaml key for both sources, e.g. -S model.backbone=vit_small_patch16_224")
-    parser.add_argument("--step-child", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    args.configuration = "smoke" if args.smoke else "quick" if args.quick else "full"
+
+
+def resolve(args: argparse.Namespace, parser: ArgumentParser) -> None:
     if args.quick:
         args.videos_per_class, args.epochs = QUICK["videos_per_class"], QUICK["epochs"]
-    if args.out.suffix != ".json":
-        parser.error(f"--out {args.out} must end in .json (the .png and .md are written beside it)")
     if args.epochs < 1 or args.videos_per_class < 3:
         parser.error("--epochs must be >= 1 and --videos-per-class >= 3")
-    return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    started, load_start = time.perf_counter(), os.getloadavg()
-    args = parse_args(argv)
-    # Before torch (and its libgomp) loads in this process; children and Ray workers inherit it.
-    os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
-    if args.step_child:
-        logging.disable(logging.WARNING)
-        print(json.dumps(measure_step(args.step_child)))  # noqa: T201 - the child's result line for the parent
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
-        os.environ.pop(key, None)  # its own local Ray and scratch MLflow store, never the user's
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="madapter-feature-cache-"))
-    try:
-        report = run(args, work.resolve())
-    except BenchmarkError as err:
-        print(err, file=sys.stderr)  # noqa: T201 - the one line a user reads
-        return 2
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
-    report.update(provenance(load_start, PACKAGES, quick=args.quick, started=started))
-    write_outputs(report, args.out.resolve(), plot, markdown)
-    return 1 if report["errors"] else 0
-
+BENCHMARK = Benchmark(
+    "feature_cache", __doc__, run, markdown, plot, packages=("torch", "timm", "ray", "numpy", "mlflow"),
+    quick=f"{', '.join(f'{k} {v}' for k, v in QUICK.items())}; same measurements", minutes=(2.5, 1.5),
+    options=options, resolve=resolve, smoke=True, work_dir=True, child=child)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(BENCHMARK.main())

@@ -5,7 +5,7 @@ cannot flatter another's, and the model is driven the way training drives it
 (``madapter/train/step.py``): ``build_model``, then for the frozen-backbone modes ``model.extract``
 (frozen, ``no_grad``) followed by ``model.adapter``, the whole forward under the branch's
 autocast, then backward and an AdamW step.  The child machinery here (:func:`run_child`,
-:func:`measure_cpu`) is also what ``benchmarks/memory_scaling.py`` runs for every point of its
+:func:`measure_cpu`) is also what ``benchmarks.memory_scaling`` runs for every point of its
 sweeps, including the ``madapter-features`` child (the head alone on cached-feature-shaped input).
 
 ``--device cpu`` (default; ViT-B/16 random init, 8 frames, 224x224, 2 clips, fp32): memory is read
@@ -29,10 +29,10 @@ optimiser state -- the figure a training run reports.  One process per mode (the
 peak is reproducible; ``--repeats`` for more).  A mode that runs out of GPU memory is recorded
 as OOM together with the GPU's total memory.
 
-    python benchmarks/memory.py                          # CPU, writes results/memory.{json,png,md}
-    python benchmarks/memory.py --quick                  # CPU, 112 px: the quick run of make bench
-    python benchmarks/memory.py --device cuda            # GPU, writes results/memory_cuda.{json,png,md}
-    python benchmarks/memory.py --backbone vit_tiny_patch16_224 --img-size 32 --frames 4 \\
+    python -m benchmarks.memory                          # CPU, writes results/memory.{json,png,md}
+    python -m benchmarks.memory --quick                  # CPU, 112 px: the quick run of make bench
+    python -m benchmarks.memory --device cuda            # GPU, writes results/memory_cuda.{json,png,md}
+    python -m benchmarks.memory --backbone vit_tiny_patch16_224 --img-size 32 --frames 4 \\
         --out /tmp/memory.json                           # seconds-long smoke test of the script
 
 Results are shown in docs/benchmarks.md.
@@ -43,17 +43,28 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from provenance import git_state, provenance, write_outputs  # benchmarks/provenance.py
+from benchmarks.harness import (
+    RESULTS,
+    ArgumentParser,
+    Benchmark,
+    BenchmarkError,
+    child_result,
+    div,
+    git_state,
+    positive,
+    pyplot,
+    reset_peak_rss,
+    save,
+    start_child,
+    vm_kb,
+)
 
 logger = logging.getLogger("benchmarks.memory")
 
@@ -61,12 +72,8 @@ MODES = ("madapter", "inserted", "linear", "full")
 FEATURES_MODE = "madapter-features"
 """Training ``madapter`` from the features cache (``train.source: features``): the head alone."""
 CHILD_MODES = (*MODES, FEATURES_MODE)
-PACKAGES = ("torch", "timm", "numpy")
-"""Versions recorded with the results."""
 QUICK_IMG_SIZE = 112
 """``--quick`` (CPU): 7x7 tokens instead of 14x14, the same model, ~4x cheaper steps."""
-RESULTS = Path(__file__).parent / "results"
-REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 400
 
 PUBLISHED_GB = {"ST-Adapter": 28.8, "AIM": 35.2, "EVL": 17.9, "Side4Video": 18.8, "DiST": 12.7}
@@ -86,17 +93,7 @@ DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class BenchmarkError(RuntimeError):
-    """The benchmark cannot run as asked; the message is one line saying what to do."""
-
-
 # ----------------------------------------------------------------------------- child process side
-def _vm_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
 
 def build(mode: str, args: argparse.Namespace, device: str):
     """The model of ``mode`` on ``device``, its AdamW optimiser and one fixed batch (seeded)."""
@@ -214,15 +211,14 @@ def measure_cpu(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     # Baseline: model weights + batch are resident, nothing of training exists yet.  What the
     # step adds on top -- gradients, optimiser state, activations kept for backward -- is the
     # memory cost of the tuning method.
-    rss_before = _vm_kb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
+    rss_before = reset_peak_rss()
     step()  # warm-up (first step also allocates grads and optimiser state), not timed
     times = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    peak = _vm_kb("VmHWM")
+    peak = vm_kb("VmHWM")
     counts = count_parameters(model)
     return {
         "mode": mode,
@@ -302,24 +298,13 @@ def measure_cuda(mode: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- parent side
-def _child_command(args: argparse.Namespace, mode: str) -> list[str]:
-    return [
-        sys.executable, str(Path(__file__).resolve()), "--device", args.device, "--backbone", args.backbone,
-        "--img-size", str(args.img_size), "--frames", str(args.frames), "--batch", str(args.batch),
-        "--steps", str(args.steps), "--width", str(args.width), "--temporal", args.temporal, "--child", mode,
-    ]
-
-
 def run_child(args: argparse.Namespace, mode: str) -> dict[str, Any]:
-    """One fresh process measuring ``mode``; a crash becomes ``{"error": <its last stderr line>}``."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
-    proc = subprocess.run(_child_command(args, mode), capture_output=True, text=True, env=env, cwd=REPO)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode == 0 and lines:
-        return json.loads(lines[-1])
-    err = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    return {"mode": mode, "error": f"exit {proc.returncode}: {err[-1] if err else 'no output'}"}
+    """One fresh process measuring ``mode``; a crash becomes ``{"mode": mode, "error": <its last stderr line>}``."""
+    record = child_result(start_child(
+        "memory", "--device", args.device, "--backbone", args.backbone, "--img-size", str(args.img_size),
+        "--frames", str(args.frames), "--batch", str(args.batch), "--steps", str(args.steps), "--width",
+        str(args.width), "--temporal", args.temporal, "--child", mode))
+    return {"mode": mode, **record} if "error" in record else record
 
 
 def measure_modes(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
@@ -360,14 +345,10 @@ def _backbone_chunk() -> int | None:
     return ModelSection().backbone_chunk
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
 def _pair_ratios(results: dict[str, dict[str, Any]], mode: str, base: str) -> dict[str, float | None]:
     """``mode``'s training memory, total memory and step time over ``base``'s (``None`` if either failed)."""
     a, b = results[mode], results[base]
-    return {key: _ratio(a.get(field), b.get(field)) for key, field in
+    return {key: div(a.get(field), b.get(field)) for key, field in
             (("step_peak_memory", "step_peak_mb"), ("total_peak_memory", "peak_rss_mb"), ("step_time", "step_s"))}
 
 
@@ -431,9 +412,9 @@ def summarize_cuda(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespa
                   "python": platform.python_version()},
         "modes": results,
         "ratios": {
-            "madapter_vs_full.peak": _ratio(madapter, peak["full"]),
-            "madapter_vs_inserted.peak": _ratio(madapter, peak["inserted"]),
-            "madapter_vs_linear.peak": _ratio(madapter, peak["linear"]),
+            "madapter_vs_full.peak": div(madapter, peak["full"]),
+            "madapter_vs_inserted.peak": div(madapter, peak["inserted"]),
+            "madapter_vs_linear.peak": div(madapter, peak["linear"]),
         },
         "published_gb": PUBLISHED_GB,
         "published_source": PUBLISHED_SOURCE,
@@ -526,11 +507,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 # ----------------------------------------------------------------------------- plots
 def plot_cpu(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     modes = [m for m, r in report["modes"].items() if "error" not in r]
     step_mb = [report["modes"][m]["step_peak_mb"] for m in modes]
     total_mb = [report["modes"][m]["peak_rss_mb"] for m in modes]
@@ -549,18 +526,12 @@ def plot_cpu(report: dict[str, Any], path: Path) -> None:
     axes[1].set_title("Step time")
     s = report["setup"]
     fig.suptitle(f"{s['backbone']} ({s['weights']}), {s['clips']} clips x {s['frames']} frames x {s['img_size']}px, CPU")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_cuda(report: dict[str, Any], path: Path) -> None:
     """Measured modes (blue; OOM drawn hatched at the GPU's size) next to the published peers (grey)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     s = report["setup"]
     names, heights, colors, hatches = [], [], [], []
     for mode, record in report["modes"].items():
@@ -585,37 +556,26 @@ def plot_cuda(report: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.set_title(f"{s['gpu']}: {s['backbone']}, {s['frames']} frames, {s['img_size']}px, batch {s['batch']} "
                  "(blue: measured, grey: published, hatched: OOM)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 # ----------------------------------------------------------------------------- command line
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors (one line on stderr naming the flag, exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"memory.py: {message} (see --help)\n")
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def options(parser: ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"reduced run for make bench --quick (cpu: {QUICK_IMG_SIZE} px; cuda: one timed step)")
     parser.add_argument("--backbone", default="vit_base_patch16_224")
-    parser.add_argument("--img-size", type=int, help=f"frame size in pixels (224; --quick on cpu: {QUICK_IMG_SIZE})")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--batch", "--clips", dest="batch", type=int, help="clips per step (cpu: 2, cuda: 32)")
-    parser.add_argument("--width", type=int, help="branch width d (cpu: 192 as params.yaml, cuda: 384 as the K400 preset)")
+    parser.add_argument("--img-size", type=positive, help=f"frame size in pixels (224; --quick on cpu: {QUICK_IMG_SIZE})")
+    parser.add_argument("--frames", type=positive, default=8)
+    parser.add_argument("--batch", "--clips", dest="batch", type=positive, help="clips per step (cpu: 2, cuda: 32)")
+    parser.add_argument("--width", type=positive, help="branch width d (cpu: 192 as params.yaml, cuda: 384 as the K400 preset)")
     parser.add_argument("--temporal", choices=("conv", "attention", "none"), help="temporal module (cpu: conv, cuda: attention)")
-    parser.add_argument("--steps", type=int, help="timed steps per process, after one warm-up step (cpu: 1, cuda: 2)")
-    parser.add_argument("--repeats", type=int, help="fresh processes per mode, median reported (1)")
-    parser.add_argument("--out", type=Path, help="JSON path (cpu: results/memory.json, cuda: results/memory_cuda.json)")
+    parser.add_argument("--steps", type=positive, help="timed steps per process, after one warm-up step (cpu: 1, cuda: 2)")
+    parser.add_argument("--repeats", type=positive, help="fresh processes per mode, median reported (1)")
     parser.add_argument("--no-reuse", action="store_true",
                         help="cpu: measure every mode here even if memory_scaling.json beside --out holds the points")
-    parser.add_argument("--child", choices=CHILD_MODES, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+
+
+def resolve(args: argparse.Namespace, parser: ArgumentParser) -> None:
+    """The device's defaults for what was not given (``--out``: results/memory.json or memory_cuda.json)."""
     for key, value in DEVICE_DEFAULTS[args.device].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -623,10 +583,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.img_size = QUICK_IMG_SIZE if args.quick and args.device == "cpu" else 224
     if args.steps is None:
         args.steps = 1 if args.device == "cpu" or args.quick else 2
-    for flag in ("img_size", "frames", "batch", "width", "steps", "repeats"):
-        if getattr(args, flag) < 1:
-            parser.error(f"argument --{flag.replace('_', '-')}: must be >= 1, got {getattr(args, flag)}")
-    return args
 
 
 def require_cuda() -> None:
@@ -672,34 +628,24 @@ def reusable_points(args: argparse.Namespace) -> tuple[dict[str, list[dict[str, 
     return {m: [points[k]] for m, k in zip(MODES, wanted, strict=True)}, scaling["command"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.child:
-        logging.disable(logging.WARNING)
-        measure = measure_cuda if args.device == "cuda" else measure_cpu
-        print(json.dumps(measure(args.child, args)))  # noqa: T201 - the child's result line for the parent
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    started, load_start = time.perf_counter(), os.getloadavg()
-    try:
-        if args.device == "cuda":
-            require_cuda()
-            report = summarize_cuda(measure_modes(args), args)
-        else:
-            reused = reusable_points(args)
-            runs, measured_by = reused if reused else (measure_modes(args), None)
-            report = summarize_cpu(runs, args, measured_by)
-    except BenchmarkError as err:
-        print(err, file=sys.stderr)  # noqa: T201 - the one line a user reads
-        return 2
-    report.update(provenance(load_start, PACKAGES, quick=args.quick, started=started))
-    write_outputs(report, args.out.resolve(), plot, markdown)
-    failed = [m for m, r in report["modes"].items() if r.get("error") and not r.get("oom")]
-    if failed:
-        logger.error("memory.py: %s failed (see 'error' in %s)", ", ".join(failed), args.out)
-        return 1
-    return 0
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.device == "cuda":
+        require_cuda()
+        return summarize_cuda(measure_modes(args), args)
+    reused = reusable_points(args)
+    runs, measured_by = reused if reused else (measure_modes(args), None)
+    return summarize_cpu(runs, args, measured_by)
 
+
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    """This process is one mode's fresh process (``--child MODE``, a mode of :data:`CHILD_MODES`): its record."""
+    return (measure_cuda if args.device == "cuda" else measure_cpu)(args.child, args)
+
+
+BENCHMARK = Benchmark(
+    "memory", __doc__, run, markdown, plot, packages=("torch", "timm", "numpy"),
+    quick=f"cpu: {QUICK_IMG_SIZE} px; cuda: one timed step", minutes=(0.2, 0.2), options=options, resolve=resolve,
+    child=child, failures=lambda report: [m for m, r in report["modes"].items() if r.get("error") and not r.get("oom")])
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(BENCHMARK.main())

@@ -1,7 +1,7 @@
 """Peak training memory and step time as the work grows: frames per clip, then backbone size.
 
 Issue 12, point 2.  Every point (backbone, frames, tuning mode) is one fresh process running
-``benchmarks/memory.py``'s CPU child (:func:`memory.run_child`): random-init weights, CPU, fp32,
+``benchmarks.memory``'s CPU child (:func:`benchmarks.memory.run_child`): random-init weights, CPU, fp32,
 2 clips, the branch of memory.py's CPU headline (width 192, conv temporal module, full level
 grids); one warm-up step (it allocates gradients and AdamW state) then one timed step, and the
 kernel's peak resident set over both, on top of the built model and batch, is "peak added by
@@ -20,28 +20,23 @@ as ``FeatureDataset`` does; the cached tensors are input, like the clips, not tr
 tiny and base.  Memory of a single process varies ~10% (allocator arenas): slopes over a
 4x range of T are robust to that, single points less so.
 
-    python benchmarks/memory_scaling.py            # ~12 min on a quiet 2-core machine, needs ~12 GB free
-    python benchmarks/memory_scaling.py --quick    # ~2 min
+    python -m benchmarks.memory_scaling            # ~12 min on a quiet 2-core machine, needs ~12 GB free
+    python -m benchmarks.memory_scaling --quick    # ~2 min
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from provenance import provenance, write_outputs  # benchmarks/provenance.py
+from benchmarks.harness import Benchmark, pyplot, save
+from benchmarks.memory import _backbone_chunk, _fmt, describe, run_child
 
 logger = logging.getLogger("benchmarks.memory_scaling")
 
-NAME = "memory_scaling"
-RESULTS = Path(__file__).parent / "results"
 MODES = ("madapter", "madapter-features", "inserted", "full", "linear")
-PACKAGES = ("torch", "timm", "numpy")
 TARGET_SLOPE_RATIO = 0.1
 """Issue 12: ``madapter``'s memory growth per added frame must be at most this fraction of ``full``'s."""
 REFERENCE = {"full_mb_per_frame": 260, "side_branch_mb_per_frame": 23,
@@ -64,13 +59,6 @@ DROPPED = ("nothing: every point of the grid is measured, with the fewest steps 
            "(1 warm-up + 1 timed step, 1 process per point)")
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors (one line on stderr naming the flag, exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"memory_scaling.py: {message} (see --help)\n")
-
-
 # ----------------------------------------------------------------------------- measuring
 def grid(config: dict[str, Any]) -> list[tuple[str, int, str]]:
     """Every point ``(backbone, frames, mode)`` of both sweeps, once (sweep B reuses sweep A's points)."""
@@ -81,7 +69,7 @@ def grid(config: dict[str, Any]) -> list[tuple[str, int, str]]:
 
 
 def child_args(backbone: str, frames: int, img_size: int) -> argparse.Namespace:
-    """What :func:`memory.run_child` reads: memory.py's CPU child arguments for one point."""
+    """What :func:`benchmarks.memory.run_child` reads: its CPU child arguments for one point."""
     return argparse.Namespace(device="cpu", backbone=backbone, img_size=img_size, frames=frames, batch=CLIPS,
                               steps=1, width=WIDTH, temporal=TEMPORAL)
 
@@ -95,8 +83,8 @@ def mem_available_gb() -> float:
 
 
 def measure(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """One fresh process per point; a failed point keeps its error and the sweep goes on."""
-    from memory import describe, run_child  # benchmarks/memory.py: the same child as the headline
+    """One fresh process per point (the same child as memory's headline); a failed point keeps its
+    error and the sweep goes on."""
     from tqdm import tqdm
 
     points = grid(config)
@@ -207,10 +195,7 @@ def analyse(report: dict[str, Any]) -> dict[str, Any]:
 
 def build_report(config_name: str, config: dict[str, Any], points: list[dict[str, Any]]) -> dict[str, Any]:
     """The JSON: setup, every point as measured, then the analysis."""
-    from memory import _backbone_chunk
-
     report = {
-        "benchmark": NAME,
         "setup": {
             "config": config_name, "device": "cpu", "dtype": "float32", "weights": "random init",
             "img_size": config["img_size"], "clips": CLIPS, "width": WIDTH, "temporal": TEMPORAL,
@@ -231,10 +216,6 @@ def build_report(config_name: str, config: dict[str, Any], points: list[dict[str
 
 
 # ----------------------------------------------------------------------------- report (pure)
-def _f(value: float | None, spec: str, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:{spec}}{suffix}"
-
-
 def _cell(record: dict[str, Any] | None) -> str:
     if record is None:
         return "-"
@@ -263,30 +244,26 @@ def markdown(report: dict[str, Any], json_path: str) -> str:
               head.format("backbone (params)") + " madapter / full memory |", rule + "---|"]
     for b in bs["backbones"]:
         info = report["by_backbone"][b]
-        size = _f(info["backbone_params"] and info["backbone_params"] / 1e6, ".1f", " M")
+        size = _fmt(info["backbone_params"] and info["backbone_params"] / 1e6, ".1f", " M")
         cells = " | ".join(_cell(_point(report, b, bs["frames"], m)) for m in modes)
         lines.append(f"| {b.removesuffix('_patch16_224')} ({size}) | {cells} | "
-                     f"{_f(info['madapter_vs_full_memory'], '.3f', 'x')} |")
+                     f"{_fmt(info['madapter_vs_full_memory'], '.3f', 'x')} |")
     lines += ["", f"Growth per added frame (least squares over T = {', '.join(map(str, fs['frames']))}):", "",
               "| mode | MB per frame | ratio to `full` | s per frame |", "|---|---|---|---|"]
     for mode in modes:
         r = report["slopes"][mode]
-        lines.append(f"| `{mode}` | {_f(r['mb_per_frame'], '.1f')} | {_f(r['ratio_to_full'], '.3f', 'x')} | "
-                     f"{_f(r['s_per_frame'], '.3f')} |")
+        lines.append(f"| `{mode}` | {_fmt(r['mb_per_frame'], '.1f')} | {_fmt(r['ratio_to_full'], '.3f', 'x')} | "
+                     f"{_fmt(r['s_per_frame'], '.3f')} |")
     h = report["headline"]
     lines += ["", f"Target `madapter` slope <= {h['target_slope_ratio']}x `full`'s: **{h['verdict']}** "
-              f"({_f(h['madapter_slope_ratio_to_full'], '.3f', 'x')}).", "",
+              f"({_fmt(h['madapter_slope_ratio_to_full'], '.3f', 'x')}).", "",
               f"Source: `{json_path}`, written by `{report.get('command', '?')}`."]
     return "\n".join(lines) + "\n"
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
     """Three panels: memory vs T, memory vs backbone parameters, step time vs T (one line per mode)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     s = report["setup"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for mode in s["modes"]:
@@ -316,41 +293,18 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.suptitle(f"One training step, {s['clips']} clips x {s['img_size']} px, CPU fp32, random init "
                  f"(target: madapter slope <= {report['headline']['target_slope_ratio']}x full: "
                  f"{report['headline']['verdict']})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
-# ----------------------------------------------------------------------------- command line
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="112 px, T in {4, 8}, backbones tiny and base")
-    parser.add_argument("--out", type=Path, default=RESULTS / f"{NAME}.json", help="JSON path (.png and .md beside it)")
-    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # the test's seconds-long grid
-    args = parser.parse_args(argv)
-    if args.quick and args.smoke:
-        parser.error("argument --smoke: not with --quick (pick one)")
-    if args.out.suffix != ".json":
-        parser.error(f"argument --out: must end in .json, got {args.out}")
-    return args
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    config = CONFIGS[args.configuration]
+    return build_report(args.configuration, config, measure(config))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    started, load_start = time.perf_counter(), os.getloadavg()
-    name = "smoke" if args.smoke else "quick" if args.quick else "full"
-    config = CONFIGS[name]
-    report = build_report(name, config, measure(config))
-    report.update(provenance(load_start, PACKAGES, quick=args.quick, started=started))
-    write_outputs(report, args.out.resolve(), plot, markdown)
-    failed = [f"{p['backbone']} T={p['frames']} {p['mode']}" for p in report["points"] if not ok(p)]
-    if failed:
-        logger.error("memory_scaling.py: %d point(s) failed: %s (see 'error' in %s)", len(failed), "; ".join(failed),
-                     args.out)
-        return 1
-    return 0
-
+BENCHMARK = Benchmark(
+    "memory_scaling", __doc__, run, markdown, plot, packages=("torch", "timm", "numpy"),
+    quick="112 px, T in {4, 8}, backbones tiny and base", minutes=(13.0, 1.5), smoke=True,
+    failures=lambda report: [f"{p['backbone']} T={p['frames']} {p['mode']}" for p in report["points"] if not ok(p)])
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(BENCHMARK.main())

@@ -7,7 +7,7 @@ enough to run many configurations on 2 cores.  This trains the very head the pip
 and warm-up + cosine schedule from :class:`madapter.train.optim.Optimisation`, stored view
 ``epoch % views`` per epoch as :class:`madapter.data.features.dataset.FeatureDataset` serves it)
 in one process, without Ray, through the loop the accuracy and ablation benchmarks share
-(``benchmarks/trainer.py``):
+(:mod:`benchmarks.trainer`):
 same model and data, no distributed plumbing.  ``make demo`` then confirms the chosen recipe
 through the real pipeline (README, docs/benchmarks.md).
 
@@ -16,7 +16,7 @@ so the level pooling can be swept too: each recipe pools them with the model's o
 :func:`madapter.models.classifier.pool_level_grids`.
 
     python -m madapter features --params P.yaml          # with model.level_pool: null
-    python benchmarks/recipe_sweep.py --params P.yaml --out benchmarks/results/recipe_sweep.json
+    python -m benchmarks.recipe_sweep --params P.yaml --out benchmarks/results/recipe_sweep.json
 
 ``--recipes`` takes a JSON list of overrides (dotted keys of params.yaml; ``name`` labels the row);
 ``features.train_views: n`` below the stored count trains on the first ``n`` stored views.
@@ -29,19 +29,19 @@ import json
 import logging
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from trainer import fit
-from trainer import scores as head_scores  # benchmarks/trainer.py: the loop accuracy.py and ablations.py use
 
+from benchmarks.harness import command_line, git_state
+from benchmarks.trainer import fit, per_pair
+from benchmarks.trainer import scores as head_scores
 from madapter.config import Params, apply_override, load_params, params_from_dict
 from madapter.data.features.dataset import FeatureDataset, collate_features, level_infos
-from madapter.data.features.format import FeatureStore
+from madapter.data.features.feature_store import FeatureStore
 from madapter.models.classifier import pool_level_grids
 from madapter.models.headless import FeatureClassifier, build_feature_classifier
 from madapter.paths import StagePaths
@@ -123,16 +123,6 @@ def train_recipe(params: Params, store: FeatureStore, train_views: list[Batch]) 
     return model, history
 
 
-def per_pair(probs: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict[str, float]:
-    """Top-1 per reversal pair (classes 2k and 2k+1 of the synthetic set)."""
-    hit = probs.argmax(1) == labels
-    out = {}
-    for k in range(0, len(classes) - 1, 2):
-        mask = (labels == k) | (labels == k + 1)
-        out[f"{classes[k]}/{classes[k + 1]}"] = round(float(hit[mask].float().mean()), 4)
-    return out
-
-
 def markdown(report: dict[str, Any], json_path: Path) -> str:
     """The docs table: one row per recipe, test top-1 overall and per reversal pair."""
     pairs = list(report["results"][0]["test_per_pair"])
@@ -148,13 +138,6 @@ def markdown(report: dict[str, Any], json_path: Path) -> str:
               f"{data['train_views']} stored training views; from `{json_path}`, commit "
               f"`{(report['commit'] or '?')[:10]}`{' (uncommitted edits)' if report['dirty'] else ''}, `{report['command']}`."]
     return "\n".join(lines) + "\n"
-
-
-def git_state() -> dict[str, Any]:
-    """The commit the numbers belong to, and whether tracked files had uncommitted edits."""
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], capture_output=True, text=True, check=False).stdout.strip()
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,12 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         for split, data in evaluation.items():
             probs, labels = scores(model, data, p.model.level_pool)
             row[f"{split}_top1"] = round(float((probs.argmax(1) == labels).float().mean()), 4)
-        row["test_per_pair"] = per_pair(*scores(model, evaluation["test"], p.model.level_pool), stores["test"].classes)
+        probs, labels = scores(model, evaluation["test"], p.model.level_pool)
+        row["test_per_pair"] = per_pair(probs.argmax(1) == labels, labels, stores["test"].classes)
         logger.info("%s: val %.3f test %.3f (%.0f s)", recipe.get("name", recipe), row["val_top1"], row["test_top1"], row["seconds"])
         results.append(row)
     report = {
         "benchmark": "recipe_sweep",
-        "command": " ".join([sys.executable, *sys.argv]),
+        "command": command_line(),
         **git_state(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "torch": torch.__version__, "threads": args.threads},

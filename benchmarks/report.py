@@ -4,37 +4,29 @@ Why generated: every number a reader sees must be one a benchmark wrote, with it
 commit beside it, so a figure cannot go stale or be typed by hand.  The prose lives in
 ``benchmarks/templates/benchmarks.md.j2`` and refers to numbers only through ``{{ ... }}``
 placeholders (``tests/benchmarks/test_report.py`` checks that it types none); the tables and
-plots come from each benchmark module's own pure ``markdown(report, json_path)`` and
-``plot(report, path)`` functions, applied to the JSON; the claim-by-claim verdicts come from
-``benchmarks/claims.py``; published figures from ``benchmarks/published.json`` (cited, not measured).
-
-    .venv/bin/python benchmarks/report.py                      # benchmarks/results -> docs/benchmarks.md
-    .venv/bin/python benchmarks/report.py --check              # exit 1 if docs/benchmarks.md is stale
-    .venv/bin/python benchmarks/report.py --results-dir outputs/bench-quick/results --out outputs/bench-quick/benchmarks.md
+plots come from each benchmark's declared pure ``markdown(report, json_path)`` and
+``plot(report, path)`` (:class:`benchmarks.harness.Benchmark`), applied to the JSON; the
+claim-by-claim verdicts come from :mod:`benchmarks.claims`; published figures from
+``benchmarks/published.json`` (cited, not measured).  Run through ``python -m benchmarks
+--report-only`` (``--check``: exit 1 if the page is stale).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
-import logging
 import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from provenance import REPO  # benchmarks/provenance.py
-
-logger = logging.getLogger("benchmarks.report")
+from benchmarks import SUITE, claims
+from benchmarks.harness import REPO, Benchmark
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "templates" / "benchmarks.md.j2"
 PUBLISHED = HERE / "published.json"
 REQUIRED_KEYS = ("benchmark", "command", "git", "machine")
-"""What every result must carry for its table row to be traceable (see benchmarks/provenance.py)."""
+"""What every result must carry for its table row to be traceable (see :func:`benchmarks.harness.provenance`)."""
 OPTIONAL_RESULTS = {"memory_cuda": "memory"}
 """Results ``make bench`` cannot produce here (GPU); rendered when someone checks one in. Value: the module."""
 
@@ -43,24 +35,14 @@ class ReportError(RuntimeError):
     """A result cannot be rendered; the message names the file and what to do."""
 
 
-def _importable() -> None:
-    """Make the sibling benchmark scripts importable as modules (they run as ``python benchmarks/<name>.py``)."""
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
-
-
 def result_names() -> list[str]:
-    """The benchmarks in report order (bench.py's list) plus the optional GPU results."""
-    _importable()
-    from bench import BENCHMARKS  # benchmarks/bench.py; no cycle: bench imports this module lazily
-
-    return [b.name for b in BENCHMARKS] + list(OPTIONAL_RESULTS)
+    """The benchmarks in report order (``make bench``'s) plus the optional GPU results."""
+    return [*SUITE, *OPTIONAL_RESULTS]
 
 
-def module_of(name: str) -> ModuleType:
-    """The benchmark script as a module (its ``markdown``/``plot``); importing it starts nothing."""
-    _importable()
-    return importlib.import_module(OPTIONAL_RESULTS.get(name, name))
+def declaration(name: str) -> Benchmark:
+    """The benchmark that writes result ``name`` (its ``markdown``/``plot``); importing it starts nothing."""
+    return importlib.import_module(f"benchmarks.{OPTIONAL_RESULTS.get(name, name)}").BENCHMARK
 
 
 def load_results(results_dir: Path) -> dict[str, dict[str, Any] | None]:
@@ -75,11 +57,11 @@ def load_results(results_dir: Path) -> dict[str, dict[str, Any] | None]:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ReportError(f"{path}: not valid JSON ({err.msg}, line {err.lineno}); "
-                              f"re-run it: .venv/bin/python benchmarks/bench.py --only {name}") from err
+                              f"re-run it: .venv/bin/python -m benchmarks --only {name}") from err
         missing = [k for k in REQUIRED_KEYS if k not in data]
         if missing:
             raise ReportError(f"{path}: no {', '.join(missing)} (written by an older script?); "
-                              f"re-run it: .venv/bin/python benchmarks/bench.py --only {name}")
+                              f"re-run it: .venv/bin/python -m benchmarks --only {name}")
         results[name] = data
     return results
 
@@ -101,7 +83,7 @@ def tables(results: dict[str, dict[str, Any] | None], results_dir: Path) -> dict
     out = {}
     for name, data in results.items():
         if data is not None:
-            out[name] = module_of(name).markdown(data, shown(results_dir / f"{name}.json")).rstrip("\n")
+            out[name] = declaration(name).markdown(data, shown(results_dir / f"{name}.json")).rstrip("\n")
     return out
 
 
@@ -109,7 +91,7 @@ def plot_all(results: dict[str, dict[str, Any] | None], results_dir: Path) -> No
     """Redraw every present result's PNG from its JSON (so a plot can never disagree with its table)."""
     for name, data in results.items():
         if data is not None:
-            module_of(name).plot(data, results_dir / f"{name}.png")
+            declaration(name).plot(data, results_dir / f"{name}.png")
 
 
 def _ratio(value: float | None, digits: int = 3) -> str:
@@ -123,9 +105,6 @@ def _num(value: float | None, digits: int = 2) -> str:
 def render(results_dir: Path, report_path: Path) -> str:
     """The report's text; pure (reads the JSONs and the template, writes nothing)."""
     import jinja2
-
-    _importable()
-    import claims  # benchmarks/claims.py
 
     results = load_results(results_dir)
     env = jinja2.Environment(
@@ -144,7 +123,7 @@ def render(results_dir: Path, report_path: Path) -> str:
         return env.get_template(TEMPLATE.name).render(**context).rstrip("\n") + "\n"
     except jinja2.UndefinedError as err:
         raise ReportError(f"{TEMPLATE}: {err.message}; a result in {results_dir} lacks a key the template "
-                          "reads: re-run that benchmark (benchmarks/bench.py --only NAME)") from err
+                          "reads: re-run that benchmark (python -m benchmarks --only NAME)") from err
 
 
 def write_report(results_dir: Path, report_path: Path) -> Path:
@@ -154,27 +133,3 @@ def write_report(results_dir: Path, report_path: Path) -> Path:
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(text)
     return report_path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if --out differs from a fresh render")
-    args = parser.parse_args(argv)
-    try:
-        if args.check:
-            if not args.out.exists() or args.out.read_text() != render(args.results_dir, args.out):
-                logger.error("%s is stale: regenerate it with .venv/bin/python benchmarks/report.py", args.out)
-                return 1
-            return 0
-        logger.info("wrote %s", write_report(args.results_dir, args.out))
-    except ReportError as err:
-        logger.error("%s", err)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,7 @@ Three ways to feed training the same videos, measured on the same machine in one
 
 Both stores hold the SAME frames: each video is decoded once by the decode stage's own function
 (:func:`madapter.data.store.decode.decode_video`: ``frames_per_video`` frames on the uniform grid,
-short side to ``size``, centre crop) and written by the real :class:`~madapter.data.store.format.ShardWriter`
+short side to ``size``, centre crop) and written by the real :class:`~madapter.data.store.frame_store.ShardWriter`
 in both formats.  A training clip is what training gets: ``ClipDataset(train=True)`` -- TSN
 random frames, a random ``crop`` crop, a normalised float tensor ``[T, 3, crop, crop]``; the
 decord path applies the same sampling (over the source's frames) and the same crop and
@@ -37,9 +37,9 @@ several qualities on the same frames -- bytes, error, encode and decode time per
 
 Runs::
 
-    .venv/bin/python benchmarks/store.py                  # ~3 min; benchmarks/results/store.{json,md,png}
-    .venv/bin/python benchmarks/store.py --quick          # ~45 s: fewer videos, passes and codec qualities
-    .venv/bin/python benchmarks/store.py --smoke --out /tmp/store.json   # ~30 s: checks the script works
+    .venv/bin/python -m benchmarks.store                  # ~3 min; benchmarks/results/store.{json,md,png}
+    .venv/bin/python -m benchmarks.store --quick          # ~45 s: fewer videos, passes and codec qualities
+    .venv/bin/python -m benchmarks.store --smoke --out /tmp/store.json   # ~30 s: checks the script works
 """
 
 from __future__ import annotations
@@ -47,10 +47,6 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import os
-import shutil
-import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -59,14 +55,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from provenance import package_version, provenance, write_outputs  # benchmarks/provenance.py
 from tqdm import tqdm
 
-PACKAGES = ("simplejpeg", "pillow", "torch", "torchvision", "decord", "av", "numpy")
-"""Versions recorded with the results."""
+from benchmarks.harness import (
+    ArgumentParser,
+    Benchmark,
+    BenchmarkError,
+    footer,
+    interleaved,
+    package_version,
+    positive,
+    pyplot,
+    recorded,
+    save,
+)
+
 logger = logging.getLogger("benchmarks.store")
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RAW_BYTES_PER_FRAME = 3  # uint8 RGB
 PROJECTIONS = {"UCF101": 13_320, "Kinetics-400 (train)": 240_000}
@@ -82,23 +86,6 @@ QUICK = {"videos": 16, "repeats": 3, "qualities": [85, 90, 95], "codec_videos": 
 SMOKE = {"videos": 4, "frames": 24, "size": 64, "crop": 56, "frames_per_video": 8, "num_frames": 4,
          "repeats": 1, "gops": [12], "qualities": [90], "codec_videos": 2,
          "codec_repeats": 1}
-
-
-class BenchmarkError(RuntimeError):
-    """The benchmark cannot run as asked; the message is one line saying what to do."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors (the contract: one line on stderr naming the flag, exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
-
-
-def last_line(err: BaseException) -> str:
-    """The error's type and last message line: what the JSON and the table show for a failed part."""
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[-1].strip() if lines else ''}"
 
 
 # ----------------------------------------------------------------------------- source videos
@@ -241,7 +228,7 @@ def decode_frames(paths: list[Path], frames_per_video: int, size: int) -> list[n
 def write_store(root: Path, fmt: str, quality: int, videos: list[np.ndarray], names: list[str]) -> StoreBuild:
     """One store of ``videos`` in ``fmt`` through the real writer and metadata; bytes and write seconds."""
     from madapter.config import DecodeSection
-    from madapter.data.store.format import ShardWriter, format_meta, frame_codec, write_store_meta
+    from madapter.data.store.frame_store import ShardWriter, format_meta, frame_codec, write_store_meta
 
     frames_per_video, size = videos[0].shape[0], videos[0].shape[1]
     cfg = DecodeSection(format=fmt, quality=quality, frames_per_video=frames_per_video, size=size, shard_size=256)
@@ -258,7 +245,7 @@ def write_store(root: Path, fmt: str, quality: int, videos: list[np.ndarray], na
 
 def pixel_error(raw_root: Path, jpeg_root: Path) -> dict[str, float]:
     """Every stored frame of the JPEG store against the raw store's: MAE (0-255), max error, PSNR."""
-    from madapter.data.store.format import FrameStore
+    from madapter.data.store.frame_store import FrameStore
 
     raw, jpeg = FrameStore(raw_root, "train"), FrameStore(jpeg_root, "train")
     abs_sum, sq_sum, count, worst = 0.0, 0.0, 0, 0
@@ -277,7 +264,7 @@ def source_codec_error(count: int, args: argparse.Namespace, raw_root: Path) -> 
     ``count`` clips rendered again (same seed) and compared, at the stored grid, size and crop, with
     the raw store's frames (which are the decoded videos).  Puts the JPEG store's error in scale."""
     from madapter.data.sampling import uniform_grid
-    from madapter.data.store.format import FrameStore
+    from madapter.data.store.frame_store import FrameStore
     from madapter.data.transforms import resize_and_center_crop
 
     photos = photographs()
@@ -300,7 +287,7 @@ def store_loaders(root: Path, num_frames: int, crop: int) -> dict[str, Loader]:
     """The training path on a store: ``ClipDataset(train=True)`` items (clip tensor), and the uint8 frames alone."""
     from madapter.data.clips import ClipDataset
     from madapter.data.sampling import segment_indices
-    from madapter.data.store.format import FrameStore
+    from madapter.data.store.frame_store import FrameStore
 
     store = FrameStore(root, "train")
     dataset = ClipDataset(store, num_frames, True, MEAN, STD, crop_size=crop, seed=0)
@@ -338,27 +325,16 @@ def decord_loaders(paths: list[Path], num_frames: int, size: int, crop: int) -> 
 
 
 def throughput(loaders: dict[str, dict[str, Loader]], videos: int, repeats: int) -> dict[str, dict[str, Any]]:
-    """clips/s of every loader over all videos; the loaders take turns clip by clip.
+    """clips/s of every loader over all videos, the loaders taking turns clip by clip (:func:`interleaved`).
 
-    On a shared machine a neighbour's burst lasts longer than one clip, so interleaving clip by
-    clip makes it hit every loader alike.  ``clips_per_s``: ``videos`` over the sum, per clip, of
-    its fastest of ``repeats`` passes (each pass draws other random frames: for decord the cheapest
-    seeks win, which favours it); ``clips_per_s_median_pass``: over the median pass's total.
+    ``clips_per_s``: ``videos`` over the sum, per clip, of its fastest of ``repeats`` passes (each pass
+    draws other random frames: for decord the cheapest seeks win, which favours it);
+    ``clips_per_s_median_pass``: over the median pass's total.
     """
-    times = {name: {kind: np.zeros((repeats, videos)) for kind in kinds} for name, kinds in loaders.items()}
-    order = list(loaders)
-    for rep in tqdm(range(repeats), desc="throughput passes", unit="pass", leave=False):
-        for i in range(videos):
-            turn = (rep + i) % len(order)
-            for name in order[turn:] + order[:turn]:  # who goes first rotates
-                for kind, load in loaders[name].items():
-                    started = time.perf_counter()
-                    load(i, rep)
-                    times[name][kind][rep, i] = time.perf_counter() - started
     return {name: {kind: {"clips_per_s": videos / float(t.min(axis=0).sum()),
                           "clips_per_s_median_pass": videos / float(np.median(t.sum(axis=1))),
                           "pass_seconds": t.sum(axis=1).tolist()} for kind, t in kinds.items()}
-            for name, kinds in times.items()}
+            for name, kinds in interleaved(loaders, videos, repeats).items()}
 
 
 # ----------------------------------------------------------------------------- codec table
@@ -536,11 +512,10 @@ def _source_note(name: str, args: argparse.Namespace) -> str:
 
 
 def build_report(parts: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """The JSON's numbers (the provenance keys are merged in by :func:`main`)."""
+    """The JSON's numbers (the harness adds the provenance keys)."""
     natural = parts["sets"]["natural"]
     ok = "error" not in natural
     return {
-        "benchmark": "store",
         "setup": {"configuration": args.configuration, "size": args.size, "frames_per_video": args.frames_per_video,
                   "num_frames": args.num_frames, "crop": args.crop, "quality": args.quality, "repeats": args.repeats,
                   "videos_per_set": args.videos, "source_frames": args.source_frames,
@@ -640,7 +615,7 @@ def markdown(report: dict[str, Any], json_path: str) -> str:
                          f"{tp[f'decord {label}']['frames']['clips_per_s']:.0f} | (source) |")
     nat, h = report["sets"]["natural"], report["headline"]
     if h is None:  # the natural set failed: nothing below can be computed
-        return "\n".join([*lines, "", _footer(report, json_path)]) + "\n"
+        return "\n".join([*lines, "", footer(report, json_path)]) + "\n"
     lines += [
         "",
         f"Targets (natural set): JPEG store / uint8 store = 1/{1 / nat['size_ratio_jpeg_vs_raw']:.1f} (target <= 1/8: "
@@ -680,15 +655,7 @@ def markdown(report: dict[str, Any], json_path: str) -> str:
     missing = "; ".join(f"{k}: {v}" for k, v in report["codecs_not_measured"].items())
     lines += ["", f"Not measured: {missing}."]
     lines += [f"Failed: {part}: {err}" for part, err in report["errors"].items()]
-    return "\n".join([*lines, "", _footer(report, json_path)]) + "\n"
-
-
-def _footer(report: dict[str, Any], json_path: str) -> str:
-    """The line naming the JSON, the commit and the exact command (every table traces to its run)."""
-    git, m = report["git"], report["machine"]
-    return (f"From `{json_path}`, commit `{(git['commit'] or '?')[:10]}`{' (uncommitted edits)' if git['dirty'] else ''}, "
-            f"`{report['command']}`, {report['seconds_total'] / 60:.1f} min; load average {m['load_avg_1m_start']:.1f} "
-            f"at the start, {m['load_avg_1m_end']:.1f} at the end.")
+    return "\n".join([*lines, "", footer(report, json_path)]) + "\n"
 
 
 def _mb(n: float) -> str:
@@ -701,11 +668,7 @@ def _num(value: float | None) -> str:
 
 def plot(report: dict[str, Any], path: Path) -> None:
     """Two panels per the issue's two targets: bytes per video (log) and training clips/s per core."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     sets = [name for name, res in report["sets"].items() if "error" not in res]
     fig, (ax_bytes, ax_speed) = plt.subplots(1, 2, figsize=(11, 3.8))
     colours = {"raw": "#999999", "jpeg": "#2a7f62", "decord": "#c46f2b"}
@@ -735,49 +698,41 @@ def plot(report: dict[str, Any], path: Path) -> None:
     s = report["setup"]
     fig.suptitle(f"Frame store at {s['size']} px, {s['frames_per_video']} stored frames, clips of {s['num_frames']} "
                  f"(shared 2-core CPU, one run)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 # ----------------------------------------------------------------------------- driver
-def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     """Both sets, then the codec table; a failing set or table is recorded as an error and the rest still runs.
 
     A :class:`BenchmarkError` (the machine cannot run the benchmark at all) still stops everything."""
     import torch
 
     torch.set_num_threads(1)  # per core
+    work = args.work
     parts: dict[str, Any] = {"sets": {}, "errors": {}, "codecs": [], "codecs_missing": {}}
     makers = {"natural": lambda: make_natural_videos(work / "natural", args.videos, args.source_frames, args.gops, 0),
               "synthetic": lambda: {"x264 default GOP": make_synthetic_videos(work / "synthetic", args.videos,
                                                                               args.synthetic_frames, args.size, 0)}}
     for name, make in makers.items():
         logger.info("set %s: videos, stores, pixel error, throughput", name)
-        try:
+        with recorded(parts["errors"], f"set {name}"):
             parts["sets"][name] = measure_set(name, make(), args, work)
             if name == "natural":
                 parts["sets"][name]["source_codec_error"] = source_codec_error(args.codec_videos, args, work / "natural-raw")
-        except BenchmarkError:
-            raise
-        except Exception as err:  # noqa: BLE001 - one failing part must not lose the others
-            logger.error("set %s failed: %s", name, err)
-            parts["sets"][name] = {"error": last_line(err)}
-            parts["errors"][f"set {name}"] = last_line(err)
+        if f"set {name}" in parts["errors"]:
+            parts["sets"][name] = {"error": parts["errors"][f"set {name}"]}
     ok = [name for name, res in parts["sets"].items() if "error" not in res]
     if args.codecs and ok:
-        try:
+        with recorded(parts["errors"], "codec table"):
             parts["codecs"], parts["codecs_missing"] = codec_table(codec_frames(work, ok, args.codec_videos),
                                                                    args.qualities, args.codec_repeats)
-        except Exception as err:  # noqa: BLE001
-            logger.error("codec table failed: %s", err)
-            parts["errors"]["codec table"] = last_line(err)
     return build_report(parts, args)
 
 
 def codec_frames(work: Path, sets: list[str], videos: int) -> dict[str, np.ndarray]:
     """The first ``videos`` videos' stored frames of each set's uint8 store: the codec table's input."""
-    from madapter.data.store.format import FrameStore
+    from madapter.data.store.frame_store import FrameStore
 
     frames = {}
     for name in sets:
@@ -786,8 +741,7 @@ def codec_frames(work: Path, sets: list[str], videos: int) -> dict[str, np.ndarr
     return frames
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def options(parser: ArgumentParser) -> None:
     parser.add_argument("--videos", type=int, default=50, help="videos per set (issue 11: 50+)")
     parser.add_argument("--source-frames", type=int, default=175, help="frames per source video (UCF101's mean: ~7 s at 25 fps)")
     parser.add_argument("--synthetic-frames", type=int, default=32,
@@ -801,46 +755,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="qualities of the codec table")
     parser.add_argument("--gops", type=lambda s: [int(v) for v in s.split(",")], default=[12, 250],
                         help="key-frame intervals of the natural source videos (the first builds the stores)")
-    parser.add_argument("--repeats", type=int, default=4, help="passes over the videos; per clip the fastest counts")
+    parser.add_argument("--repeats", type=positive, default=4, help="passes over the videos; per clip the fastest counts")
     parser.add_argument("--codec-videos", type=int, default=6, help="videos per set whose frames the codec table uses")
     parser.add_argument("--codec-repeats", type=int, default=5, help="timing rounds of the codec table; the best is reported")
     parser.add_argument("--no-codecs", dest="codecs", action="store_false", help="skip the codec table")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true",
-                      help=f"reduced settings ({', '.join(f'{k} {v}' for k, v in QUICK.items())}); same quantities")
-    mode.add_argument("--smoke", action="store_true", help="the tiny configuration (seconds; checks the script works)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "store.json", help="JSON path (.png, .md beside it)")
-    parser.add_argument("--work-dir", type=Path, default=None, help="scratch directory, kept (default: a temp dir, removed)")
-    args = parser.parse_args(argv)
-    args.configuration = "smoke" if args.smoke else "quick" if args.quick else "full"
+
+
+def resolve(args: argparse.Namespace, parser: ArgumentParser) -> None:
     for key, value in {"smoke": SMOKE, "quick": QUICK}.get(args.configuration, {}).items():
         setattr(args, key, value)
     if args.smoke:
         args.source_frames = args.synthetic_frames = SMOKE["frames"]
-    if args.out.suffix != ".json":
-        parser.error(f"--out {args.out} must end in .json (the .png and .md are written beside it)")
-    if args.videos < 2 or args.frames_per_video < args.num_frames or args.crop > args.size or args.repeats < 1:
-        parser.error("need --videos >= 2, --frames-per-video >= --num-frames, --crop <= --size, --repeats >= 1")
-    return args
+    if args.videos < 2 or args.frames_per_video < args.num_frames or args.crop > args.size:
+        parser.error("need --videos >= 2, --frames-per-video >= --num-frames, --crop <= --size")
 
 
-def main(argv: list[str] | None = None) -> int:
-    started, load_start = time.perf_counter(), os.getloadavg()
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="madapter-store-bench-"))
-    try:
-        report = run(args, work.resolve())
-    except BenchmarkError as err:
-        print(err, file=sys.stderr)  # noqa: T201 - the one line a user reads
-        return 2
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
-    report.update(provenance(load_start, PACKAGES, quick=args.quick, started=started))
-    write_outputs(report, args.out.resolve(), plot, markdown)
-    return 1 if report["errors"] else 0
-
+BENCHMARK = Benchmark(
+    "store", __doc__, run, markdown, plot, packages=("simplejpeg", "pillow", "torch", "torchvision", "decord", "av", "numpy"),
+    quick=f"{', '.join(f'{k} {v}' for k, v in QUICK.items())}; same quantities", minutes=(3.0, 1.0),
+    options=options, resolve=resolve, smoke=True, work_dir=True)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(BENCHMARK.main())

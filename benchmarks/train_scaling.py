@@ -9,8 +9,8 @@ hits single epochs.
 
 Runs::
 
-    .venv/bin/python benchmarks/train_scaling.py          # ~4 min; benchmarks/results/train_scaling.{json,png,md}
-    .venv/bin/python benchmarks/train_scaling.py --quick  # ~1 min: madapter and full on 1 worker only
+    .venv/bin/python -m benchmarks.train_scaling          # ~4 min; benchmarks/results/train_scaling.{json,png,md}
+    .venv/bin/python -m benchmarks.train_scaling --quick  # ~1 min: madapter and full on 1 worker only
 
 The absolute numbers are a 2-core shared CPU box with a random-init ViT-Ti at 32 px: compare
 the modes and worker counts with each other, not with GPU numbers.  Most of each point's wall
@@ -21,27 +21,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from provenance import provenance, write_outputs  # benchmarks/provenance.py
 from tqdm import tqdm
 
+from benchmarks.harness import Benchmark, data_stages, footer, isolate, last_line, pyplot, save
 from madapter.config import Params, params_from_dict
 
 logger = logging.getLogger("benchmarks.train_scaling")
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 MODES = ("madapter", "linear", "inserted", "full")
 FROZEN, BACKPROP = ("madapter", "linear"), ("inserted", "full")
 """Modes whose gradient stops at the frozen backbone, and modes that backpropagate through it."""
-PACKAGES = ("torch", "timm", "ray", "mlflow", "numpy")
-"""Versions recorded with the results."""
 RAY_CPUS = 2
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {"points": [[mode, workers] for mode in MODES for workers in (1, 2)], "epochs": 4, "classes": 4,
@@ -53,13 +46,6 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 COMMON: dict[str, Any] = {"img_size": 32, "num_frames": 4, "width": 64, "batch_size_per_worker": 4,
                           "backbone": "vit_tiny_patch16_224 (random init)", "cpus_per_worker": 1, "ray_cpus": RAY_CPUS}
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors (the contract: one line on stderr naming the flag, exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 def bench_params(work: Path, tuning: str, workers: int, settings: dict[str, Any]) -> Params:
@@ -77,17 +63,6 @@ def bench_params(work: Path, tuning: str, workers: int, settings: dict[str, Any]
                   "run_name": f"{tuning}-{workers}w", "object_store_mb": 200},
         "mlflow": {"tracking_uri": f"sqlite:///{work / 'mlflow.db'}", "experiment": "train-scaling"},
     }, "benchmarks/train_scaling.py")
-
-
-def prepare_data(params: Params) -> None:
-    """download -> index -> scan -> decode with the real stage functions (once: every point reads it)."""
-    from madapter.data.acquire.download import download_dataset
-    from madapter.data.index.stage import build_index
-    from madapter.data.store.decode import decode_dataset
-    from madapter.data.store.scan import scan_videos
-
-    for stage in (download_dataset, build_index, scan_videos, decode_dataset):
-        stage(params)
 
 
 def point_row(tuning: str, workers: int, history: list[dict[str, float]], wall_s: float) -> dict[str, Any]:
@@ -111,7 +86,7 @@ def run_points(work: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
     from madapter.ray_runtime import worker_runtime_env
     from madapter.train.driver import train
 
-    prepare_data(bench_params(work, "madapter", 1, settings))
+    data_stages(bench_params(work, "madapter", 1, settings))  # once: every point reads it
     ray.init(address="local", num_cpus=RAY_CPUS, object_store_memory=200 * 2**20, include_dashboard=False,
              runtime_env=worker_runtime_env())  # madapter on the path, Ray Train's cleaner noise filtered
     rows: list[dict[str, Any]] = []
@@ -128,12 +103,6 @@ def run_points(work: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
     finally:
         ray.shutdown()
     return rows
-
-
-def last_line(err: BaseException) -> str:
-    """The error's type and last message line: what the JSON and the table show for a failed point."""
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[-1].strip() if lines else ''}"
 
 
 def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -194,21 +163,9 @@ def markdown(report: dict[str, Any], json_path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def footer(report: dict[str, Any], json_path: str) -> str:
-    """The line naming the JSON, the commit and the exact command (every table traces to its run)."""
-    git, m = report["git"], report["machine"]
-    return (f"From `{json_path}`, commit `{(git['commit'] or '?')[:10]}`{' (uncommitted edits)' if git['dirty'] else ''}, "
-            f"`{report['command']}`, {report['seconds_total'] / 60:.1f} min; load average {m['load_avg_1m_start']:.1f} "
-            f"at the start, {m['load_avg_1m_end']:.1f} at the end.")
-
-
 def plot(report: dict[str, Any], path: Path) -> None:
     """Two panels: clips/s per worker and peak RSS per worker, by mode, 1 vs 2 workers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [r for r in report["rows"] if "error" not in r]
     modes = [m for m in MODES if any(r["tuning"] == m for r in rows)]
     fig, (ax_speed, ax_mem) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -225,38 +182,20 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(label)
         ax.legend()
     fig.suptitle("Ray Train on CPU: throughput and memory per worker by tuning mode")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path, dpi=120)
 
 
-# ----------------------------------------------------------------------------- driver
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="reduced settings: 2 points instead of 8 (same data, epochs)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "train_scaling.json", help="JSON path (.png, .md beside it)")
-    parser.add_argument("--work-dir", type=Path, default=None, help="scratch directory, kept (default: a temp dir, removed)")
-    args = parser.parse_args(argv)
-    if args.out.suffix != ".json":
-        parser.error(f"--out {args.out} must end in .json (the .png and .md are written beside it)")
-    return args
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    isolate()
+    settings = {**PROFILES[args.configuration], **COMMON, "configuration": args.configuration}
+    rows = run_points(args.work, settings)
+    return {"settings": settings, "rows": rows, "headline": headline(rows)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    started, load_start = time.perf_counter(), os.getloadavg()
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
-        os.environ.pop(key, None)  # its own local Ray and scratch MLflow store, never the user's
-    configuration = "quick" if args.quick else "full"
-    settings = {**PROFILES[configuration], **COMMON, "configuration": configuration}
-    with tempfile.TemporaryDirectory(prefix="madapter-train-scaling-") as tmp:
-        rows = run_points((args.work_dir or Path(tmp)).resolve(), settings)
-    report = {"benchmark": "train_scaling", "settings": settings, "rows": rows, "headline": headline(rows),
-              **provenance(load_start, PACKAGES, quick=args.quick, started=started)}
-    write_outputs(report, args.out.resolve(), plot, markdown)
-    return 1 if any("error" in r for r in rows) else 0
-
+BENCHMARK = Benchmark(
+    "train_scaling", __doc__, run, markdown, plot, packages=("torch", "timm", "ray", "mlflow", "numpy"),
+    quick="2 points instead of 8 (same data, epochs)", minutes=(3.5, 1.0), work_dir=True,
+    failures=lambda report: [f"{r['tuning']} x{r['workers']}" for r in report["rows"] if "error" in r])
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(BENCHMARK.main())

@@ -20,16 +20,22 @@ per source, all in-process (no Ray, no MLflow) but on the code paths users run.
 * **parallel**: :func:`run_jobs` runs independent trainings in 2 spawned processes with 1 torch
   thread each (these small models barely use a second thread); each process loads the set's tensors
   from the scratch directory once.
+* **the runner**: :func:`study` is the whole run of both benchmarks (one budget, the same flags:
+  :data:`STUDY`): the sets made once, the benchmark's jobs trained, their rows summarised; each
+  benchmark only says which sets and jobs, and what its table and verdicts are.
 
-The benchmarks that use it: ``benchmarks/accuracy.py`` and ``benchmarks/ablations.py``.
+The benchmarks that use it: :mod:`benchmarks.accuracy` and :mod:`benchmarks.ablations`
+(``benchmarks/recipe_sweep.py`` trains through :func:`fit` and :func:`scores`).  It imports
+nothing of the package at module level: ``recipe_sweep.py`` still runs as a script.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -67,6 +73,7 @@ head memorised the looks and sat below chance (0.17 test top-1); at 10 epochs it
 BUDGET_SMOKE: dict[str, Any] = {"classes": 2, "videos_per_class": 6, "source_size": 32, "size": 32, "views": 2,
                                 "epochs": 1, "batch_size": 4, "seeds": [0, 1]}
 """The tests' tiny configuration (machinery only, not a result)."""
+REPO = Path(__file__).resolve().parents[1]
 
 Job = dict[str, Any]
 """One training: ``{"set", "tuning", "seed", "name", "overrides": {dotted params key: value}}``."""
@@ -77,8 +84,7 @@ def set_params(work: Path, task: str, setup: dict[str, Any], overrides: dict[str
     """The pipeline's params for one synthetic ``task`` and the benchmark ``setup`` (scratch paths)."""
     from madapter.config import apply_override, load_params, params_from_dict
 
-    repo = Path(__file__).resolve().parents[1]
-    data = load_params(repo / "params.yaml").model_dump(mode="json")
+    data = load_params(REPO / "params.yaml").model_dump(mode="json")
     data["base"].update(seed=0, data_dir=str(work / task / "data"), outputs_dir=str(work / task / "out"))
     data["dataset"].update(name="synthetic")
     data["dataset"]["synthetic"].update(task=task, classes=setup["classes"], videos_per_class=setup["videos_per_class"],
@@ -99,17 +105,6 @@ def set_params(work: Path, task: str, setup: dict[str, Any], overrides: dict[str
     return params_from_dict(data, "benchmarks/trainer.py")
 
 
-def prepare_data(params) -> None:
-    """download -> index -> scan -> decode: the real stage functions, in this process."""
-    from madapter.data.acquire.download import download_dataset
-    from madapter.data.index.stage import build_index
-    from madapter.data.store.decode import decode_dataset
-    from madapter.data.store.scan import scan_videos
-
-    for stage in (download_dataset, build_index, scan_videos, decode_dataset):
-        stage(params)
-
-
 def extract_set(params, out: Path) -> dict[str, Any]:
     """Clips and frozen features (every block tapped, full grids) of the train and test splits -> ``out``.
 
@@ -117,8 +112,8 @@ def extract_set(params, out: Path) -> dict[str, Any]:
     """
     import torch
 
-    from madapter.data.features.extract import plan_videos
     from madapter.data.features.extractor import BackboneExtractor
+    from madapter.data.features.stage import plan_videos
     from madapter.models.backbone import Backbone
     from madapter.paths import StagePaths
 
@@ -352,9 +347,11 @@ def make_set(work: Path, task: str, setup: dict[str, Any]) -> tuple[str, dict[st
     """Make one task's set with the data stages and extract it: tensors file, what it cost, class names."""
     import torch
 
+    from benchmarks.harness import data_stages
+
     started = time.perf_counter()
     params = set_params(work, task, setup)
-    prepare_data(params)
+    data_stages(params)
     data_s = time.perf_counter() - started
     out = work / f"{task}.pt"
     info = extract_set(params, out)
@@ -408,31 +405,40 @@ def summarise(rows: list[dict[str, Any]], key: Callable[[dict[str, Any]], tuple]
     return out
 
 
-# ----------------------------------------------------------------------------- command line
-def parse_args(name: str, description: str, argv: list[str] | None):
-    """The benchmark contract's flags; a bad value is one line on stderr naming the flag, exit 2."""
-    import argparse
-    import sys
+# ----------------------------------------------------------------------------- the runner
+def options(parser: argparse.ArgumentParser) -> None:
+    from benchmarks.harness import positive
 
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true", help="1 seed, fewer videos and epochs")
-    parser.add_argument("--out", type=Path, default=Path(f"benchmarks/results/{name}.json"))
-    parser.add_argument("--processes", type=int, default=2, help="trainings run in parallel, 1 torch thread each")
-    parser.add_argument("--work-dir", type=Path, default=None, help="scratch directory (default: a temporary one)")
-    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # the tests' tiny configuration
-    args = parser.parse_args(argv)
-    if args.processes < 1:
-        sys.stderr.write(f"{name}: --processes must be >= 1 (got {args.processes}); pass 1 or 2\n")
-        raise SystemExit(2)
-    if args.out.suffix != ".json":
-        sys.stderr.write(f"{name}: --out must name a .json file (got {args.out}); e.g. --out benchmarks/results/{name}.json\n")
-        raise SystemExit(2)
-    return args
+    parser.add_argument("--processes", type=positive, default=2, help="trainings run in parallel, 1 torch thread each")
 
 
-def choose_setup(full: dict[str, Any], quick: dict[str, Any], smoke: dict[str, Any], args) -> dict[str, Any]:
-    """The full settings, with the ``--quick`` or ``--smoke`` changes on top."""
-    return {**full, **(smoke if args.smoke else quick if args.quick else {})}
+STUDY: dict[str, Any] = {"packages": PACKAGES, "quick": "1 seed and 10 epochs (the same data)", "options": options,
+                         "smoke": True, "work_dir": True}
+"""What accuracy's and ablations' declarations share (:class:`benchmarks.harness.Benchmark`): flags and budget."""
+
+
+def study(args: argparse.Namespace, sets: Sequence[str], jobs: Callable[[dict[str, Any], dict[str, Any]], list[Job]],
+          group: Callable[[dict[str, Any]], tuple]) -> dict[str, Any]:
+    """One run: the full budget (``--quick``/``--smoke`` changes on top), every set of ``sets`` made and
+    extracted once, ``jobs(setup, data_cost)`` trained (``--processes`` at a time, 1 torch thread each),
+    the rows summarised per ``group(row)``."""
+    import torch
+
+    torch.set_num_threads(1)
+    setup = {**BUDGET_FULL, **(BUDGET_SMOKE if args.smoke else BUDGET_QUICK if args.quick else {})}
+    files, cost, classes = make_sets(args.work, sets, setup, args.processes)
+    todo = jobs(setup, cost)
+    runs = run_jobs(todo, files, args.work, setup, args.processes)
+    for job, row in zip(todo, runs, strict=True):
+        row.update({k: v for k, v in job.items() if k not in row})  # e.g. an ablation's configuration
+    return {"setup": setup, "setup_text": setup_text(setup), "classes": classes, "data_cost": cost,
+            "summary": summarise(runs, group), "runs": runs, "errors": [r["name"] for r in runs if "error" in r]}
+
+
+def table_end(lines: list[str], report: dict[str, Any], setup: str, json_path: str) -> str:
+    """A docs table's last lines: the failed runs, the setup, the JSON and the command."""
+    lines += [f"\nError in {row['name']}: {row['error']}" for row in report["runs"] if "error" in row]
+    return "\n".join([*lines, "", f"Setup: {setup}", "", f"From `{json_path}`, command `{report['command']}`."]) + "\n"
 
 
 def setup_text(setup: dict[str, Any]) -> str:

@@ -4,10 +4,11 @@ Every stage command is a thin shell around ONE library function (``download_data
 ``build_index``, ...), the same function the DVC stage, the Prefect task and the tests call.
 The command only resolves the configuration: ``params.yaml`` (``--params``), optional preset
 files merged over it (``--preset``) and ``-S key=value`` overrides, in that order, validated
-once into :class:`madapter.config.Params`.  A bad value stops the command before any work with
-one line naming the key and exit code 2.  A stage that fails for a reason outside the code (no
-network, a full disk, a missing system tool: :func:`madapter.errors.describe`) ends with one
-``error:`` line saying what to do and exit code 1; ``--log-level DEBUG`` adds the traceback.
+once into :class:`madapter.config.Params` (:mod:`madapter.overrides`).  A bad value stops the
+command before any work with one line naming the key and exit code 2.  A stage that fails for a
+reason outside the code (no network, a full disk, a missing system tool:
+:func:`madapter.errors.expected_failure_line`) ends with one ``error:`` line saying what to do and exit code 1;
+``--log-level DEBUG`` adds the traceback.  :func:`stage_errors` is that rule, written once.
 
 Stage modules are imported inside each command, so ``check-params`` and ``--help`` stay fast
 and a broken optional dependency of one stage does not break the others.
@@ -15,30 +16,23 @@ and a broken optional dependency of one stage does not break the others.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
-import math
-import re
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 import yaml
 
-from madapter.config import (
-    ConfigError,
-    Params,
-    flatten_keys,
-    leaf_of,
-    load_params,
-    merge_value,
-    read_yaml_sections,
-)
-from madapter.errors import describe
-from madapter.stages import STAGES
+from madapter.config import ConfigError, Params
+from madapter.errors import expected_failure_line
+from madapter.overrides import preset_set_params, resolve_params
+from madapter.stages import STAGES, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -50,110 +44,76 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-T = TypeVar("T")
-
-ParamsOption = Annotated[
-    Path, typer.Option("--params", "-p", help="The params file (default: ./params.yaml).")
-]
+ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="The params file (default: ./params.yaml).")]
 PresetOption = Annotated[
-    list[Path] | None,
-    typer.Option("--preset", help="A preset YAML merged over --params (repeatable; later wins)."),
+    list[Path] | None, typer.Option("--preset", help="A preset YAML merged over --params (repeatable; later wins).")
 ]
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", "-S", help="Override one key, e.g. -S train.epochs=2 (YAML value; repeatable)."),
 ]
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="A checkpoint path or an MLflow model URI (models:/madapter@champion).")
+]
 
 
-# --------------------------------------------------------------------------- configuration
-def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
-    """Turn ``["train.epochs=2", "model.levels=[3,7]"]`` into ``{"train.epochs": 2, ...}``.
+# --------------------------------------------------------------------------- errors -> exit codes
+def _error_exit(line: str, code: int) -> typer.Exit:
+    """Print ``error: <line>`` on stderr and return the :class:`typer.Exit` to raise."""
+    typer.echo(f"error: {line}", err=True)
+    return typer.Exit(code=code)
 
-    Values are parsed as YAML.  Keys are split only as deep as the schema has sections and
-    fields (:func:`madapter.config.split_key`), so ``download.checksums.UCF101.rar=<sha256>`` sets
-    one entry of the ``download.checksums`` mapping, and a mapping value
-    (``download.checksums={UCF101.rar: <sha256>}``) merges into it, as ``dvc exp run -S`` does.
-    ``dvc exp run -S`` itself reads Hydra's syntax, not YAML: ``preset-args`` prints that.
+
+@contextmanager
+def config_errors() -> Iterator[None]:
+    """A :class:`ConfigError` ends the command with its one line and exit code 2.
+
+    Exit 2, not 1, so a script (or DVC) can tell "the input is wrong, nothing ran" from a failure.
     """
-    overrides: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, raw = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"-S {pair!r}: expected KEY=VALUE with a dotted key, e.g. -S train.epochs=2")
-        leaf = leaf_of(key)
-        if leaf is not None and leaf[0] != key and not leaf[1]:
-            raise ConfigError(f"-S {pair!r}: {leaf[0]} is one value, not a mapping; set it whole: -S {leaf[0]}=...")
-        try:
-            overrides[key] = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            raise ConfigError(f"-S {pair!r}: the value is not valid YAML") from None
-    return overrides
-
-
-def read_preset(path: Path) -> dict[str, Any]:
-    """Read a preset: a partial ``params.yaml`` (same sections, only the keys it changes)."""
-    return read_yaml_sections(path, "preset file not found (see presets/ for the available ones)")
-
-
-def resolve_params(params_file: Path, presets: list[Path] | None, sets: list[str] | None) -> Params:
-    """params.yaml, then each preset, then ``-S`` overrides; validated once (ConfigError on error).
-
-    Applied as an ordered list, not one dict, so when two presets both set a mapping
-    (``download.checksums``) the entries of both count, as they do through ``dvc exp run``.
-    """
-    overrides: list[tuple[str, Any]] = []
-    for preset in presets or []:
-        overrides.extend(flatten_keys(read_preset(preset)).items())
-    overrides.extend(parse_overrides(sets).items())
-    return load_params(params_file, overrides=overrides)
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-
-
-def _run(stage: str, params: Params, fn: Callable[[Params], T]) -> T:
-    logger.info("stage %s: start (dataset=%s)", stage, params.dataset.name)
-    result = fn(params)
-    logger.info("stage %s: done -> %s", stage, result)
-    return result
-
-
-def _config_error(err: ConfigError) -> typer.Exit:
-    """Print the one-line configuration error and return the exit code 2 to raise."""
-    typer.echo(f"error: {err}", err=True)
-    return typer.Exit(code=2)
+    try:
+        yield
+    except ConfigError as err:
+        raise _error_exit(str(err), 2) from None
 
 
 def _failure_line(stage: str, params: Params, err: BaseException) -> str | None:
     """The one line for an expected failure of ``stage`` (``None``: a bug, keep the traceback)."""
-    line = describe(err)
+    line = expected_failure_line(err)
     if line is not None and isinstance(err, OSError) and not err.filename:
         # a failed write() names no file: say at least where the stage writes
         line = f"{stage}: writing under {params.base.data_dir} or {params.base.outputs_dir}: {line}"
     return line
 
 
-def _stage_failed(stage: str, params: Params, err: Exception) -> typer.Exit | None:
-    """Print ``error: <one line>`` for an expected failure and return exit code 1 to raise.
+@contextmanager
+def stage_errors(stage: str, params: Params) -> Iterator[None]:
+    """The work of a command: a ConfigError is exit 2, an expected failure one line and exit 1.
 
-    The traceback is logged at DEBUG only: the user did not cause the failure, so a wall of
-    urllib3 frames hides the one thing they need (the URL or file, what happened, what to do).
+    A stage may find a bad value only it can check (a path), hence ConfigError here too.  The
+    traceback of an expected failure is logged at DEBUG only: the user did not cause it, so a wall
+    of urllib3 frames hides the one thing they need (the URL or file, what happened, what to do).
+    Anything else is a bug and keeps its traceback, which is what a developer needs.
     """
-    line = _failure_line(stage, params, err)
-    if line is None:
-        return None
-    logger.debug("stage %s failed; traceback:", stage, exc_info=err)
-    typer.echo(f"error: {line}", err=True)
-    return typer.Exit(code=1)
+    try:
+        yield
+    except ConfigError as err:
+        raise _error_exit(str(err), 2) from None
+    except Exception as err:
+        line = _failure_line(stage, params, err)
+        if line is None:
+            raise
+        logger.debug("stage %s failed; traceback:", stage, exc_info=err)
+        raise _error_exit(line, 1) from None
 
 
-def _stage_command(stage: str, module: str, function: str, help_text: str) -> None:
+def _params(params_file: Path, presets: list[Path] | None, sets: list[str] | None) -> Params:
+    """The command's validated params; a bad value ends it (exit 2) before any work."""
+    with config_errors():
+        return resolve_params(params_file, presets, sets)
+
+
+# --------------------------------------------------------------------------- pipeline stages
+def _stage_command(stage: Stage) -> None:
     """Register ``python -m madapter <stage>`` calling ``<module>.<function>(params)``."""
 
     def command(
@@ -161,39 +121,29 @@ def _stage_command(stage: str, module: str, function: str, help_text: str) -> No
         preset: PresetOption = None,
         set_: SetOption = None,
     ) -> None:
-        try:
-            params = resolve_params(params_file, preset, set_)
-        except ConfigError as err:
-            raise _config_error(err) from None
-        import importlib
+        params = _params(params_file, preset, set_)
+        fn = getattr(importlib.import_module(stage.module), stage.function)
+        with stage_errors(stage.name, params):
+            logger.info("stage %s: start (dataset=%s)", stage.name, params.dataset.name)
+            result = fn(params)
+            logger.info("stage %s: done -> %s", stage.name, result)
 
-        fn = getattr(importlib.import_module(module), function)
-        try:
-            _run(stage, params, fn)
-        except ConfigError as err:  # a stage may find a bad value only it can check (e.g. a path)
-            raise _config_error(err) from None
-        except Exception as err:
-            exit_ = _stage_failed(stage, params, err)
-            if exit_ is None:
-                raise  # a bug: the traceback is what a developer needs
-            raise exit_ from None
-
-    command.__name__ = f"{stage}_command"
-    command.__doc__ = help_text
-    app.command(name=stage, help=help_text)(command)
+    command.__name__ = f"{stage.name}_command"
+    app.command(name=stage.name, help=stage.help)(command)
 
 
 for _stage in STAGES:
-    _stage_command(_stage.name, _stage.module, _stage.function, _stage.help)
+    _stage_command(_stage)
 
 
 # --------------------------------------------------------------------------- other commands
 @app.callback()
-def main(
+def global_options(
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")] = "INFO",
 ) -> None:
     """M-adapter pipeline CLI."""
-    _setup_logging(log_level)
+    level = getattr(logging, log_level.upper(), logging.INFO)  # an unknown level name is INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
 @app.command("check-params")
@@ -204,10 +154,7 @@ def check_params(
     show: Annotated[bool, typer.Option("--show", help="Print the fully resolved params as YAML.")] = False,
 ) -> None:
     """Validate params.yaml (plus presets and -S overrides) without running anything."""
-    try:
-        params = resolve_params(params_file, preset, set_)
-    except ConfigError as err:
-        raise _config_error(err) from None
+    params = _params(params_file, preset, set_)
     if show:
         typer.echo(yaml.safe_dump(json.loads(params.model_dump_json()), sort_keys=False))
     typer.echo(
@@ -229,112 +176,16 @@ def preset_args(
     ``--preset`` does.
     Usage: ``python -m madapter preset-args presets/ucf101.yaml | xargs dvc exp run``.
     """
-    try:
+    with config_errors():
         resolve_params(params_file, presets, None)
-        merged: dict[str, Any] = {}
-        for preset in presets:
-            for key, value in flatten_keys(read_preset(preset)).items():
-                merged[key] = merge_value(merged.get(key), value)
-        args = [shlex.quote(f"--set-param={dvc_set_param(key, value)}") for key, value in merged.items()]
-    except ConfigError as err:
-        raise _config_error(err) from None
+        args = [shlex.quote(f"--set-param={arg}") for arg in preset_set_params(presets)]
     typer.echo(" ".join(args))
-
-
-# --------------------------------------------------------------------------- dvc exp run -S syntax
-# ``dvc exp run -S`` parses each override with Hydra's grammar (dvc/utils/hydra.py), not YAML:
-# strings must be quoted (``a,b`` would be a sweep, ``1.0`` a float), mapping keys cannot be quoted
-# (so ``: , = ( ) [ ] { }``, spaces and backslashes in them are backslash-escaped), and ``${`` is an
-# OmegaConf interpolation unless escaped.
-_HYDRA_KEY_SPECIAL = re.compile(r"([\\()\[\]{}:=, \t])")
-
-
-_HYDRA_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_\-./]*")
-"""Strings Hydra reads back as the same string without quotes (``ucf101``, ``vit_b16.openai``)."""
-_HYDRA_WORDS = {"null", "true", "false", "inf", "nan"}
-
-
-def _hydra_string(text: str) -> str:
-    """A Hydra string: bare when that is unambiguous, else single-quoted with backslashes that
-    precede a quote (or the end) doubled.  Bare keeps ``preset-args`` output readable."""
-    if _HYDRA_PLAIN.fullmatch(text) and text.lower() not in _HYDRA_WORDS:
-        return text
-    body = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
-    body = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, body)
-    return "'" + body.replace("${", "\\${") + "'"
-
-
-def _hydra_key(key: Any) -> str:
-    """A mapping key as Hydra reads it unquoted: its special characters backslash-escaped."""
-    return _HYDRA_KEY_SPECIAL.sub(r"\\\1", str(key))
-
-
-def _hydra_value(value: Any) -> str:
-    """``value`` in Hydra's override grammar (what ``dvc exp run -S`` reads)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return _hydra_string(value)
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{_hydra_key(k)}:{_hydra_value(v)}" for k, v in value.items()) + "}"
-    raise ConfigError(f"{value!r}: a {type(value).__name__} value cannot be passed to dvc exp run -S")
-
-
-def _same(parsed: Any, value: Any) -> bool:
-    """Whether Hydra read back exactly ``value`` (types included: ``'1'`` is not ``1``)."""
-    if isinstance(value, str):
-        return isinstance(parsed, str) and parsed.replace("\\${", "${") == value
-    if isinstance(value, dict):
-        return (
-            isinstance(parsed, dict)
-            and [(type(k), k) for k in parsed] == [(type(k), k) for k in value]
-            and all(_same(parsed[k], value[k]) for k in value)
-        )
-    if isinstance(value, list | tuple):
-        return isinstance(parsed, list) and len(parsed) == len(value) and all(map(_same, parsed, value))
-    if isinstance(value, float) and math.isnan(value):
-        return isinstance(parsed, float) and math.isnan(parsed)
-    return type(parsed) is type(value) and parsed == value
-
-
-def dvc_set_param(key: str, value: Any) -> str:
-    """``key=value`` for ``dvc exp run --set-param``, checked by parsing it back with DVC's parser.
-
-    A mapping is written ``++key={...}``: Hydra merges it into the mapping in params.yaml and the
-    ``++`` lets it add entries params.yaml does not have yet (``--preset`` merges the same way).
-    A value Hydra cannot express (a mapping key like ``10`` that it would read as a number, a
-    quote in a key, a line break that ``xargs`` would split) is a ConfigError naming the key.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    text = f"{'++' if isinstance(value, dict) else ''}{key}={_hydra_value(value)}"
-    try:
-        parsed = OverridesParser.create().parse_overrides([text])[0]
-        ok = parsed.key_or_group == key and _same(parsed.value(), value)
-    except Exception:  # noqa: BLE001 - any parse failure means DVC would reject it too
-        ok = False
-    if not ok or "\n" in text:
-        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-        raise ConfigError(
-            f"{key}: {shown} cannot be written as a 'dvc exp run -S' argument; "
-            f"set it in params.yaml instead (or use --preset with python -m madapter)"
-        )
-    return text
 
 
 @app.command("predict")
 def predict(
     videos: Annotated[list[Path], typer.Argument(help="Video file(s) to classify.")],
-    model: Annotated[
-        str,
-        typer.Option("--model", "-m", help="A checkpoint path or an MLflow model URI (models:/madapter@champion)."),
-    ] = "models:/madapter@champion",
+    model: ModelOption = "models:/madapter@champion",
     top_k: Annotated[int | None, typer.Option("--top-k", help="Classes to show (default register.top_k).")] = None,
     params_file: ParamsOption = Path("params.yaml"),
     preset: PresetOption = None,
@@ -345,28 +196,18 @@ def predict(
     A video that cannot be read is reported on stderr (one line) and the exit code is 1; the
     other videos are still classified.
     """
-    try:
-        params = resolve_params(params_file, preset, set_)
-    except ConfigError as err:
-        raise _config_error(err) from None
+    params = _params(params_file, preset, set_)
     from madapter.predict import predict as predict_videos
 
-    try:
+    with stage_errors("predict", params):  # e.g. a checkpoint that cannot be read: one line, not a traceback
         results = predict_videos(videos, model=model, params=params, top_k=top_k or params.register.top_k)
-    except ConfigError as err:
-        raise _config_error(err) from None
-    except Exception as err:  # e.g. a checkpoint that cannot be read: one line, not a traceback
-        exit_ = _stage_failed("predict", params, err)
-        if exit_ is None:
-            raise
-        raise exit_ from None
-    failed = 0
+    failed = False
     for video, result in zip(videos, results, strict=False):
         if isinstance(result, dict) and "error" in result:
-            failed += 1
+            failed = True
             typer.echo(f"error: {result['error']}", err=True)
-            continue
-        typer.echo(json.dumps({"video": str(video), "predictions": result}, default=str))
+        else:
+            typer.echo(json.dumps({"video": str(video), "predictions": result}, default=str))
     if failed:
         raise typer.Exit(code=1)
 
@@ -377,18 +218,11 @@ def batch_predict(
     split: Annotated[str | None, typer.Option("--split", help="Score an index split of the dataset (train/val/test).")] = None,
     folder: Annotated[Path | None, typer.Option("--folder", help="Score every video under this folder (recursive).")] = None,
     list_file: Annotated[Path | None, typer.Option("--list", help="Score the videos of a text file, one path per line.")] = None,
-    model: Annotated[
-        str,
-        typer.Option("--model", "-m", help="A checkpoint path or an MLflow model URI (models:/madapter@champion)."),
-    ] = "models:/madapter@champion",
+    model: ModelOption = "models:/madapter@champion",
     top_k: Annotated[int | None, typer.Option("--top-k", help="Classes per video (default register.top_k).")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Videos per forward pass (default evaluate.batch_size).")
-    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Videos per forward pass (default evaluate.batch_size).")] = None,
     actors: Annotated[int, typer.Option("--actors", help="Model actors (each loads the model once).")] = 1,
-    use_gpu: Annotated[
-        bool | None, typer.Option("--use-gpu/--no-gpu", help="GPU actors (default: when the Ray cluster has GPUs).")
-    ] = None,
+    use_gpu: Annotated[bool | None, typer.Option("--use-gpu/--no-gpu", help="GPU actors (default: when the Ray cluster has GPUs).")] = None,
     actor_cpus: Annotated[int | None, typer.Option("--actor-cpus", help="CPUs per CPU actor.")] = None,
     params_file: ParamsOption = Path("params.yaml"),
     preset: PresetOption = None,
@@ -399,24 +233,14 @@ def batch_predict(
     One row per input, in input order: path, top-k labels and scores, and an error for a video
     that cannot be read (the others are still scored; exit code 0).  Uses $RAY_ADDRESS when set.
     """
-    try:
-        params = resolve_params(params_file, preset, set_)
-    except ConfigError as err:
-        raise _config_error(err) from None
-    from madapter.batch.pipeline import BatchRequest
-    from madapter.batch.pipeline import batch_predict as run_batch
+    params = _params(params_file, preset, set_)
+    from madapter.batch.dataflow import BatchRequest
+    from madapter.batch.dataflow import batch_predict as run_batch
 
     request = BatchRequest(output=output, model=model, split=split, folder=folder, list_file=list_file,
                            top_k=top_k, batch_size=batch_size, actors=actors, use_gpu=use_gpu, actor_cpus=actor_cpus)
-    try:
+    with stage_errors("batch-predict", params):
         result = run_batch(params, request)
-    except ConfigError as err:
-        raise _config_error(err) from None
-    except Exception as err:
-        exit_ = _stage_failed("batch-predict", params, err)
-        if exit_ is None:
-            raise
-        raise exit_ from None
     typer.echo(f"{result.output}: {result.videos} rows ({result.errors} errors)")
 
 
@@ -432,25 +256,15 @@ def tune(
     as a child of the sweep's MLflow run.  Interrupted (Ctrl-C: exit code 130), the same command
     resumes it.  Apply the result with ``python -m madapter preset-args <preset> | xargs dvc exp run``.
     """
-    try:
-        params = resolve_params(params_file, preset, set_)
-    except ConfigError as err:
-        raise _config_error(err) from None
+    params = _params(params_file, preset, set_)
     from madapter.tune.sweep import tune_sweep
 
     again = f"run the same command again to resume sweep '{params.tune.name}'"
     try:
-        result = tune_sweep(params)
-    except ConfigError as err:
-        raise _config_error(err) from None
-    except KeyboardInterrupt:
-        typer.echo(f"error: interrupted; {again}", err=True)
-        raise typer.Exit(code=130) from None
-    except Exception as err:
-        exit_ = _stage_failed("tune", params, err)
-        if exit_ is None:
-            raise
-        raise exit_ from None
+        with stage_errors("tune", params):
+            result = tune_sweep(params)
+    except KeyboardInterrupt:  # Ctrl-C: not a failure, the sweep resumes where it stopped
+        raise _error_exit(f"interrupted; {again}", 130) from None
     counts = (f"{result.count('completed')} completed, {result.count('stopped_early')} stopped early by ASHA, "
               f"{result.count('error')} failed")
     if not result.completed:
@@ -465,10 +279,15 @@ def tune(
     typer.echo(f"MLflow: parent run {result.parent_run_id} at {result.tracking_uri}")
 
 
-def run() -> None:
-    """Console-script / ``python -m`` entry: never show a traceback for a configuration error."""
+# --------------------------------------------------------------------------- entry point
+def main() -> None:
+    """The entry point of both ``madapter`` (the console script) and ``python -m madapter``.
+
+    One function for both, so the two end the same way on every error.  A ConfigError that
+    escapes a command (none should) still ends as its one line and exit code 2, not a traceback.
+    """
     try:
         app()
-    except ConfigError as err:  # raised outside a command (should not happen, but stays one line)
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)  # noqa: T201 - last-resort CLI output
         sys.exit(2)

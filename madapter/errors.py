@@ -95,7 +95,7 @@ def _is_expected_elsewhere(err: BaseException) -> bool:
     return False
 
 
-def describe(err: BaseException) -> str | None:
+def expected_failure_line(err: BaseException) -> str | None:
     """The one line a user reads for an *expected* failure; ``None`` for anything else (a bug).
 
     Expected: :class:`StageError` and the stage errors that predate it (bad video, weights or

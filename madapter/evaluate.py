@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +37,7 @@ from madapter.models.precision import describe_recorded
 from madapter.paths import StagePaths
 
 if TYPE_CHECKING:
-    from madapter.data.features.format import FeatureStore
+    from madapter.data.features.feature_store import FeatureStore
     from madapter.models.headless import FeatureClassifier
 
 logger = logging.getLogger(__name__)
@@ -57,17 +56,12 @@ def read_run_info(paths: StagePaths) -> dict[str, Any]:
     return json.loads(run_file.read_text())
 
 
-def protocol_videos(params: Params, split: str) -> list[SourceVideo]:
-    """The split's videos to evaluate: those the frame store holds (scan's quarantine and decode
-    failures already left out), read from their source files with the index's segment bounds."""
-    from madapter.data.index.schema import read_index
-    from madapter.data.store.format import FrameStore
+def protocol_videos(paths: StagePaths, split: str) -> list[SourceVideo]:
+    """The split's videos to evaluate (:func:`madapter.data.evaluated.evaluated_videos`, the features
+    stage's rule too), as the source videos the protocol's views are decoded from."""
+    from madapter.data.evaluated import evaluated_videos
 
-    paths = StagePaths.from_params(params)
-    kept = set(FrameStore(paths.frames, split).paths)
-    raw = paths.raw.resolve()
-    return [SourceVideo(os.fsdecode(raw / row.path), row.label, row.start, row.end)
-            for row in read_index(paths.index, split) if row.path in kept]
+    return [SourceVideo(video.source, video.label, video.start, video.end) for video in evaluated_videos(paths, split)]
 
 
 def protocol_logits(model: torch.nn.Module, dataset: SourceVideoDataset, batch_size: int,
@@ -106,18 +100,24 @@ class Scored:
     device: torch.device
     extracted: dict[str, str] | None = None
     """Where the backbone ran for the cached views scored, from their ``features.json`` (``None``: it
-    ran here, on frames; :func:`madapter.data.features.format.backbone_computed_on`)."""
+    ran here, on frames; :func:`madapter.data.features.feature_store.backbone_computed_on`)."""
 
 
 def evaluate(params: Params) -> dict[str, Any]:
-    """Evaluate ``outputs/train/checkpoint.pt``; write ``outputs/evaluate/*``; log to the training run."""
+    """Evaluate ``outputs/train/checkpoint.pt`` on ``evaluate.split`` (``val`` on a data set without one:
+    ``test``, as the index recorded, :func:`~madapter.data.index.schema.eval_split`); write
+    ``outputs/evaluate/*``; log to the training run."""
+    from madapter.data.index.schema import eval_split
+
     paths = StagePaths.from_params(params)
     checkpoint = paths.train / "checkpoint.pt"
     if not checkpoint.is_file():
         raise ConfigError(f"{checkpoint}: not found; run the train stage first (python -m madapter train)")
     run = read_run_info(paths)
     source = params.train.source
-    scored = score_features(params, checkpoint) if source == "features" else score_frames(params, checkpoint)
+    split = eval_split(paths.index, params.evaluate.split)
+    score = score_features if source == "features" else score_frames
+    scored = score(params, paths, checkpoint, split)
     scores = metrics.average_views(scored.logits)
     report = metrics.classification_report(scores, scored.labels, len(scored.classes))
     result = {
@@ -144,34 +144,29 @@ def evaluate(params: Params) -> dict[str, Any]:
     return result
 
 
-def score_frames(params: Params, checkpoint: Path) -> Scored:
-    """The full model on the protocol's views decoded from the SOURCE videos."""
-    paths = StagePaths.from_params(params)
+def score_frames(params: Params, paths: StagePaths, checkpoint: Path, split: str) -> Scored:
+    """The full model on the protocol's views of ``split``, decoded from the SOURCE videos."""
+    from madapter.data.store.frame_store import FrameStore
+
     model, ckpt = load_model(checkpoint, params.evaluate.device)
     classes = list(ckpt["classes"])
-    split = _split(params, paths.frames, classes)
+    if list(FrameStore(paths.frames, split).classes) != classes:
+        raise ConfigError(f"{paths.frames}/store.json: classes differ from the checkpoint's; "
+                          f"re-run train on this frame store")
     view_protocol = ViewProtocol.from_params(params, model.data_config)
-    dataset = SourceVideoDataset(protocol_videos(params, split), view_protocol, params.decode.backend)
+    dataset = SourceVideoDataset(protocol_videos(paths, split), view_protocol, params.decode.backend)
     logits, labels = protocol_logits(model, dataset, params.evaluate.batch_size, params.evaluate.loader_workers)
     return Scored(logits, labels, classes, split, model.half_precision, model_device(model))
 
 
-def score_features(params: Params, checkpoint: Path) -> Scored:
-    """The checkpoint's head alone on the same views, as the ``features`` stage stored them (no backbone)."""
-    from madapter.data.features.dataset import (
-        check_features_match,
-        check_protocol_views,
-        level_infos,
-        split_or_test,
-    )
-    from madapter.data.features.format import FeatureStore, backbone_computed_on, read_features_meta
+def score_features(params: Params, paths: StagePaths, checkpoint: Path, split: str) -> Scored:
+    """The checkpoint's head alone on ``split``'s same views, as the ``features`` stage stored them (no backbone)."""
+    from madapter.data.features.dataset import check_features_match, check_protocol_views, level_infos
+    from madapter.data.features.feature_store import FeatureStore, backbone_computed_on, read_features_meta
 
-    root = StagePaths.from_params(params).features.resolve()
+    root = paths.features.resolve()
     meta = read_features_meta(root)
-    check_features_match(params, meta, root)
-    split = split_or_test(root, params.evaluate.split)
-    if split != params.evaluate.split:
-        logger.warning("%s has no val videos: evaluating on the test split", params.dataset.name)
+    check_features_match(params, meta, root, paths.frames)
     store = FeatureStore(root, split)
     check_protocol_views(store, root, split, params.evaluate.clips, params.evaluate.crops)
     head, ckpt = load_head(checkpoint, level_infos(store), store.pooled_dim, meta["backbone"], params.evaluate.device)
@@ -198,18 +193,6 @@ def feature_protocol_logits(head: FeatureClassifier, store: FeatureStore,
         parts.append(head_view_logits(head, levels, pooled))
         labels.append(y.numpy())
     return np.concatenate(parts), np.concatenate(labels)
-
-
-def _split(params: Params, frames: Path, classes: list[str]) -> str:
-    """``evaluate.split`` (``test`` for a ``val`` the dataset lacks), checked to hold the checkpoint's classes."""
-    from madapter.data.store.format import FrameStore, split_or_test
-
-    split = split_or_test(frames, params.evaluate.split)
-    if split != params.evaluate.split:
-        logger.warning("%s has no val videos: evaluating on the test split", params.dataset.name)
-    if list(FrameStore(frames, split).classes) != classes:
-        raise ConfigError(f"{frames}/store.json: classes differ from the checkpoint's; re-run train on this frame store")
-    return split
 
 
 def _write_outputs(out: Path, result: dict[str, Any], confusion: np.ndarray, preds: np.ndarray,

@@ -30,7 +30,7 @@ STAGES: tuple[Stage, ...] = (
           "Check every indexed video decodes; write quarantine.csv and report.json."),
     Stage("decode", "madapter.data.store.decode", "decode_dataset",
           "Decode every good video to a fixed frame grid in a sharded frame store (JPEG or raw uint8)."),
-    Stage("features", "madapter.data.features.extract", "extract_features",
+    Stage("features", "madapter.data.features.stage", "extract_features",
           "Run the frozen backbone once over every stored view; write its outputs to data/features/<ds>."),
     Stage("train", "madapter.train.driver", "train",
           "Train the adapter with Ray Train; log to MLflow; write outputs/train."),

@@ -1,5 +1,6 @@
-"""``make demo``: run the whole default pipeline through the Prefect flow, train the order-blind
-baseline on the same cached features (:mod:`pipelines.baseline`), then say where to look.
+"""``make demo``: run the whole default pipeline through the Prefect flow (and ``dvc push`` its
+outputs to the default DVC remote), train the order-blind baseline on the same cached features
+(:mod:`pipelines.baseline`), then say where to look.
 
 The flow runs every DVC stage (which runs every library stage) against Prefect's local API, so
 the run also appears in the Prefect UI afterwards.  The closing message is printed to the
@@ -178,6 +179,7 @@ def _print_closing(console: Console, params: Params, runs: list, elapsed: float)
 
 
 def main() -> int:
+    """Run the demo; the exit code is 0, 2 for a bad params.yaml, 128 + the signal when interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Offline demo: no telemetry from the local Prefect server or Ray (nothing to send it to).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

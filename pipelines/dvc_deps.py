@@ -34,7 +34,9 @@ def module_file(repo: Path, module: str) -> Path | None:
     return None
 
 
-def _imported_modules(path: Path, module: str) -> set[str]:
+def imported_modules(path: Path, module: str, packages: tuple[str, ...] = PACKAGES) -> set[str]:
+    """The modules of ``packages`` that ``path`` (module ``module``) imports, at any depth of its code
+    (imports inside functions too); ``from pkg import name`` counts ``pkg`` and ``pkg.name``."""
     tree = ast.parse(path.read_text(), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
@@ -50,7 +52,7 @@ def _imported_modules(path: Path, module: str) -> set[str]:
                 target = node.module or ""
             found.add(target)
             found.update(f"{target}.{alias.name}" for alias in node.names)  # `from pkg import module`
-    return {m for m in found if m.split(".")[0] in PACKAGES}
+    return {m for m in found if m.split(".")[0] in packages}
 
 
 def stage_sources(repo: Path, module: str) -> set[str]:
@@ -74,7 +76,7 @@ def stage_sources(repo: Path, module: str) -> set[str]:
         # importing a.b.c also runs a/__init__.py and a/b/__init__.py
         parts = current.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
-        todo.extend(_imported_modules(path, current))
+        todo.extend(imported_modules(path, current))
     return files
 
 

@@ -30,9 +30,6 @@ from madapter.stages import STAGE_NAMES
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_STAGES: tuple[str, ...] = STAGE_NAMES
-"""The stages of ``dvc.yaml`` in dependency order (named once, in :mod:`madapter.stages`)."""
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The repository this code was loaded from (the default place to run the pipeline)."""
 
@@ -105,10 +102,11 @@ def run_dvc_stage(
     Raises :class:`StageFailed` when DVC exits non-zero; the stage's outputs from earlier,
     successful runs stay in DVC's cache, so nothing already done is lost.  Interrupted (Ctrl-C,
     SIGTERM turned into an exception), it first stops the stage with :func:`stop_stage`, then
-    raises :class:`StageInterrupted`.
+    raises :class:`StageInterrupted` for a KeyboardInterrupt, or re-raises any other interrupt
+    (Prefect's ``TerminationSignal``) with its ``stage`` attribute set.
     """
-    if stage not in PIPELINE_STAGES:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(PIPELINE_STAGES)}")
+    if stage not in STAGE_NAMES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGE_NAMES)}")
     log = log or logger
     args = ["repro", "--single-item"] + (["--force"] if force else []) + [stage]
     started = time.monotonic()

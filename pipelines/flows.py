@@ -1,9 +1,11 @@
-"""Prefect flows for the madapter pipeline: every task runs one stage of ``dvc.yaml``.
+"""Prefect flows for the madapter pipeline: one task per stage of ``dvc.yaml``, then a run summary.
 
-``madapter_pipeline`` chains download -> index -> scan -> decode -> train -> evaluate -> register;
-``madapter_evaluation`` re-runs evaluation on demand.  The flows are thin on purpose: DVC decides
-what is out of date and records it in ``dvc.lock``, the library functions do the work, Prefect
-adds scheduling, retries, failure states, logs and a run-summary artifact.
+``madapter_pipeline`` chains the stages of :data:`madapter.stages.STAGE_NAMES` (download -> index
+-> scan -> decode -> features -> train -> evaluate -> register) and can ``dvc push`` the results;
+``madapter_evaluation`` re-runs evaluation (and optionally registration) on demand.  The flows are
+thin on purpose: DVC decides what is out of date and records it in ``dvc.lock``, the library
+functions do the work, Prefect adds scheduling, retries, failure states, logs and a run-summary
+artifact.
 
 Configuration is validated first, in-process, so a bad ``params.yaml`` fails the flow before
 any stage starts, with the one-line message from :mod:`madapter.config`.
@@ -19,7 +21,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from madapter.config import Params, load_params
-from pipelines.dvc_stages import PIPELINE_STAGES, REPO_ROOT, StageRun, dvc_push, run_dvc_stage
+from madapter.stages import STAGE_NAMES
+from pipelines.dvc_stages import REPO_ROOT, StageRun, dvc_push, run_dvc_stage
 from pipelines.summary import collect_summary, to_markdown
 
 logger = logging.getLogger(__name__)
@@ -59,7 +62,8 @@ def push_data(repo: str) -> None:
 
 @task(name="publish-summary", cache_policy=NO_CACHE)
 def publish_summary(params: Params, repo: str, runs: list[StageRun]) -> str:
-    """Create the Prefect markdown artifact (metrics table, MLflow run link, registry alias)."""
+    """Create the Prefect markdown artifact (:func:`pipelines.summary.to_markdown`: stages, metrics,
+    per-class accuracy, MLflow run link, registry alias)."""
     summary = collect_summary(params, Path(repo), [(r.stage, r.ran, r.seconds) for r in runs])
     markdown = to_markdown(summary)
     create_markdown_artifact(
@@ -99,12 +103,12 @@ def madapter_pipeline(
         push: ``dvc push`` the outputs to the default DVC remote after a successful run.
     """
     forced = set(force_stages or [])
-    unknown = forced - set(PIPELINE_STAGES)
+    unknown = forced - set(STAGE_NAMES)
     if unknown:
-        raise ValueError(f"force_stages: unknown stage(s) {sorted(unknown)}; expected {list(PIPELINE_STAGES)}")
+        raise ValueError(f"force_stages: unknown stage(s) {sorted(unknown)}; expected {list(STAGE_NAMES)}")
     params = validate_params(repo_dir)
     runs: list[StageRun] = []
-    for stage in PIPELINE_STAGES:
+    for stage in STAGE_NAMES:
         task_fn = _stage_task(stage, download_retries, download_retry_delay_s)
         runs.append(task_fn(stage, repo_dir, force=stage in forced))
     if push:

@@ -1,10 +1,10 @@
 """The run summary a person reads after the pipeline: stages, metrics, per-class accuracy, MLflow
 run, registry alias, and (in the demo) the order-blind baseline beside the model.
 
-Built only from what the stages wrote (``outputs/evaluate/{metrics.json,per_class.csv}``,
+Built from what the stages wrote (``outputs/evaluate/{metrics.json,per_class.csv}``,
 ``outputs/train/run.json``, ``outputs/register/registration.json``, the baseline's
-``evaluate/`` when it ran), so the Prefect artifact, ``make demo``'s closing message and the docs
-all show the same facts.
+``evaluate/`` when it ran; MLflow is asked only for a run's experiment id when no file has it),
+so the Prefect artifact, ``make demo``'s closing message and the docs all show the same facts.
 """
 
 from __future__ import annotations

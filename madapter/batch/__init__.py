@@ -10,5 +10,5 @@ model loading (:class:`madapter.predict.VideoPredictor`), the evaluation protoco
 - :mod:`.model` -- the driver's side of the model: checkpoint or ``models:/name@alias`` to bytes + protocol;
 - :mod:`.workers` -- what runs on Ray: decoding tasks and the classifying actor;
 - :mod:`.output` -- the table's columns and its atomic Parquet/CSV writer;
-- :mod:`.pipeline` -- :func:`batch_predict`, the Ray Data pipeline and its summary.
+- :mod:`.dataflow` -- :func:`batch_predict`, the Ray Data graph and its summary.
 """

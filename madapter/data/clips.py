@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from madapter.config import Params
 from madapter.data.sampling import protocol_indices, segment_indices
-from madapter.data.store.format import FrameStore
+from madapter.data.store.frame_store import FrameStore
 from madapter.data.transforms import (
     center_crop,
     crop,

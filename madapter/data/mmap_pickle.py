@@ -1,7 +1,7 @@
 """Readers that memory-map their shards lazily and travel to other processes without the maps.
 
-Why: the frame store (:class:`madapter.data.store.format.FrameStore`) and the feature store
-(:class:`madapter.data.features.format.FeatureStore`) are sent to DataLoader workers and Ray
+Why: the frame store (:class:`madapter.data.store.frame_store.FrameStore`) and the feature store
+(:class:`madapter.data.features.feature_store.FeatureStore`) are sent to DataLoader workers and Ray
 workers.  A memory map belongs to the process that opened it: pickling one would copy the whole
 mapped array into the message (or fail), so a reader is pickled with no open maps and re-opens
 each shard on first use in the receiving process.

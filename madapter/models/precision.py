@@ -92,7 +92,7 @@ def backbone_precision(half_precision: bool, device: torch.device) -> str:
     return _name(half_dtype()) if (half_precision and device.type == "cuda") else "fp32"
 
 
-def describe(half_precision: bool, amp: AmpMode, device: torch.device) -> dict[str, str]:
+def describe_precision(half_precision: bool, amp: AmpMode, device: torch.device) -> dict[str, str]:
     """Both switches as configured and as effective on ``device`` (for metrics.json and MLflow tags)."""
     return {
         "device": device.type,
@@ -107,14 +107,14 @@ def describe_recorded(half_precision: bool, amp: AmpMode, device: torch.device,
     """What metrics.json and the training run's MLflow tags record: :func:`describe` plus ``backbone_device``.
 
     ``extracted`` is where the backbone ran for the cached features the run reads, as their
-    ``features.json`` records it (:func:`madapter.data.features.format.backbone_computed_on`);
+    ``features.json`` records it (:func:`madapter.data.features.feature_store.backbone_computed_on`);
     ``None`` on frames.  On features the backbone did not run in this process at all: it ran once,
     in the features stage's actors, so ITS device and precision are recorded -- this run's device
     and ``model.half_precision`` would claim e.g. bf16 for features computed on a CPU in fp32.
     ``device`` and the ``train_amp`` entries stay this run's (the head runs here).
     """
     if extracted is None:
-        return {**describe(half_precision, amp, device), "backbone_device": device.type}
+        return {**describe_precision(half_precision, amp, device), "backbone_device": device.type}
     return {"device": device.type, "backbone_device": extracted["device"],
             "backbone_precision": extracted["backbone_precision"], "train_amp": amp,
             "train_amp_effective": _name(amp_dtype(amp, device))}

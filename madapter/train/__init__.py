@@ -1,7 +1,8 @@
 """Training stage: a Ray Train driver and the loop every worker runs, one job per module.
 
 The split follows Made-With-ML: the driver resolves configuration, MLflow and Ray, then hands a
-plain ``config`` dict to the worker loop, which is ordinary PyTorch (plus ``ray.train.report``).
+frozen, typed :class:`~madapter.train.worker_config.WorkerConfig` (params, the data it trains on,
+the MLflow run) to the worker loop, which is ordinary PyTorch (plus ``ray.train.report``).
 
 * :mod:`~madapter.train.driver`: ``train(params)``, the stage: checks the frame store (or the
   features) and the cluster, opens (or resumes) the MLflow run, runs ``TorchTrainer.fit`` and writes

@@ -1,8 +1,11 @@
 """The train stage on the driver: check, open the MLflow run, run Ray Train, write ``outputs/train``.
 
-:func:`train` resolves everything a worker must not resolve itself (absolute paths, the
-tracking URI, the MLflow run, the validation split) and hands it to
-:func:`madapter.train.loop.train_loop_per_worker` in a plain ``config`` dict.
+:func:`train` resolves the stage's paths once and everything a worker must not resolve itself
+(absolute paths, the tracking URI, the MLflow run, the validation split: the index's, see
+:func:`madapter.data.index.schema.eval_split`) and hands it to
+:func:`madapter.train.loop.train_loop_per_worker` as one frozen
+:class:`~madapter.train.worker_config.WorkerConfig`, bound to the loop function (Ray pickles it to
+every worker).
 
 A run is resumable: the Ray run name carries a fingerprint of the recipe
 (:mod:`madapter.train.identity`), Ray Train V2 restores the run's latest epoch checkpoint
@@ -16,6 +19,7 @@ multi-node cluster the storage must be shared by every node, which is checked be
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -32,6 +36,7 @@ from madapter.ray_runtime import start_ray as _start_ray
 from madapter.train.identity import ray_run_name
 from madapter.train.state import export_model, latest_checkpoint_dir, load_train_state, read_meta
 from madapter.train.storage import check_shared_storage, join, local_dir, resolve_storage
+from madapter.train.worker_config import WorkerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -67,30 +72,22 @@ def train(params: Params, *, parent_run_id: str | None = None, callbacks: Sequen
     from madapter.run_status import record_training_failure
     from madapter.tracking import get_client
     from madapter.train.epoch_metrics import EpochMetrics
-    from madapter.train.source import source_paths
+    from madapter.train.source import train_data
 
     paths = StagePaths.from_params(params)
-    val_split = _val_split(params, paths)
+    data = train_data(params, paths)  # checked here, before any MLflow run or Ray worker
     client = get_client(params)
     storage = resolve_storage(params.train.storage_path)  # an absolute path, or a URI as given
-    ray_name = ray_run_name(params)
+    ray_name = ray_run_name(params, paths)
     run_dir = join(storage, ray_name)
     _start_ray(params)
     check_shared_storage(storage)  # a multi-node cluster: every node must see it (before any MLflow run)
     run_id = _open_run(client, params, run_dir, parent_run_id)
-    client.set_tag(run_id, "val_split", val_split)
+    client.set_tag(run_id, "val_split", data.val_split)
     client.set_tag(run_id, "madapter.ray_run", ray_name)
     client.set_tag(run_id, "train_source", params.train.source)
-    config = {
-        "params": params.model_dump(mode="json"),
-        "run_id": run_id,
-        "run_name": params.train.run_name,
-        "tracking_uri": client.tracking_uri,
-        **source_paths(params),
-        "run_dir": run_dir,
-        "status_dir": str(status_dir(run_dir, ray_name)),
-        "val_split": val_split,
-    }
+    config = WorkerConfig(params=params, data=data, run_id=run_id, tracking_uri=client.tracking_uri,
+                          status_dir=status_dir(run_dir, ray_name))
     try:
         check_cluster_fits(params)
     except StageError as err:
@@ -107,23 +104,6 @@ def status_dir(run_dir: str, ray_name: str) -> Path:
     a local directory on each worker's node."""
     local = local_dir(run_dir)
     return local if local is not None else Path(tempfile.gettempdir()) / "madapter-workers" / ray_name
-
-
-def _val_split(params: Params, paths: StagePaths) -> str:
-    """The split to validate on (``val``, or ``test`` for datasets without one); what training reads
-    must exist (the frame store, or with ``train.source: features`` features of ``params.model``'s backbone)."""
-    from madapter.data.store.format import has_split, split_or_test
-    from madapter.train.source import check_features
-
-    if params.train.source == "features":
-        return check_features(params, paths.features.resolve())
-    frames = paths.frames.resolve()
-    if not has_split(frames, "train"):
-        raise ConfigError(f"{frames / 'train'}: no frame store found; run the decode stage first (python -m madapter decode)")
-    val_split = split_or_test(frames, "val")
-    if val_split == "test":
-        logger.warning("%s has no val split: validating on the test split", params.dataset.name)
-    return val_split
 
 
 def _open_run(client, params: Params, run_dir: str, parent_run_id: str | None = None) -> str:
@@ -200,12 +180,14 @@ def check_cluster_fits(params: Params) -> None:
     raise StageError(with_gpu_diagnosis(message) if kind == "GPU" else message)
 
 
-def _trainer(params: Params, config: dict[str, Any], ray_name: str, storage: str, callbacks: Sequence = ()):
-    """The ``TorchTrainer``: ``train.num_workers`` workers (gloo on CPU, nccl on GPU), the run's
-    storage (a path or a URI, passed as it is), retries after worker failures (a lost node is one:
-    the group restarts from the last registered checkpoint once it can be placed again), how many
-    epoch checkpoints to keep, and the Ray Train ``callbacks`` (the epoch metrics' MLflow log, a
-    sweep's ``TuneReportCallback``)."""
+def _trainer(params: Params, config: WorkerConfig, ray_name: str, storage: str, callbacks: Sequence = ()):
+    """The ``TorchTrainer``: the worker loop with ``config`` bound to it (``functools.partial``: Ray's
+    ``train_loop_config`` is a plain dict, which Ray also stringifies for its dashboard; the typed
+    config travels pickled with the function), ``train.num_workers`` workers (gloo on CPU, nccl on
+    GPU), the run's storage (a path or a URI, passed as it is), retries after worker failures (a
+    lost node is one: the group restarts from the last registered checkpoint once it can be placed
+    again), how many epoch checkpoints to keep, and the Ray Train ``callbacks`` (the epoch metrics'
+    MLflow log, a sweep's ``TuneReportCallback``)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -216,8 +198,7 @@ def _trainer(params: Params, config: dict[str, Any], ray_name: str, storage: str
     if cfg.use_gpu:
         resources["GPU"] = 1
     return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=config,
+        functools.partial(train_loop_per_worker, config),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(

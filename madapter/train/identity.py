@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from madapter.config import Params
-from madapter.data.store.format import store_digest
+from madapter.data.store.frame_store import store_digest
 from madapter.paths import StagePaths
 
 RUN_CONTROL_KEYS = frozenset(
@@ -48,8 +48,9 @@ def training_fingerprint(params: Params, frames_dir: Path, features_dir: Path | 
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def ray_run_name(params: Params) -> str:
-    """``<train.run_name>-<fingerprint>``: the Ray run (checkpoint directory) these params resume."""
-    paths = StagePaths.from_params(params)
+def ray_run_name(params: Params, paths: StagePaths | None = None) -> str:
+    """``<train.run_name>-<fingerprint>``: the Ray run (checkpoint directory) these params resume
+    (``paths``: the stage's resolved paths, when the caller has them)."""
+    paths = paths or StagePaths.from_params(params)
     features = paths.features if params.train.source == "features" else None
     return f"{params.train.run_name}-{training_fingerprint(params, paths.frames, features)}"

@@ -4,8 +4,9 @@
 (:mod:`.step` trains and validates, :mod:`.optim` updates, :mod:`.state` checkpoints and
 restores, :mod:`.mlflow_log` logs the run's tags and artifacts; each epoch's metrics are logged by
 the Ray Train controller once the epoch's checkpoint is registered, :mod:`.epoch_metrics`).  It
-gets a plain ``config`` dict from the driver: the validated params as JSON and absolute paths/URIs,
-so the worker never depends on its cwd.
+gets a frozen :class:`~madapter.train.worker_config.WorkerConfig` from the driver: the validated
+params, absolute paths, the validation split and the MLflow run, so the worker never depends on
+its cwd.
 
 What the worker trains on is chosen at one place, :func:`madapter.train.source.build_source`
 (``train.source``: the full model on frame-store clips, or the head alone on cached backbone
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from madapter.config import Params, TrainSection
+from madapter.config import TrainSection
 from madapter.train.mlflow_log import RunLog
 from madapter.train.optim import Optimisation
 from madapter.train.state import report_epoch, restore, save_epoch
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from torch.utils.data.distributed import DistributedSampler
 
     from madapter.train.source import Source
+    from madapter.train.worker_config import WorkerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -107,31 +109,34 @@ class Training:
         return self.source.classes
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """One Ray Train worker: data shard, model (DDP on the trainable part), epochs, checkpoints."""
+def train_loop_per_worker(config: WorkerConfig) -> None:
+    """One Ray Train worker: data shard, model (DDP on the trainable part), epochs, checkpoints.
+
+    The driver binds ``config`` (``functools.partial``), so Ray calls this with no argument."""
     from madapter.train.source import build_source
 
-    params = Params.model_validate(config["params"])
+    params = config.params
     cfg, seed = params.train, params.base.seed
-    worker = Worker.join(cfg.cpus_per_worker, Path(config["status_dir"]))
+    worker = Worker.join(cfg.cpus_per_worker, config.status_dir)
     placement = worker.placement()
     torch.manual_seed(seed)  # identical init on every rank (DDP also broadcasts rank 0's)
-    source = build_source(params, config)
+    source = build_source(params, config.data)
     model = source.model
     worker.status.keep(source=cfg.source, model=type(model).__name__,
                        model_parameters=sum(p.numel() for p in model.parameters()))
-    resume = restore(model, config["run_id"])  # before DDP wraps the model: it broadcasts rank 0's weights
+    resume = restore(model, config.run_id)  # before DDP wraps the model: it broadcasts rank 0's weights
     worker.status.keep(resumed_after_epoch=resume.epoch)
     if resume.epoch and worker.rank == 0:
-        logger.info("resuming run %s after epoch %d (MLflow run %s)", config["run_name"], resume.epoch, resume.run_id)
+        logger.info("resuming run %s after epoch %d (MLflow run %s)", cfg.run_name, resume.epoch, resume.run_id)
     model.to(worker.device)
     trainable, forward = data_parallel(model, cfg.compile)
     sampler, loader = _loader(source.train_ds, source.collate, cfg, worker, seed)
     opt = Optimisation.build(model, cfg, len(loader), worker.device)
     opt.load_state_dict(resume.state)
-    run_log = RunLog(config["tracking_uri"], resume.run_id) if worker.rank == 0 else None
+    run_log = RunLog(config.tracking_uri, resume.run_id) if worker.rank == 0 else None
     if run_log is not None:
-        run_log.setup(model, params, worker.device, config.get("features_dir"))
+        features = config.data.features
+        run_log.setup(model, params, worker.device, None if features is None else str(features))
         run_log.client.set_tag(run_log.run_id, WORKER_NODES_TAG, placement_tag(placement))
     t = Training(source, trainable, forward, sampler, loader, opt)
 
@@ -145,7 +150,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # MLflow gets the record from the Ray Train controller once it has registered this epoch's
         # checkpoint (madapter.train.epoch_metrics), so an epoch trained again after a lost node is
         # never logged twice.
-        _checkpoint(t, worker, record, history, resume.run_id, config["run_name"])
+        _checkpoint(t, worker, record, history, resume.run_id, cfg.run_name)
 
     if run_log is not None and val_report is not None:
         run_log.final(params, t.classes, val_report, history)

@@ -35,7 +35,7 @@ class RunLog:
         class and the precision the run trains in.  On cached features (``features_dir``, the worker's
         absolute path) the backbone's device and precision are the extraction's, from ``features.json``
         (:func:`~madapter.models.precision.describe_recorded`): no backbone runs in this run."""
-        from madapter.data.features.format import backbone_computed_on, read_features_meta
+        from madapter.data.features.feature_store import backbone_computed_on, read_features_meta
         from madapter.models.build import count_parameters
 
         counts = count_parameters(model)

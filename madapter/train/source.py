@@ -13,10 +13,13 @@ and does not ask which one it got: batches are ``(inputs, labels)`` and the logi
 format (:func:`madapter.models.checkpoint.save_checkpoint`), from which ``load_checkpoint``
 rebuilds the full model.
 
-The driver side of the switch is here too: :func:`source_paths` (what the worker reads) and
-:func:`check_features` (the features exist and are the outputs of ``params.model``'s backbone).
-Both sources' training batches come through :func:`train_loader`, whose page-locked memory on a
-CUDA worker is what makes the step's ``non_blocking`` copies asynchronous.
+The driver side of the switch is here too: :func:`train_data` resolves what the worker reads (a
+:class:`~madapter.train.worker_config.TrainData`: absolute paths and the validation split, the
+index's :func:`~madapter.data.index.schema.eval_split`) and checks it before any worker starts (the
+frame store exists; or the features exist, are the outputs of ``params.model``'s backbone and hold
+the evaluation protocol's views).  Both sources' training batches come through
+:func:`train_loader`, whose page-locked memory on a CUDA worker is what makes the step's
+``non_blocking`` copies asynchronous.
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from madapter.config import Params
+from madapter.config import ConfigError, Params
+from madapter.train.worker_config import TrainData
+
+if TYPE_CHECKING:
+    from madapter.paths import StagePaths
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +74,19 @@ def train_loader(dataset: Dataset, collate: Callable[[list], tuple], sampler: Sa
                       drop_last=False, pin_memory=pin_memory(device))
 
 
-def build_source(params: Params, config: dict[str, Any]) -> Source:
+def build_source(params: Params, data: TrainData) -> Source:
     """THE switch: the model and datasets of ``train.source`` (call after seeding: it initialises the model)."""
     if params.train.source == "features":
-        return _features_source(params, Path(config["features_dir"]), config["val_split"])
-    return _frames_source(params, Path(config["frames_dir"]), config["val_split"])
+        if data.features is None:
+            raise ValueError("train.source: features but TrainData.features is None (build it with train_data)")
+        return _features_source(params, data.features, data.val_split)
+    return _frames_source(params, data.frames, data.val_split)
 
 
 def _frames_source(params: Params, frames: Path, val_split: str) -> Source:
     """The full model; training clips (random views, per-epoch seeded), validation clips (one central view)."""
     from madapter.data.clips import ClipDataset
-    from madapter.data.store.format import FrameStore
+    from madapter.data.store.frame_store import FrameStore
     from madapter.models.build import build_model
     from madapter.train.step import collate_clips
 
@@ -101,7 +110,7 @@ def _features_source(params: Params, root: Path, val_split: str) -> Source:
         features_digest,
         level_infos,
     )
-    from madapter.data.features.format import FeatureStore
+    from madapter.data.features.feature_store import FeatureStore
     from madapter.models.headless import build_feature_classifier
 
     store, val_store = FeatureStore(root, "train"), FeatureStore(root, val_split)
@@ -115,28 +124,32 @@ def _features_source(params: Params, root: Path, val_split: str) -> Source:
                   collate_features, {"source": "features", "features_digest": features_digest(root)})
 
 
-def source_paths(params: Params) -> dict[str, str]:
-    """What the worker reads (absolute): ``frames_dir`` always, ``features_dir`` with ``train.source: features``."""
-    from madapter.paths import StagePaths
+def train_data(params: Params, paths: StagePaths) -> TrainData:
+    """What the worker reads, resolved and checked on the driver before any worker starts; one line
+    naming what to fix otherwise.
 
-    paths = StagePaths.from_params(params)
-    found = {"frames_dir": str(paths.frames.resolve())}
-    if params.train.source == "features":
-        found["features_dir"] = str(paths.features.resolve())
-    return found
+    ``train.source: frames``: the frame store's train split must exist.  ``features``: the features
+    must exist, be the outputs of ``params.model``'s backbone
+    (:func:`~madapter.data.features.dataset.check_features_match`, incl.
+    ``model.level_pool``: the rebuilt model pools the same way) and hold the evaluation protocol's
+    views for the validation split.  The validation split is the index's
+    (:func:`~madapter.data.index.schema.eval_split`, which logs when it is ``test``).
+    """
+    from madapter.data.index.schema import eval_split
+    from madapter.data.store.frame_store import has_split
 
+    frames = paths.frames.resolve()
+    if params.train.source != "features":
+        if not has_split(frames, "train"):
+            raise ConfigError(f"{frames / 'train'}: no frame store found; run the decode stage first "
+                              f"(python -m madapter decode)")
+        return TrainData(frames=frames, features=None, val_split=eval_split(paths.index, "val"))
 
-def check_features(params: Params, root: Path) -> str:
-    """Before any worker starts: the features exist, are ``params.model``'s backbone's outputs and hold
-    the evaluation protocol's views; one line naming what to fix otherwise.  Returns the validation split."""
-    from madapter.data.features.dataset import check_features_match, check_protocol_views, split_or_test
-    from madapter.data.features.format import FeatureStore, read_features_meta
+    from madapter.data.features.dataset import check_features_match, check_protocol_views
+    from madapter.data.features.feature_store import FeatureStore, read_features_meta
 
-    meta = read_features_meta(root)
-    check_features_match(params, meta, root)  # incl. model.level_pool: the rebuilt model pools the same way
-    val_split = split_or_test(root, "val")
-    if val_split == "test":
-        logger.warning("%s has no val split: validating on the test split", params.dataset.name)
+    root = paths.features.resolve()
+    check_features_match(params, read_features_meta(root), root, frames)
+    val_split = eval_split(paths.index, "val")
     check_protocol_views(FeatureStore(root, val_split), root, val_split, params.evaluate.clips, params.evaluate.crops)
-    return val_split
-
+    return TrainData(frames=frames, features=root, val_split=val_split)

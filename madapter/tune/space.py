@@ -26,7 +26,7 @@ RANGES = {"lr": "loguniform", "weight_decay": "uniform"}
 """Fields given as ``[low, high]`` and how they are sampled; every other field is a choice."""
 
 
-def describe(space: TuneSpaceSection) -> dict[str, str]:
+def describe_space(space: TuneSpaceSection) -> dict[str, str]:
     """``{"train.lr": "loguniform(0.0001, 0.01)", "model.width": "choice([64, 128])", ...}``: what
     is searched, as the parent MLflow run records it."""
     found = {}
@@ -62,7 +62,7 @@ def check_space(params: Params) -> None:
     ``train.source: features`` every trial must use the levels the features were computed for.
     """
     space = params.tune.space
-    if not describe(space):
+    if not describe_space(space):
         raise ConfigError("tune.space: every entry is [], so there is nothing to search; give at least one "
                           "(e.g. tune.space.lr: [0.0001, 0.01])")
     if space.levels and params.train.source == "features":

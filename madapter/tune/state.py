@@ -37,9 +37,9 @@ class SweepState:
 def spec_digest(params: Params) -> str:
     """Short hash of what a sweep searches and starts from (not where it runs or writes)."""
     from madapter.train.identity import RUN_CONTROL_KEYS
-    from madapter.tune.space import SEARCHED, describe
+    from madapter.tune.space import SEARCHED, describe_space
 
-    searched = set(describe(params.tune.space))
+    searched = set(describe_space(params.tune.space))
     train = {k: v for k, v in params.train.model_dump(mode="json").items()
              if k not in RUN_CONTROL_KEYS | PINNED_TRAIN and f"train.{k}" not in searched}
     model = {k: v for k, v in params.model.model_dump(mode="json").items() if f"model.{k}" not in searched}

@@ -61,7 +61,7 @@ def tune_sweep(params: Params) -> SweepResult:
     from madapter.ray_runtime import start_ray
     from madapter.tracking import get_client
     from madapter.tune import runs
-    from madapter.tune.space import check_space, describe
+    from madapter.tune.space import check_space, describe_space
     from madapter.tune.state import SweepState, check_resumable, read_state, spec_digest, write_state
     from madapter.tune.stopping import start_registry
     from madapter.tune.trial import SweepContext
@@ -79,7 +79,7 @@ def tune_sweep(params: Params) -> SweepResult:
         start_ray(base, cpus_needed=base.train.cpus_per_worker)
         concurrency = concurrent_trials(base)
         if state is None:
-            runs.log_setup(client, parent, base, describe(base.tune.space), concurrency)
+            runs.log_setup(client, parent, base, describe_space(base.tune.space), concurrency)
             write_state(sweep_dir, SweepState(base.tune.name, parent, client.tracking_uri, spec_digest(params)))
         ctx = SweepContext(base.tune.name, str(sweep_dir), parent, os.getcwd())
         registry = start_registry(base.tune.name)  # noqa: F841 - alive while the trials run
@@ -190,10 +190,10 @@ def saved_statuses(sweep_dir: Path) -> dict[str, str]:
 def _finish(base: Params, client, ctx, grid) -> SweepResult:
     """Close the trials' runs, pick the best trial, write its preset, close the parent run."""
     from madapter.tune import runs
-    from madapter.tune.space import describe
+    from madapter.tune.space import describe_space
 
     cfg = base.tune
-    searched = list(describe(cfg.space))
+    searched = list(describe_space(cfg.space))
     statuses = saved_statuses(Path(ctx.sweep_dir))
     trials = [outcome_of(result, statuses.get(Path(result.path).name, "PENDING"), cfg.metric, cfg.max_epochs, searched)
               for result in grid]

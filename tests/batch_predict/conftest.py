@@ -1,5 +1,5 @@
 """Fixtures for ``batch-predict``: real synthetic videos, broken files, a real checkpoint, a real MLflow
-registry and ONE local Ray for the folder.
+registry.
 
 - ``dataset``: the synthetic set through the REAL download and index stages (real mp4 files; batch
   prediction reads the index and the source videos, never the frame store, so scan/decode are not
@@ -10,14 +10,13 @@ registry and ONE local Ray for the folder.
   (a zero-initialised head would give every video the same flat answer and prove nothing).
 - ``registered``: that checkpoint logged as the real madapter pyfunc into a real MLflow registry
   (SQLite store), with alias ``champion``.
-- ``ray_local``: one local Ray (2 CPUs, small object store, no dashboard), shut down after the
-  folder so later tiers (Ray Train) start their own.
+
+The pipelines run in the session's local Ray (``ray_session``, :mod:`tests.common.fixtures`).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,16 +33,6 @@ from tests.common.synthetic_data import params_with, synthetic_sections
 MODEL_NAME = "batch-predict-tests"
 BAD = {"bad/truncated.mp4": "truncated", "bad/not_a_video.mp4": "text", "bad/missing.mp4": "missing"}
 """Bad inputs added to the test split: index path -> what is wrong with it."""
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)  # the machine is shared: the test process keeps to one core
-
-
-@pytest.fixture(autouse=True)
-def _stage_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="madapter")
 
 
 def batch_params(root: Path, **sections: dict[str, Any]) -> Params:
@@ -137,19 +126,3 @@ def registered(dataset: Dataset, checkpoint: Path) -> str:
     return f"models:/{MODEL_NAME}@{CHAMPION}"
 
 
-@pytest.fixture(scope="package")
-def ray_local():
-    """One local Ray for this folder's pipelines; shut down afterwards (a Ray that served Ray Data
-    is not reused by the Ray Train tiers)."""
-    import ray
-
-    from madapter.ray_runtime import worker_runtime_env
-
-    if ray.is_initialized():  # another folder's Ray still up: use it, leave it
-        yield
-        return
-    # address="local": a new Ray even when another one runs on this machine (ray.init() would join it)
-    ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False,
-             runtime_env=worker_runtime_env())
-    yield
-    ray.shutdown()

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from madapter.batch.pipeline import BatchRequest, batch_predict
+from madapter.batch.dataflow import BatchRequest, batch_predict
 from madapter.cli import app
 from madapter.predict import predict
 from tests.batch_predict.conftest import BAD, Dataset
@@ -48,7 +48,7 @@ def assert_error_rows(table: pd.DataFrame, bad_paths: set[str]) -> None:
     assert (scored["score_1"] >= scored["score_2"]).all() and (scored["score_2"] >= scored["score_3"]).all()
 
 
-def test_split_with_bad_videos_to_parquet(dataset: Dataset, registered: str, ray_local, tmp_path: Path) -> None:
+def test_split_with_bad_videos_to_parquet(dataset: Dataset, registered: str, ray_session, tmp_path: Path) -> None:
     """The registered champion over the test split (good videos + 3 bad inputs) -> Parquet."""
     output = tmp_path / "out" / "test.parquet"
     result = batch_predict(dataset.params, BatchRequest(output=output, model=registered, split="test"))
@@ -66,7 +66,7 @@ def test_split_with_bad_videos_to_parquet(dataset: Dataset, registered: str, ray
     assert_matches_predict(table, dataset, registered, {p: dataset.source(p) for p in dataset.good})
 
 
-def test_list_with_bad_videos_to_csv_via_cli(dataset: Dataset, checkpoint: Path, ray_local, tmp_path: Path) -> None:
+def test_list_with_bad_videos_to_csv_via_cli(dataset: Dataset, checkpoint: Path, ray_session, tmp_path: Path) -> None:
     """``python -m madapter batch-predict --list`` with a checkpoint -> CSV; relative lines resolve
     against the list's folder; exit code 0 even though some inputs are bad."""
     raw = dataset.source(".")
@@ -92,7 +92,7 @@ def test_list_with_bad_videos_to_csv_via_cli(dataset: Dataset, checkpoint: Path,
 
 @pytest.mark.parametrize(("option", "expected"), [(["--use-gpu"], "--use-gpu"), (["--actors", "2"], "--actors 2")])
 def test_plans_the_cluster_cannot_run_are_refused(option: list[str], expected: str, dataset: Dataset,
-                                                  checkpoint: Path, ray_local, tmp_path: Path) -> None:
+                                                  checkpoint: Path, ray_session, tmp_path: Path) -> None:
     """GPU actors on a Ray without GPUs, or actors that leave no CPU to decode on (this Ray has 2 CPUs):
     one line naming the option, exit code 2, nothing written (a local Ray would otherwise wait forever)."""
     output = tmp_path / "never.parquet"

@@ -1,4 +1,4 @@
-"""benchmarks/accuracy.py and benchmarks/ablations.py end to end in their tiny configuration
+"""benchmarks.accuracy and benchmarks.ablations end to end in their tiny configuration
 (``--smoke``: 2 classes x 6 videos at 32 px, 1 epoch, 2 seeds), so neither script can rot: the real
 data stages make both synthetic sets, the features stage's extractor caches the views once, every
 tuning mode trains through the pipeline's model, epoch and optimiser, and the JSON, plot and docs
@@ -20,9 +20,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 
+pytestmark = pytest.mark.integration  # the benchmark runs in a subprocess
+
 
 def _run(name: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, f"benchmarks/{name}.py", *extra, "--out", str(out)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *extra, "--out", str(out)], cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=900)
 
 
@@ -41,11 +43,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict, P
 
 @pytest.fixture(scope="module")
 def modules() -> dict[str, object]:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        return {name: importlib.import_module(name) for name in ("accuracy", "ablations")}
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    return {name: importlib.import_module(f"benchmarks.{name}") for name in ("accuracy", "ablations")}
 
 
 def test_accuracy_covers_every_mode_on_both_sets(reports: dict) -> None:

@@ -1,4 +1,4 @@
-"""benchmarks/feature_cache.py end to end in its smallest configuration (``--smoke``), so the script
+"""benchmarks.feature_cache end to end in its smallest configuration (``--smoke``), so the script
 cannot rot: it runs the real data stages, the real features stage on a real local Ray (Ray Data),
 two real Ray Train runs (online and cached) logging to a scratch MLflow store, and the two
 step-memory processes, then writes the JSON, the plot and the docs table.  The numbers of a
@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import feature_cache
+
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
@@ -28,7 +30,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, float]:
     out = tmp_path_factory.mktemp("feature-cache") / "feature_cache.json"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "benchmarks/feature_cache.py", "--smoke", "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.feature_cache", "--smoke", "--out", str(out),
                            "-S", "model.width=24"], cwd=REPO,
                           env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600)
     seconds = time.monotonic() - started
@@ -39,7 +41,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, float]:
 def test_the_report_has_every_field_the_docs_read(smoke: tuple[dict, Path, float]) -> None:
     report, out, _ = smoke
     assert report["benchmark"] == "feature_cache"
-    assert report["command"].endswith(f"benchmarks/feature_cache.py --smoke --out {out} -S model.width=24")
+    assert report["command"].endswith(f"-m benchmarks.feature_cache --smoke --out {out} -S model.width=24")
     assert report["setup"]["width"] == 24  # -S applies after the smoke configuration (width 32)
     assert len(report["git"]["commit"]) == 40 and isinstance(report["git"]["dirty"], bool)
     assert report["quick"] is False and report["seconds_total"] > 0 and report["errors"] == {}
@@ -101,11 +103,6 @@ def test_plot_and_docs_table_are_written_beside_the_json(smoke: tuple[dict, Path
 
 def test_a_failed_part_is_reported_not_a_crash(smoke: tuple[dict, Path, float], tmp_path: Path) -> None:
     """The pure functions on a report whose cached training run failed: a table of errors and the footer."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import feature_cache
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
     report, _, _ = smoke
     broken = {**report, "errors": {"training (features)": "RayTaskError: worker died"}, "headline": None}
     table = feature_cache.markdown(broken, "x.json")

@@ -3,18 +3,18 @@
 No GPU is needed to check what happens *after* the measurement: a mode that ran out of memory
 must be recorded as OOM with the GPU's size (not crash the report), ratios against it are left
 out, and the target verdict uses the strictest reading of the published 12.7 GB.  The records
-below have exactly the shape ``measure_cuda`` prints (see benchmarks/memory.py).
+below have exactly the shape ``measure_cuda`` prints (see benchmarks.memory).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from benchmarks.harness import write_outputs
 
 REPO = Path(__file__).resolve().parents[2]
 GIB = 2**30
@@ -22,11 +22,9 @@ GIB = 2**30
 
 @pytest.fixture(scope="module")
 def memory() -> ModuleType:
-    sys.path.insert(0, str(REPO / "benchmarks"))  # it imports its sibling benchmarks/provenance.py
-    spec = importlib.util.spec_from_file_location("benchmarks_memory", REPO / "benchmarks" / "memory.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import memory
+
+    return memory
 
 
 def _measured(mode: str, gb: float) -> dict:
@@ -40,16 +38,16 @@ def _oom(mode: str) -> dict:
 
 
 def test_cuda_defaults_are_the_published_setting(memory: ModuleType) -> None:
-    args = memory.parse_args(["--device", "cuda"])
+    args = memory.BENCHMARK.parse_args(["--device", "cuda"])
     assert (args.backbone, args.frames, args.img_size, args.batch) == ("vit_base_patch16_224", 8, 224, 32)
     assert args.out.name == "memory_cuda.json"
-    cpu = memory.parse_args([])
+    cpu = memory.BENCHMARK.parse_args([])
     assert (cpu.batch, cpu.repeats, cpu.steps, cpu.img_size, cpu.out.name) == (2, 1, 1, 224, "memory.json")
-    assert memory.parse_args(["--quick"]).img_size == memory.QUICK_IMG_SIZE  # the CPU figures' setting, reduced
+    assert memory.BENCHMARK.parse_args(["--quick"]).img_size == memory.QUICK_IMG_SIZE  # the CPU figures' setting, reduced
 
 
 def test_an_oom_mode_is_a_result_not_a_crash(memory: ModuleType, tmp_path: Path) -> None:
-    args = memory.parse_args(["--device", "cuda", "--out", str(tmp_path / "memory_cuda.json")])
+    args = memory.BENCHMARK.parse_args(["--device", "cuda", "--out", str(tmp_path / "memory_cuda.json")])
     runs = {"madapter": [_measured("madapter", 4.2)], "inserted": [_measured("inserted", 20.0)],
             "linear": [_measured("linear", 2.0)], "full": [_oom("full")]}
     report = memory.summarize_cuda(runs, args)
@@ -60,7 +58,7 @@ def test_an_oom_mode_is_a_result_not_a_crash(memory: ModuleType, tmp_path: Path)
     assert report["published_gb"]["DiST"] == 12.7 and report["published_gb"]["AIM"] == 35.2
 
     report["command"] = ".venv/bin/python benchmarks/memory.py --device cuda"
-    memory.write_outputs(report, args.out, memory.plot, memory.markdown)
+    write_outputs(report, args.out, memory.plot, memory.markdown)
     assert json.loads(args.out.read_text())["modes"]["full"]["oom"] is True
     table = args.out.with_suffix(".md").read_text()
     assert table.rstrip().splitlines()[-1] == (
@@ -73,7 +71,7 @@ def test_an_oom_mode_is_a_result_not_a_crash(memory: ModuleType, tmp_path: Path)
 
 def test_target_is_judged_in_the_strictest_unit(memory: ModuleType) -> None:
     """12.2 GiB is 13.1e9 bytes: under 12.7 if the table meant GiB, over it if it meant 10^9 bytes -> not met."""
-    args = memory.parse_args(["--device", "cuda"])
+    args = memory.BENCHMARK.parse_args(["--device", "cuda"])
     runs = {m: [_measured(m, 12.2 if m == "madapter" else 1.0)] for m in memory.MODES}
     assert memory.summarize_cuda(runs, args)["target"]["met"] is False
     runs["madapter"] = [_oom("madapter")]

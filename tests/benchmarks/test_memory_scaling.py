@@ -1,7 +1,7 @@
-"""benchmarks/memory_scaling.py on its smallest grid, and memory.py's headline built from its points.
+"""benchmarks.memory_scaling on its smallest grid, and benchmarks.memory's headline built from its points.
 
 One real run of the script (``--smoke``: ViT-tiny at 32 px, T in {2, 4}, ``madapter`` and ``full``,
-four fresh child processes of benchmarks/memory.py) gives the JSON every other test reads: the
+four fresh child processes of benchmarks.memory) gives the JSON every other test reads: the
 slopes and ratios must be the least-squares lines through its own points, the pure ``markdown`` and
 ``plot`` must render it, and memory.py must build its CPU headline from those points instead of
 measuring them again when the file sits beside its ``--out``.
@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-BENCH = REPO / "benchmarks"
 PROVENANCE_KEYS = {"command", "git", "machine", "quick", "seconds_total"}
+
+pytestmark = pytest.mark.integration  # the benchmark runs in a subprocess
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -31,8 +32,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def scaling() -> ModuleType:
-    sys.path.insert(0, str(BENCH))  # the scripts import their siblings (provenance, memory) by name
-    import memory_scaling
+    from benchmarks import memory_scaling
 
     return memory_scaling
 
@@ -40,7 +40,7 @@ def scaling() -> ModuleType:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("scaling") / "memory_scaling.json"
-    proc = _run("benchmarks/memory_scaling.py", "--smoke", "--out", str(out))
+    proc = _run("-m", "benchmarks.memory_scaling", "--smoke", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out, json.loads(out.read_text())
 
@@ -48,7 +48,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 def test_smoke_run_writes_every_point_and_the_contract_keys(smoke: tuple[Path, dict]) -> None:
     out, report = smoke
     assert report["benchmark"] == "memory_scaling" and PROVENANCE_KEYS <= report.keys()
-    assert report["command"].endswith(f"benchmarks/memory_scaling.py --smoke --out {out}")
+    assert report["command"].endswith(f"-m benchmarks.memory_scaling --smoke --out {out}")
     points = {(p["backbone"], p["frames"], p["mode"]) for p in report["points"]}
     assert points == {("vit_tiny_patch16_224", t, m) for t in (2, 4) for m in ("madapter", "full")}
     assert all(p["step_peak_mb"] > 0 and p["step_s"] > 0 for p in report["points"])
@@ -106,7 +106,7 @@ def test_memory_headline_reuses_the_scaling_points(smoke: tuple[Path, dict], tmp
     extra = [{**at4[src], "mode": mode} for mode, src in (("inserted", "full"), ("linear", "madapter"))]
     (tmp_path / "memory_scaling.json").write_text(json.dumps({**report, "points": report["points"] + extra}))
     out = tmp_path / "memory.json"
-    proc = _run("benchmarks/memory.py", "--backbone", "vit_tiny_patch16_224", "--img-size", "32", "--frames", "4",
+    proc = _run("-m", "benchmarks.memory", "--backbone", "vit_tiny_patch16_224", "--img-size", "32", "--frames", "4",
                 "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "measuring" not in proc.stderr and "reusing" in proc.stderr
@@ -121,7 +121,7 @@ def test_memory_headline_reuses_the_scaling_points(smoke: tuple[Path, dict], tmp
 
 
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path) -> None:
-    proc = _run("benchmarks/memory_scaling.py", "--out", str(tmp_path / "x.txt"))
+    proc = _run("-m", "benchmarks.memory_scaling", "--out", str(tmp_path / "x.txt"))
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == [f"memory_scaling.py: argument --out: must end in .json, got {tmp_path / 'x.txt'} (see --help)"]
 
@@ -132,9 +132,7 @@ def test_the_features_child_feeds_the_head_what_the_features_stage_stores() -> N
 
     import torch
 
-    sys.path.insert(0, str(BENCH))
-    import memory
-
+    from benchmarks import memory
     from madapter.config import ModelSection
     from madapter.models.build import build_model
 

@@ -1,4 +1,4 @@
-"""docs/benchmarks.md is what benchmarks/report.py renders from the checked-in results, and types no figure.
+"""docs/benchmarks.md is what benchmarks.report renders from the checked-in results, and types no figure.
 
 Why these tests: the issue's promise is that every number on the benchmark page traces to a JSON a
 benchmark wrote, with its command. So the page must be exactly the render of
@@ -18,14 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import SUITE, report
+
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
 RESULTS = BENCH / "results"
 DOCS = REPO / "docs" / "benchmarks.md"
 TEMPLATES = BENCH / "templates"
-
-sys.path.insert(0, str(BENCH))
-import report  # noqa: E402  benchmarks/report.py
 
 NAME_LIKE = re.compile(r"[A-Za-z_/]\d|[A-Za-z]-\d")
 """A digit right after a letter, ``_``, ``/`` or ``letter-`` is part of a name (ViT-B/16, K400, fp16, top-1);
@@ -66,16 +65,14 @@ def test_the_number_check_catches_a_typed_figure() -> None:
 def test_docs_page_is_the_render_of_the_checked_in_results() -> None:
     rendered = report.render(RESULTS, DOCS)
     assert DOCS.read_text() == rendered, (
-        "docs/benchmarks.md is stale or hand-edited: regenerate it with .venv/bin/python benchmarks/report.py"
+        "docs/benchmarks.md is stale or hand-edited: regenerate it with .venv/bin/python -m benchmarks --report-only"
     )
 
 
 def test_every_present_result_carries_provenance_and_its_table_names_json_and_command() -> None:
     results = report.load_results(RESULTS)
     present = {name: data for name, data in results.items() if data is not None}
-    from bench import BENCHMARKS
-
-    assert {b.name for b in BENCHMARKS} <= set(present), "every benchmark of make bench has a checked-in result"
+    assert set(SUITE) <= set(present), "every benchmark of make bench has a checked-in result"
     tables = report.tables(results, RESULTS)
     for name, data in present.items():
         assert data["command"] and data["git"]["commit"], name
@@ -83,6 +80,7 @@ def test_every_present_result_carries_provenance_and_its_table_names_json_and_co
         assert data["command"] in tables[name], f"{name}: its table does not show its command"
 
 
+@pytest.mark.integration  # python -m benchmarks --report-only in a subprocess
 def test_a_result_without_its_command_is_refused_in_one_line_naming_the_file(tmp_path: Path) -> None:
     results = tmp_path / "results"
     shutil.copytree(RESULTS, results)
@@ -90,7 +88,7 @@ def test_a_result_without_its_command_is_refused_in_one_line_naming_the_file(tmp
     del broken["command"]
     (results / "decode.json").write_text(json.dumps(broken))
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "report.py"), "--results-dir", str(results), "--out", str(tmp_path / "b.md")],
+        [sys.executable, "-m", "benchmarks", "--report-only", "--results-dir", str(results), "--out", str(tmp_path / "b.md")],
         capture_output=True, text=True, cwd=REPO, check=False,
     )
     assert proc.returncode == 1

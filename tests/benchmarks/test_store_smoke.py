@@ -1,4 +1,4 @@
-"""benchmarks/store.py end to end in its smallest configuration (``--smoke``), so the script cannot
+"""benchmarks.store end to end in its smallest configuration (``--smoke``), so the script cannot
 rot: it generates both video sets, decodes them with the decode stage's function, writes both
 store formats with the real writer, times the three loaders and the codec table, and writes the
 JSON, the plot and the docs table.  The numbers of a 4-video run mean nothing; what is checked is
@@ -15,14 +15,18 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import store
+
 REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration  # the benchmark runs in a subprocess
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     """One ``--smoke`` run in a fresh process."""
     out = tmp_path_factory.mktemp("store-bench") / "store.json"
-    proc = subprocess.run([sys.executable, "benchmarks/store.py", "--smoke", "--out", str(out)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.store", "--smoke", "--out", str(out)], cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), out
@@ -30,7 +34,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
 
 def test_the_report_has_every_field_the_docs_read(smoke: tuple[dict, Path]) -> None:
     report, out = smoke
-    assert report["benchmark"] == "store" and report["command"].endswith(f"benchmarks/store.py --smoke --out {out}")
+    assert report["benchmark"] == "store" and report["command"].endswith(f"-m benchmarks.store --smoke --out {out}")
     assert len(report["git"]["commit"]) == 40 and isinstance(report["git"]["dirty"], bool)
     assert report["quick"] is False and report["seconds_total"] > 0 and report["errors"] == {}
     assert {"simplejpeg", "decord", "torch"} <= set(report["machine"]["versions"])
@@ -72,11 +76,6 @@ def test_the_headline_holds_the_numbers_the_docs_prose_quotes(smoke: tuple[dict,
 
 def test_a_failed_set_is_reported_not_a_crash(smoke: tuple[dict, Path], tmp_path: Path) -> None:
     """The pure functions on the run's JSON with the synthetic set failed, then the natural one too."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import store
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
     report, _ = smoke
     failed = {"error": "RuntimeError: no space left on device"}
     broken = {**report, "sets": {**report["sets"], "synthetic": failed}, "errors": {"set synthetic": failed["error"]}}

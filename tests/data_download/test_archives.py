@@ -66,6 +66,7 @@ def test_nested_rar_of_rars(tmp_path):
     assert not list((tmp_path / "out").glob("*.rar"))
 
 
+@pytest.mark.integration
 def test_rar_backend_for_compressed_entries_is_installed():
     # real UCF101/HMDB51 rars are compressed: rarfile needs unar/bsdtar (scripts/setup-system.sh)
     assert rar_backend() in {"unrar", "unar", "bsdtar", "7z", "7zz"}

@@ -20,9 +20,11 @@ import yaml
 
 from madapter.cli import _failure_line
 from madapter.config import params_from_dict
-from madapter.errors import StageError, describe
+from madapter.errors import StageError, expected_failure_line
 from tests.data_download import layouts
 from tests.data_download.rarwriter import write_rar
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -133,13 +135,13 @@ def test_os_errors_without_a_file_name_and_missing_programs_are_one_line(tmp_pat
     assert line is not None and str(tmp_path / "d") in line and "no space left on device" in line
     with pytest.raises(FileNotFoundError) as info:
         subprocess.run(["madapter-no-such-tool"], check=False)
-    assert describe(info.value) == (
+    assert expected_failure_line(info.value) == (
         "madapter-no-such-tool: not installed (not found on PATH); "
         "install it: scripts/setup-system.sh installs the system tools the pipeline uses"
     )
-    assert describe(FileNotFoundError(errno.ENOENT, "No such file", "data.csv")) is None, "a bug keeps its traceback"
-    assert describe(StageError("x: y; do z")) == "x: y; do z"
-    assert describe(KeyError("bug")) is None
+    assert expected_failure_line(FileNotFoundError(errno.ENOENT, "No such file", "data.csv")) is None, "a bug keeps its traceback"
+    assert expected_failure_line(StageError("x: y; do z")) == "x: y; do z"
+    assert expected_failure_line(KeyError("bug")) is None
 
 
 def test_older_stage_errors_count_as_expected_failures():
@@ -153,4 +155,4 @@ def test_older_stage_errors_count_as_expected_failures():
         WeightsError("model.weights_file: w.pth does not exist"),
         VideoError("a.mp4: empty file (0 bytes); re-download it"),
     ):
-        assert describe(err) == str(err)
+        assert expected_failure_line(err) == str(err)

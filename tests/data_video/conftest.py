@@ -7,21 +7,14 @@ the synthetic generator writes, through the index artefact's writer in
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
-import torch
 
 from madapter.config import Params, params_from_dict
 from madapter.data.acquire.synthetic import generate_synthetic
 from madapter.data.index.schema import SPLITS, Row, write_classes, write_split
 from madapter.paths import StagePaths
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)  # the machine is shared: keep every test on one core
 
 
 def write_index(index_dir: Path, rows_by_split: dict[str, list[tuple[str, int]]], classes: list[str]) -> None:
@@ -63,7 +56,3 @@ def synthetic_params(tmp_path: Path) -> Params:
     return params
 
 
-@pytest.fixture(autouse=True)
-def _capture_stage_logs(caplog: pytest.LogCaptureFixture) -> None:
-    """Stage logs (drop counts, fallbacks) show up in failure reports."""
-    caplog.set_level(logging.INFO, logger="madapter")

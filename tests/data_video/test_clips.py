@@ -9,7 +9,7 @@ import torch
 from madapter.config import Params
 from madapter.data.clips import ClipDataset, ViewProtocol, load_video_views
 from madapter.data.store.decode import decode_dataset
-from madapter.data.store.format import FrameStore
+from madapter.data.store.frame_store import FrameStore
 from madapter.data.store.scan import scan_videos
 from madapter.paths import StagePaths
 

@@ -39,7 +39,7 @@ TIMEOUT_S = 6.0  # a good probe takes well under a second; generous for a busy 2
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[str]:
+def two_node_ray() -> Iterator[str]:
     """Two Ray nodes of 1 CPU each on 127.0.0.1; yields the address to put in ``RAY_ADDRESS``."""
     import ray
     from ray.cluster_utils import Cluster
@@ -57,10 +57,10 @@ def ray_cluster() -> Iterator[str]:
 
 
 @pytest.fixture
-def on_ray(ray_cluster: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def on_ray(two_node_ray: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """``RAY_ADDRESS`` set for this test only (the stages read it)."""
-    monkeypatch.setenv("RAY_ADDRESS", ray_cluster)
-    return ray_cluster
+    monkeypatch.setenv("RAY_ADDRESS", two_node_ray)
+    return two_node_ray
 
 
 def _nodes_in_log(caplog: pytest.LogCaptureFixture, stage: str) -> tuple[int, int]:
@@ -97,7 +97,7 @@ def _dataset(root: Path) -> Params:
 
 
 def test_scan_and_decode_on_ray_write_the_local_bytes_over_both_nodes(
-    tmp_path: Path, ray_cluster: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path, two_node_ray: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     local = _dataset(tmp_path / "local")
     shutil.copytree(tmp_path / "local", tmp_path / "on ray")
@@ -109,7 +109,7 @@ def test_scan_and_decode_on_ray_write_the_local_bytes_over_both_nodes(
     expected = _run_scan_then_decode(local)
     assert not [r for r in caplog.records if " on Ray" in r.getMessage()]  # locally, Ray is not involved
 
-    monkeypatch.setenv("RAY_ADDRESS", ray_cluster)
+    monkeypatch.setenv("RAY_ADDRESS", two_node_ray)
     got = _run_scan_then_decode(on_ray)
 
     assert got == expected  # quarantine.csv, report.json, every shard, the manifests, store.json

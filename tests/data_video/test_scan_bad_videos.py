@@ -14,7 +14,7 @@ from madapter.data.acquire.synthetic import encode_video
 from madapter.data.clips import ClipDataset
 from madapter.data.index.schema import SPLITS, read_classes, read_index
 from madapter.data.store.decode import decode_dataset
-from madapter.data.store.format import FrameStore
+from madapter.data.store.frame_store import FrameStore
 from madapter.data.store.quarantine import read_quarantine
 from madapter.data.store.scan import scan_videos
 from madapter.paths import StagePaths

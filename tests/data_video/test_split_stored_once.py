@@ -13,11 +13,11 @@ import pytest
 
 import madapter.data.store.decode as decode_module
 from madapter.config import Params
-from madapter.data.features.extract import link_repeated_splits, plan_videos
-from madapter.data.features.format import SplitSummary
-from madapter.data.index.schema import Row, read_index, write_split
+from madapter.data.features.feature_store import SplitSummary
+from madapter.data.features.stage import link_repeated_splits, plan_videos
+from madapter.data.index.schema import Row, eval_split, read_index, write_split
 from madapter.data.store.decode import decode_dataset, repeated_split
-from madapter.data.store.format import FrameStore, has_split, split_or_test, stored_split
+from madapter.data.store.frame_store import FrameStore, has_split, stored_split
 from madapter.data.store.scan import scan_videos
 from madapter.paths import StagePaths
 
@@ -62,7 +62,7 @@ def test_test_copy_of_val_is_decoded_once_and_reads_as_val(test_repeats_val: tup
     assert np.array_equal(test.labels, val_store.labels)
     for i in range(len(test)):
         assert np.array_equal(test[i][0], val_store[i][0])
-    assert split_or_test(root, "val") == "val"
+    assert eval_split(paths.index, "val") == "val"
 
 
 def test_features_plan_no_second_extraction_and_link_val(test_repeats_val: tuple[Params, list[str]],

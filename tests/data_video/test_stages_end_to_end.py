@@ -9,7 +9,7 @@ from madapter.data.acquire.download import download_dataset
 from madapter.data.clips import ClipDataset
 from madapter.data.index.stage import build_index
 from madapter.data.store.decode import decode_dataset
-from madapter.data.store.format import FrameStore
+from madapter.data.store.frame_store import FrameStore
 from madapter.data.store.scan import scan_videos
 
 from .conftest import make_params

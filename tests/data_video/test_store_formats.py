@@ -24,7 +24,7 @@ from madapter.data.clips import ClipDataset
 from madapter.data.index.schema import read_index
 from madapter.data.store.codec import JpegCodec
 from madapter.data.store.decode import DecodeJob, decode_dataset, decode_video
-from madapter.data.store.format import FrameStore, ShardWriter, StoreError, write_store_meta
+from madapter.data.store.frame_store import FrameStore, ShardWriter, StoreError, write_store_meta
 from madapter.data.store.scan import scan_videos
 from madapter.paths import StagePaths
 

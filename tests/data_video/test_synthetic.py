@@ -52,6 +52,7 @@ def test_same_seed_same_bytes_other_seed_other_videos(tmp_path: Path) -> None:
     assert len(videos) == 12 and all(a[k] != c[k] for k in videos)
 
 
+@pytest.mark.integration
 def test_fresh_processes_write_the_same_bytes(tmp_path: Path) -> None:
     """What two machines sharing a DVC remote do: generate the set in separate interpreters."""
     cfg = json.dumps(CFG.model_dump(mode="json"))

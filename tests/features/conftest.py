@@ -7,26 +7,15 @@ with different params never see each other's output.
 
 from __future__ import annotations
 
-import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from madapter.config import Params
+from tests.common.fixtures import local_ray
 from tests.common.synthetic_data import build_synthetic_data, params_with, synthetic_sections
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)  # the machine is shared: the test process keeps to one core
-
-
-@pytest.fixture(autouse=True)
-def _capture_stage_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="madapter")
 
 
 def feature_params(root: Path, **sections: dict[str, Any]) -> Params:
@@ -60,26 +49,11 @@ def data_copy(dataset_root: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="package")
-def ray_session():
-    """One local Ray for this folder (package scope: shut down when the folder is done, so the next
-    folder starts its own clean Ray): 2 CPUs, small object store, no dashboard, the stages' job env."""
-    import ray
-
-    from madapter.ray_runtime import worker_runtime_env
-
-    if ray.is_initialized():  # another folder's session Ray (tests run together): use it, leave it running
-        yield
-        return
-    ray.init(address="local", num_cpus=2, object_store_memory=150 * 2**20, include_dashboard=False, runtime_env=worker_runtime_env())
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="package")
-def extracted(dataset_root: Path, ray_session, tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path]:
+def extracted(dataset_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path]:
     """The features of the default test params, extracted once for the read-only tests."""
-    from madapter.data.features.extract import extract_features
+    from madapter.data.features.stage import extract_features
 
+    local_ray()
     root = tmp_path_factory.mktemp("features-extracted")
     shutil.copytree(dataset_root / "data", root / "data")
     params = feature_params(root)

@@ -12,18 +12,21 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from madapter.config import Params
 from madapter.data.clips import ClipDataset, ViewProtocol, load_video_views
-from madapter.data.features.extract import extract_features
-from madapter.data.features.format import FORMAT, FeatureStore, read_features_meta
-from madapter.data.store.format import FrameStore, store_digest
+from madapter.data.features.feature_store import FORMAT, FeatureStore, read_features_meta
+from madapter.data.features.stage import extract_features
+from madapter.data.store.frame_store import FrameStore, store_digest
 from madapter.models.build import build_model
 from madapter.models.checkpoint import describe_backbone
 from madapter.paths import StagePaths
 
 from .conftest import feature_params
+
+pytestmark = pytest.mark.integration
 
 FP16 = {"rtol": 1e-3, "atol": 1e-3}
 """Stored float16 vs the fp32 backbone output: only the final rounding differs (2^-11 relative)."""
@@ -69,10 +72,11 @@ def test_eval_views_are_the_backbone_outputs_of_evaluates_protocol_views(extract
     params, root = extracted
     model = _model(params)
     protocol = ViewProtocol.from_params(params, model.data_config)
-    raw = StagePaths.from_params(params).raw.resolve()
+    paths = StagePaths.from_params(params)
+    raw = paths.raw.resolve()
     for split in ("val", "test"):
         store = FeatureStore(root, split)
-        videos = protocol_videos(params, split)
+        videos = protocol_videos(paths, split)
         assert store.paths == [Path(v.path).relative_to(raw).as_posix() for v in videos]
         assert len(store) == 2 and store.views == params.evaluate.clips * params.evaluate.crops == 2
         with torch.no_grad():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from madapter.data.features.format import (
+from madapter.data.features.feature_store import (
     FEATURES_META,
     FeaturesError,
     FeatureStore,

@@ -1,4 +1,4 @@
-"""``benchmarks/recipe_sweep.py`` (the demo recipe's evidence) runs end to end on real cached features."""
+"""``python -m benchmarks.recipe_sweep`` (the demo recipe's evidence) runs end to end on real cached features."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,7 +25,7 @@ def test_recipe_sweep_writes_one_scored_row_per_recipe(extracted, tmp_path: Path
     ]
     out = tmp_path / "sweep.json"
 
-    proc = subprocess.run([sys.executable, "benchmarks/recipe_sweep.py", "--params", str(params_file), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.recipe_sweep", "--params", str(params_file), "--out", str(out),
                            "--recipes", json.dumps(recipes)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
 

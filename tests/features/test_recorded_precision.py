@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from madapter.config import ConfigError, Params
-from madapter.data.features import extract as extract_module
-from madapter.data.features.extract import extract_features
-from madapter.data.features.format import FEATURES_META, read_features_meta
+from madapter.data.features import stage as features_stage
+from madapter.data.features.feature_store import FEATURES_META, read_features_meta
+from madapter.data.features.stage import extract_features
 from madapter.errors import StageError
 from madapter.paths import StagePaths
 
@@ -44,6 +44,7 @@ def half_precision_features(data_copy: Path, ray_session) -> tuple[Params, Path]
     return params, extract_features(params)
 
 
+@pytest.mark.integration
 def test_features_json_records_cpu_fp32_for_a_cpu_extraction_even_under_half_precision(
     half_precision_features: tuple[Params, Path],
 ) -> None:
@@ -54,7 +55,7 @@ def test_features_json_records_cpu_fp32_for_a_cpu_extraction_even_under_half_pre
 
 
 def test_the_record_of_a_run_on_features_is_the_extractions_not_this_runs() -> None:
-    from madapter.data.features.format import backbone_computed_on
+    from madapter.data.features.feature_store import backbone_computed_on
     from madapter.models.precision import describe_recorded as recorded
 
     def describe_recorded(half_precision: bool, amp: str, device: torch.device, meta: dict | None) -> dict:
@@ -79,7 +80,7 @@ def test_the_record_of_a_run_on_features_is_the_extractions_not_this_runs() -> N
 
 
 def test_actors_that_disagree_are_recorded_as_such() -> None:
-    from madapter.data.features.format import backbone_computed_on, computed_on_record
+    from madapter.data.features.feature_store import backbone_computed_on, computed_on_record
 
     record = computed_on_record([("cuda", "bf16"), ("cpu", "fp32"), ("cuda", "bf16")])
     assert record == {"device": "cpu+cuda", "backbone_precision": "bf16+fp32", "actors_agree": False,
@@ -102,7 +103,7 @@ class _Tags:
 
 def _head(params: Params, root: Path):
     from madapter.data.features.dataset import level_infos
-    from madapter.data.features.format import FeatureStore
+    from madapter.data.features.feature_store import FeatureStore
     from madapter.models.headless import build_feature_classifier
 
     store = FeatureStore(root, "train")
@@ -110,6 +111,7 @@ def _head(params: Params, root: Path):
                                     store.meta["backbone"])
 
 
+@pytest.mark.integration
 def test_training_tags_and_metrics_json_on_features_record_the_extraction(
     half_precision_features: tuple[Params, Path], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -148,7 +150,7 @@ def test_training_tags_and_metrics_json_on_features_record_the_extraction(
 
 
 def _fake_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An NVIDIA H100 on driver 535 that torch cannot use (see tests/benchmarks/test_gpu_check_diagnosis.py)."""
+    """An NVIDIA H100 on driver 535 that torch cannot use (see tests/gpu_check/test_gpu_check_diagnosis.py)."""
     import madapter.gpu_diagnosis as diagnosis
 
     bin_dir = tmp_path / "fake-bin"
@@ -170,7 +172,7 @@ def test_features_use_gpu_without_cuda_is_one_line_before_any_work(
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     for name in ("plan_videos", "describe_model", "_write_all"):
-        monkeypatch.setattr(extract_module, name, work_started)
+        monkeypatch.setattr(features_stage, name, work_started)
     if gpu_present:
         _fake_nvidia_smi(tmp_path, monkeypatch)
     else:

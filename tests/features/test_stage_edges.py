@@ -9,11 +9,16 @@ import pytest
 import yaml
 
 from madapter.config import ConfigError, FeaturesSection, params_from_dict
-from madapter.data.features import extract as extract_module
-from madapter.data.features.extract import extract_features
-from madapter.data.features.format import FEATURES_META, FeaturesError, FeatureStore, read_features_meta
+from madapter.data.features import stage as features_stage
+from madapter.data.features.feature_store import (
+    FEATURES_META,
+    FeaturesError,
+    FeatureStore,
+    read_features_meta,
+)
+from madapter.data.features.stage import extract_features
 from madapter.paths import StagePaths
-from tests.pipeline.conftest import REPO
+from tests.common.processes import REPO
 
 from .conftest import feature_params
 
@@ -64,7 +69,7 @@ def test_features_need_a_frozen_backbone(tuning: str) -> None:
 def test_dvc_params_are_every_key_that_shapes_the_features_and_no_run_control() -> None:
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["features"]
     declared = set(stage["params"])
-    run_control = extract_module.RUN_CONTROL_KEYS
+    run_control = features_stage.RUN_CONTROL_KEYS
     assert run_control <= set(FeaturesSection.model_fields)
     shaping = {f"features.{k}" for k in FeaturesSection.model_fields if k not in run_control}
     assert shaping <= declared, f"dvc.yaml features.params: add {sorted(shaping - declared)}"

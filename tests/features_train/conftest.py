@@ -6,23 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from madapter.config import ModelSection, Params, params_from_dict
 from madapter.data.clips import ClipDataset
-from madapter.data.features.format import FeatureWriter, LevelSpec, cache_key, write_features_meta
-from madapter.data.store.format import FrameStore, ShardWriter, write_store_meta
+from madapter.data.features.feature_store import FeatureWriter, LevelSpec, cache_key, write_features_meta
+from madapter.data.store.frame_store import FrameStore, ShardWriter, write_store_meta
 from madapter.models.checkpoint import describe_backbone
 from madapter.models.classifier import VideoClassifier
 
 CLASSES = ["a", "b", "c"]
 FRAMES_PER_VIDEO, STORE_SIZE, IMG = 8, 40, 32
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)  # the machine is shared
 
 
 def tiny_cfg(tuning: str = "madapter", **overrides) -> ModelSection:

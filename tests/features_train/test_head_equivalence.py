@@ -16,7 +16,7 @@ from madapter.data.features.dataset import (
     collate_features,
     level_infos,
 )
-from madapter.data.features.format import FeatureStore, read_features_meta
+from madapter.data.features.feature_store import FeatureStore, read_features_meta
 from madapter.models.build import build_head, build_model, count_parameters
 from madapter.models.checkpoint import CheckpointError, describe_backbone, load_checkpoint, save_checkpoint
 from madapter.models.headless import FeatureClassifier, build_feature_classifier

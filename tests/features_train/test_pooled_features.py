@@ -11,7 +11,7 @@ import torch
 
 from madapter.config import ConfigError, ModelSection
 from madapter.data.features.dataset import FeatureDataset, check_features_match, collate_features
-from madapter.data.features.format import FeatureStore, read_features_meta
+from madapter.data.features.feature_store import FeatureStore, read_features_meta
 from madapter.models.build import build_model
 from madapter.models.checkpoint import describe_backbone, load_checkpoint, save_checkpoint
 from madapter.models.headless import build_feature_classifier
@@ -105,7 +105,7 @@ def test_every_model_key_the_features_depend_on_reruns_the_features_stage() -> N
     import yaml
 
     from madapter.data.features.dataset import MATCH_KEYS
-    from tests.pipeline.conftest import REPO
+    from tests.common.processes import REPO
 
     declared = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["features"]["params"])
     assert {f"model.{key}" for key in MATCH_KEYS} <= declared

@@ -15,7 +15,8 @@ from mlflow import MlflowClient
 
 from madapter.config import ConfigError
 from madapter.data.features.dataset import features_digest, level_infos
-from madapter.data.features.format import FeatureStore
+from madapter.data.features.feature_store import FeatureStore
+from madapter.data.index.schema import eval_split
 from madapter.evaluate import evaluate, score_features, score_frames
 from madapter.models.build import count_parameters
 from madapter.models.checkpoint import load_checkpoint
@@ -24,7 +25,7 @@ from madapter.models.headless import build_feature_classifier
 from madapter.paths import StagePaths
 from madapter.train.driver import train
 from madapter.train.identity import ray_run_name
-from tests.train.conftest import make_params
+from tests.common.synthetic_data import make_params
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def _params(data: Path, outputs: Path, uri: str | None, **sections):
 @pytest.fixture(scope="module")
 def features_run(data_dir: Path, mlflow_server: str, ray_env, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
     """The features stage, then a 1-worker 2-epoch Ray Train run on its output."""
-    from madapter.data.features.extract import extract_features
+    from madapter.data.features.stage import extract_features
 
     params = _params(data_dir, tmp_path_factory.mktemp("features-run") / "on-features", mlflow_server)
     started = time.perf_counter()
@@ -89,11 +90,17 @@ def test_the_worker_trains_the_head_alone_and_the_checkpoint_is_the_full_model(
     assert ckpt["backbone"] == store.meta["backbone"]
 
 
+def _scored(score, params, checkpoint: Path):
+    """``score`` (``score_features`` / ``score_frames``) as ``evaluate`` calls it: the stage's paths, its split."""
+    paths = StagePaths.from_params(params)
+    return score(params, paths, checkpoint, eval_split(paths.index, params.evaluate.split))
+
+
 def test_evaluate_from_features_matches_evaluate_from_the_source_videos(features_run) -> None:
     params, result = features_run
     frames_params = params.model_copy(update={"train": params.train.model_copy(update={"source": "frames"})})
-    on_features = score_features(params, result.checkpoint)
-    on_frames = score_frames(frames_params, result.checkpoint)
+    on_features = _scored(score_features, params, result.checkpoint)
+    on_frames = _scored(score_frames, frames_params, result.checkpoint)
     assert on_features.split == on_frames.split == "test" and on_features.logits.shape[1] == 2  # 2 clips x 1 crop
     np.testing.assert_array_equal(on_features.labels, on_frames.labels)
     np.testing.assert_allclose(on_features.logits, on_frames.logits, atol=2e-2, rtol=2e-2)
@@ -131,8 +138,8 @@ def test_pooled_features_train_and_the_checkpoint_pools_as_they_were_pooled(
     videos (predict and serving's path) scores as evaluating from the features does."""
     import shutil
 
-    from madapter.data.features.extract import extract_features
-    from madapter.data.features.format import read_features_meta
+    from madapter.data.features.feature_store import read_features_meta
+    from madapter.data.features.stage import extract_features
 
     data = tmp_path / "data"
     shutil.copytree(data_dir, data, ignore=shutil.ignore_patterns("features"))  # the frames, not their features
@@ -145,6 +152,7 @@ def test_pooled_features_train_and_the_checkpoint_pools_as_they_were_pooled(
     model, ckpt = load_checkpoint(result.checkpoint)
     assert model.level_pool == 1 and ckpt["backbone"] == meta["backbone"]
     frames_params = params.model_copy(update={"train": params.train.model_copy(update={"source": "frames"})})
-    on_features, on_frames = score_features(params, result.checkpoint), score_frames(frames_params, result.checkpoint)
+    on_features = _scored(score_features, params, result.checkpoint)
+    on_frames = _scored(score_frames, frames_params, result.checkpoint)
     np.testing.assert_array_equal(on_features.labels, on_frames.labels)
     np.testing.assert_allclose(on_features.logits, on_frames.logits, atol=2e-2, rtol=2e-2)

@@ -1,5 +1,5 @@
 """Fixtures for the scale-stack tests: one real PostgreSQL, MLflow servers on it (plain and with basic
-auth), a Ray "cluster" the pipeline connects to by ``RAY_ADDRESS``, and a tiny synthetic data set.
+auth), and a Ray "cluster" the pipeline connects to by ``RAY_ADDRESS`` (the data is the session's ``data_dir``).
 
 Everything expensive is built once for the folder (package scope: the servers and the Ray cluster stop
 before the next folder's tests start) and shared: one PostgreSQL (initialised with the real
@@ -17,7 +17,6 @@ and its workers can only log in with what the job's runtime env carries.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import secrets
 import shutil
@@ -29,17 +28,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.common.processes import BIN, REPO, free_port, stop, wait_http
 from tests.infra.postgres import PgServer, start_postgres, stop_postgres
-from tests.train.conftest import BIN, REPO, TINY_DATA, free_port, make_params, stop, wait_http
 
 INFRA = REPO / "infra"
 CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
                    "PREFECT_API_AUTH_STRING", "PREFECT_API_KEY")
-
-
-@pytest.fixture(autouse=True)
-def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="madapter")
 
 
 @pytest.fixture(autouse=True)
@@ -139,7 +133,7 @@ def mlflow_auth(mlflow_servers: dict[str, MlflowServer]) -> MlflowServer:
 
 
 @pytest.fixture(scope="package")
-def ray_cluster() -> Iterator[str]:
+def credential_free_ray() -> Iterator[str]:
     """A one-node Ray cluster started from a credential-free environment; yields its address.
 
     The driver is not connected: the train stage connects itself through ``RAY_ADDRESS``.
@@ -188,10 +182,3 @@ def _environ(**values: str | None) -> Iterator[None]:
                 os.environ[name] = value
 
 
-@pytest.fixture(scope="package")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The training tier's tiny synthetic set (4 classes x 9 videos, 32 px) through the real data stages."""
-    from tests.common.synthetic_data import build_synthetic_data
-
-    root = tmp_path_factory.mktemp("infra-data")
-    return build_synthetic_data(make_params(root / "data", root / "unused", data_sections=TINY_DATA))

@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.train.conftest import BIN, REPO
+from tests.common.processes import BIN, REPO
+
+pytestmark = pytest.mark.integration
 
 INFRA = REPO / "infra"
 COMPOSE_FILE = INFRA / "docker-compose.yml"

@@ -20,8 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.common.processes import REPO
 from tests.infra.kuberay_schema import SCHEMAS
-from tests.train.conftest import REPO
 
 KUBERAY = REPO / "infra" / "kuberay"
 K8S_VERSION = "1.31"

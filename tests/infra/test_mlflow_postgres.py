@@ -21,8 +21,8 @@ from madapter.evaluate import evaluate
 from madapter.paths import StagePaths
 from madapter.registry import register
 from madapter.train.driver import train
+from tests.common.synthetic_data import TINY_DATA, make_params
 from tests.infra.conftest import MlflowServer
-from tests.train.conftest import TINY_DATA, make_params
 
 pytestmark = pytest.mark.integration
 EPOCHS = 2
@@ -70,10 +70,10 @@ def _check_read_back(client: MlflowClient, params, trained, metrics: dict, regis
     assert any(a.path == "label_map.json" for a in client.list_artifacts(trained.run_id))
 
 
-def test_pipeline_on_postgres_backed_mlflow(mlflow_plain: MlflowServer, ray_cluster: str, data_dir: Path,
+def test_pipeline_on_postgres_backed_mlflow(mlflow_plain: MlflowServer, credential_free_ray: str, data_dir: Path,
                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = _params(data_dir, tmp_path / "plain", mlflow_plain, "madapter-pg")
-    trained, metrics, registered = _run_pipeline_part(params, ray_cluster, monkeypatch)
+    trained, metrics, registered = _run_pipeline_part(params, credential_free_ray, monkeypatch)
     _check_read_back(MlflowClient(mlflow_plain.uri, registry_uri=mlflow_plain.uri), params, trained, metrics,
                      registered)
 
@@ -88,13 +88,13 @@ def test_basic_auth_refuses_anonymous_and_wrong_password(mlflow_auth: MlflowServ
     assert requests.get(url, params=query, auth=login, timeout=30).status_code == 200
 
 
-def test_pipeline_on_mlflow_with_basic_auth(mlflow_auth: MlflowServer, ray_cluster: str, data_dir: Path,
+def test_pipeline_on_mlflow_with_basic_auth(mlflow_auth: MlflowServer, credential_free_ray: str, data_dir: Path,
                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capfd: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", mlflow_auth.username)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", mlflow_auth.password)
     params = _params(data_dir, tmp_path / "auth", mlflow_auth, "madapter-pg-auth")
-    trained, metrics, registered = _run_pipeline_part(params, ray_cluster, monkeypatch)
+    trained, metrics, registered = _run_pipeline_part(params, credential_free_ray, monkeypatch)
     _check_read_back(MlflowClient(mlflow_auth.uri, registry_uri=mlflow_auth.uri), params, trained, metrics,
                      registered)
     out, err = capfd.readouterr()

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.common.processes import BIN, REPO, free_port, wait_http
 from tests.infra.postgres import PgServer
-from tests.train.conftest import BIN, REPO, free_port, wait_http
 
 pytestmark = pytest.mark.integration
 FLOW_SCRIPT = Path(__file__).with_name("prefect_flow.py")

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from madapter.cli import resolve_params
 from madapter.config import ConfigError, ModelSection, load_params, params_from_dict
 from madapter.models.build import build_model
 from madapter.models.checkpoint import CheckpointError, describe_backbone, load_checkpoint, save_checkpoint
 from madapter.models.headless import build_feature_classifier
+from madapter.overrides import resolve_params
 
 from .conftest import CNN, clip, tiny_cfg
 

@@ -16,7 +16,7 @@ from madapter.models.precision import (
     amp_dtype,
     backbone_autocast_kwargs,
     backbone_precision,
-    describe,
+    describe_precision,
     grad_scaler,
     resolve_device,
 )
@@ -37,7 +37,7 @@ def test_auto_device_is_cpu_without_cuda_and_cuda_without_a_gpu_names_the_key() 
 @pytest.mark.parametrize("half", [False, True])
 @pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
 def test_switches_are_independent_and_cpu_runs_fp32(half: bool, amp: str) -> None:
-    cpu = describe(half, amp, CPU)
+    cpu = describe_precision(half, amp, CPU)
     assert cpu == {"device": "cpu", "backbone_precision": "fp32", "train_amp": amp, "train_amp_effective": "fp32"}
     assert amp_dtype(amp, CPU) is None
     assert amp_dtype(amp, CUDA) == {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 # The training tier's session fixtures: the synthetic data (real data stages) and the MLflow server.
 
@@ -35,16 +34,6 @@ NODE_WAIT_S = 180.0
 """How long a node may take to join or leave on a busy 2-core machine (normally 2-10 s)."""
 
 logger = logging.getLogger(__name__)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)  # the machine is shared: keep the driver side on one core
-
-
-@pytest.fixture(autouse=True)
-def _madapter_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="madapter")
 
 
 def alive_node_ids() -> set[str]:

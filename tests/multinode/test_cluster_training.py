@@ -32,6 +32,7 @@ from madapter.train.identity import ray_run_name
 from madapter.train.loop import WORKER_NODES_TAG
 from madapter.train.state import latest_checkpoint_dir, read_meta
 from madapter.train.storage import join
+from tests.common.synthetic_data import make_params
 from tests.multinode.conftest import (
     NODE_STORE_BYTES,
     add_node,
@@ -40,7 +41,6 @@ from tests.multinode.conftest import (
     wait_for,
     worker_node_ids,
 )
-from tests.train.conftest import make_params
 
 pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)

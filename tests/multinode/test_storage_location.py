@@ -71,6 +71,7 @@ def _record(epoch: int) -> dict[str, float]:
     return {"epoch": epoch, "train_loss": 1.0 / epoch, "val_acc": 0.1 * epoch, MARKER_KEY: 2.0, "val_loss": float("nan")}
 
 
+@pytest.mark.integration
 def test_epoch_metrics_callback_logs_each_report_and_the_end_fills_only_gaps(mlflow_server: str) -> None:  # noqa: F811
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("madapter-epoch-log") or client.get_experiment(

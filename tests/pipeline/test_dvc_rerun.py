@@ -14,15 +14,12 @@ What DVC would run after each edit is asked of DVC itself, cheaply:
   ``dvc repro`` runs when each re-run stage writes new bytes (a dry run cannot know the new hashes,
   so without ``--force-downstream`` it would stop at the first stage it did not really run).
 
-One real ``dvc repro train`` after the ``train.lr`` edit then checks, for real, that DVC walks the whole
-graph up to train and re-runs train alone, from the features already on disk (evaluate and register
-are left out of that run only to keep the test short: tests/pipeline/test_pipeline_integration.py runs
-them for real after a ``train.lr`` edit on the frames path).
+What a real ``dvc repro`` does after a ``train.lr`` edit (train -> evaluate -> register re-run, from the
+features already on disk) is checked for real in tests/pipeline/test_pipeline_integration.py.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import sys
@@ -32,46 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from madapter.config import load_params
-from tests.pipeline.conftest import SMALLEST_OVERRIDES, copy_repo, deep_update, run, run_cli, write_params
+from tests.common.processes import run
+from tests.common.repo import copy_finished, write_params
 
 pytestmark = pytest.mark.integration
 
 DVC = [sys.executable, "-m", "dvc"]
-GIT = ["git", "-c", "user.email=test@madapter.local", "-c", "user.name=madapter tests"]
 FROM_FEATURES = {"features", "train", "evaluate", "register"}
 """What a change to anything that shapes the stored features must re-run (and nothing before decode)."""
 AFTER_TRAIN = {"train", "evaluate", "register"}
 
 
-def _rerun_overrides(repo: Path) -> dict[str, Any]:
-    """The smallest real pipeline, training from cached features; everything lives under ``repo``.
-
-    One stored training view is enough for one epoch; MLflow is a SQLite file given by absolute path
-    because the Ray Train worker's working directory is not the stage's."""
-    overrides = copy.deepcopy(SMALLEST_OVERRIDES)
-    return deep_update(overrides, {
-        "features": {"train_views": 1},
-        "train": {"source": "features"},
-        "mlflow": {"tracking_uri": f"sqlite:///{repo.resolve() / 'outputs' / 'mlflow.db'}"},
-    })
-
-
 def ran_stages(dvc_output: str) -> list[str]:
     """Stage names in DVC's ``Running stage 'X':`` lines (real and ``--dry`` runs print them alike)."""
     return re.findall(r"Running stage '([^']+)'", dvc_output)
-
-
-def lock_stages(repo: Path) -> dict[str, dict[str, Any]]:
-    """``dvc.lock``'s record of every stage: the deps, params and output hashes of its last run."""
-    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-
-
-def _commit(repo: Path, message: str) -> None:
-    run([*GIT, "add", "-A"], repo)
-    run([*GIT, "commit", "-q", "-m", message], repo)
 
 
 @contextmanager
@@ -106,16 +79,11 @@ def planned_stages(repo: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def ran_repo(tmp_path_factory) -> Path:
-    """A repository copy whose whole graph ``dvc repro`` has run once, with its params committed."""
-    repo = copy_repo(tmp_path_factory.mktemp("dvc_rerun") / "repo")
-    write_params(repo, _rerun_overrides(repo))
-    checked = run_cli(["check-params", "--params", str(repo / "params.yaml")], repo)
-    assert checked.returncode == 0, checked.stderr
-    _commit(repo, "smallest params on the features path")
-    proc = run([*DVC, "repro"], repo, timeout=900)
-    assert set(ran_stages(proc.stdout + proc.stderr)) == FROM_FEATURES | {"download", "index", "scan", "decode"}
-    assert directly_changed(repo) == {}, "a finished dvc repro must leave nothing out of date"
+def ran_repo(finished_pipeline, tmp_path_factory) -> Path:
+    """A copy of the session's repository whose whole graph has run once (:mod:`tests.common.fixtures`:
+    the smallest params on the cached-features path, committed)."""
+    repo = copy_finished(finished_pipeline[0], tmp_path_factory.mktemp("dvc_rerun") / "repo")
+    assert directly_changed(repo) == {}, "a finished pipeline must leave nothing out of date"
     return repo
 
 
@@ -138,24 +106,3 @@ def test_a_param_change_reruns_what_it_shapes_and_nothing_upstream(ran_repo, cha
     assert planned == expected, f"dvc repro would run {sorted(planned)}, expected {sorted(expected)}"
     if "features" not in expected:
         assert "features" not in changed, f"dvc.yaml: features.params must not list {key} ({changed})"
-
-
-def test_lr_change_retrains_from_the_features_already_on_disk(ran_repo):
-    """A real ``dvc repro train`` after a ``train.lr`` edit: DVC checks every stage before train and runs
-    train alone; features is neither run nor rewritten (same ``dvc.lock`` record, timings file untouched)."""
-    before = lock_stages(ran_repo)
-    timings = ran_repo / "outputs/timings/features.json"
-    timings_mtime = timings.stat().st_mtime_ns
-    with params_changed(ran_repo, {"train": {"lr": 0.0007}}):
-        proc = run([*DVC, "repro", "train"], ran_repo, timeout=900)
-        after = lock_stages(ran_repo)
-    output = proc.stdout + proc.stderr
-    assert ran_stages(output) == ["train"], output[-3000:]
-    for stage in ("download", "index", "scan", "decode", "features"):
-        assert f"Stage '{stage}' didn't change, skipping" in output, f"{stage} was not checked and skipped"
-    assert after["features"] == before["features"], "the features stage's deps, params or outputs changed"
-    assert timings.stat().st_mtime_ns == timings_mtime, "the features stage ran (it rewrote its timings)"
-    assert after["train"]["params"]["params.yaml"]["train"]["lr"] == 0.0007
-    train_outs = {o["path"]: o["md5"] for o in after["train"]["outs"] if "md5" in o}
-    before_outs = {o["path"]: o["md5"] for o in before["train"]["outs"] if "md5" in o}
-    assert train_outs["outputs/train"] != before_outs["outputs/train"], "train did not write a new model"

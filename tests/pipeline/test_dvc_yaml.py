@@ -16,7 +16,7 @@ from madapter.config import load_params
 from madapter.paths import StagePaths
 from madapter.stages import STAGE_NAMES, STAGES
 from pipelines.dvc_deps import NOT_A_DEP, expected_code_deps, rewrite_code_deps, stage_sources
-from tests.pipeline.conftest import REPO
+from tests.common.processes import REPO
 
 STAGE_MODULE = {stage.name: stage.module for stage in STAGES}
 

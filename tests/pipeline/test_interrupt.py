@@ -1,8 +1,8 @@
 """Ctrl-C during training ends ``make demo`` and every process it started, and says where to resume.
 
-The demo runs for real (``python -m pipelines.demo`` in a throw-away repository copy: its own
-Prefect API server, DVC stages, Ray Train, MLflow) in a new session, like a terminal's foreground
-job.  Once Ray has committed an epoch checkpoint, SIGINT goes to the demo's process group, as a
+The demo runs for real (``python -m pipelines.demo`` in a copy of the session's finished repository
+with a longer training: its own Prefect API server, DVC stages, Ray Train, MLflow) in a new session,
+like a terminal's foreground job.  Once Ray has committed an epoch checkpoint, SIGINT goes to the demo's process group, as a
 terminal sends it.  Then:
 
 1. every process of the session, and every descendant of the demo in another process group (the
@@ -17,7 +17,6 @@ escalated to SIGTERM and SIGKILL, and the line names the checkpoint Ray restores
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -34,7 +33,8 @@ import pytest
 from madapter.config import load_params
 from pipelines.demo import resume_hint
 from pipelines.dvc_stages import stop_stage
-from tests.pipeline.conftest import REPO, SMALLEST_OVERRIDES, clean_env, copy_repo, deep_update, write_params
+from tests.common.processes import REPO, clean_env
+from tests.common.repo import copy_finished, write_params
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +42,6 @@ EPOCHS = 20
 """Tiny epochs (~0.1-1 s each with Ray's reporting): wide margin between the first committed
 checkpoint and the end of training, for the interrupt to land in between."""
 RUN_NAME = "interrupt-test"
-OVERRIDES = deep_update(
-    copy.deepcopy(SMALLEST_OVERRIDES), {"train": {"epochs": EPOCHS, "run_name": RUN_NAME}}
-)
 EXIT_WITHIN_S = 30.0
 FIRST_CHECKPOINT_TIMEOUT_S = 600.0
 RERUN_TIMEOUT_S = 900.0
@@ -136,11 +133,13 @@ def _wait_for_committed_checkpoint(demo: subprocess.Popen, repo: Path, log: Path
 
 
 @pytest.fixture(scope="module")
-def interrupted(tmp_path_factory):
-    """A repo copy whose demo was interrupted by SIGINT during training, and what that left behind."""
+def interrupted(finished_pipeline, tmp_path_factory):
+    """A copy of the session's finished repository, its training made longer (so train, evaluate and
+    register are out of date, the stages before them are not), whose demo was interrupted by SIGINT
+    during training; and what that left behind."""
     tmp = tmp_path_factory.mktemp("interrupt")
-    repo = copy_repo(tmp / "repo")
-    write_params(repo, OVERRIDES)
+    repo = copy_finished(finished_pipeline[0], tmp / "repo")
+    write_params(repo, {"train": {"epochs": EPOCHS, "run_name": RUN_NAME}})
     log = tmp / "demo-interrupted.log"
     with log.open("w") as out:
         demo = subprocess.Popen(

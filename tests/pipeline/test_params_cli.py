@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from madapter.cli import parse_overrides, resolve_params
 from madapter.config import ConfigError, Params, leaf_of, load_params, params_from_dict, split_key
 from madapter.config import flatten_keys as flatten
+from madapter.overrides import parse_overrides, resolve_params
 from madapter.tracking import flatten_params
-from tests.pipeline.conftest import REPO, run, run_cli
+from tests.common.processes import REPO, run, run_cli
 
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))
 
@@ -49,6 +49,7 @@ def test_default_params_are_the_offline_demo():
     assert params.mlflow.tracking_uri is None  # local store under outputs/
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
@@ -71,18 +72,21 @@ def test_bad_params_fail_before_any_work_with_one_line(tmp_path, edit, expected,
     assert sorted(p.name for p in cwd.iterdir()) == ["params.yaml"], "the stage did work before validating"
 
 
+@pytest.mark.integration
 def test_bad_override_names_the_key(tmp_path):
     proc = run_cli(["check-params", "--params", str(REPO / "params.yaml"), "-S", "train.batch_size=0"], tmp_path)
     assert proc.returncode == 2
     assert "train.batch_size" in proc.stderr and "greater than 0" in proc.stderr
 
 
+@pytest.mark.integration
 def test_missing_params_file_is_one_line(tmp_path):
     proc = run_cli(["scan"], tmp_path)
     assert proc.returncode == 2
     assert "params.yaml: file not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.integration
 def test_check_params_ok_and_overrides_parse_as_yaml(tmp_path):
     proc = run_cli(
         ["check-params", "--params", str(REPO / "params.yaml"), "-S", "train.epochs=7", "-S", "model.levels=[1,3]"],
@@ -118,6 +122,7 @@ def test_ucf101_preset_is_clip_b16_eight_frames():
     assert params.model.num_frames == 8
 
 
+@pytest.mark.integration
 def test_preset_args_round_trip_to_dvc_set_param(tmp_path):
     """``preset-args`` prints what ``dvc exp run`` needs; DVC's own parser (Hydra) reads back the preset."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -130,6 +135,7 @@ def test_preset_args_round_trip_to_dvc_set_param(tmp_path):
     assert {o.key_or_group: o.value() for o in parsed} == flatten(yaml.safe_load(preset.read_text()))
 
 
+@pytest.mark.integration
 def test_bad_preset_is_rejected_with_its_file_name(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  epochs: 0\n")
@@ -202,6 +208,7 @@ def test_set_splits_only_as_deep_as_the_schema(sets):
     assert params.download.checksums == {"UCF101.rar": SHA_A}
 
 
+@pytest.mark.integration
 def test_set_into_a_plain_value_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"model\.levels is one value, not a mapping"):
         parse_overrides(["model.levels.0=3"])
@@ -218,6 +225,7 @@ def test_mlflow_params_keep_a_mapping_as_one_json_param():
     assert flat["train.lr"] == str(params.train.lr) and flat["mlflow.tracking_uri"] == "null"
 
 
+@pytest.mark.integration
 def test_preset_args_refuses_what_dvc_cannot_express(tmp_path):
     preset = _write_preset(tmp_path / "p.yaml", {"download": {"checksums": {"10": SHA_A}}})
     proc = run_cli(["preset-args", str(preset), "--params", str(REPO / "params.yaml")], tmp_path)
@@ -242,6 +250,7 @@ def _dvc_repo(root: Path) -> Path:
     return root
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("preset", [*PRESETS, None], ids=[*(p.stem for p in PRESETS), "tricky"])
 def test_preset_args_piped_into_real_dvc_exp_run_gives_the_preset(tmp_path, preset):
     """The documented command, for real: ``preset-args P | xargs dvc exp run`` must leave params.yaml

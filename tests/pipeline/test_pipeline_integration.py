@@ -1,14 +1,15 @@
 """The whole pipeline for real, in a throw-away copy of the repository, with the smallest params.
 
 One Prefect flow run (real Prefect API from the test harness) runs every stage through
-``dvc repro --single-item``: real synthetic mp4 files, decord, a Ray Train worker, an MLflow
-SQLite store and registry.  The later tests build on that run, in file order:
+``dvc repro --single-item``: real synthetic mp4 files, decord, the features stage on Ray Data, a
+Ray Train worker, an MLflow SQLite store and registry (the session's ``finished_pipeline``, which
+other modules copy too).  The tests build on that run, in file order, in a copy of their own:
 
 1. the flow completes and publishes its summary artifact;
 2. DVC recorded everything (``dvc.lock``, metrics with top-1, data pushed to the local remote)
    and MLflow has the run and a model version with alias ``champion``;
 3. a plain ``dvc repro`` afterwards runs no stage (the flow and DVC agree on what is done);
-4. changing a train param re-runs train and what follows, nothing before;
+4. changing a train param re-runs train and what follows from the features on disk, nothing before;
 5. ``prefect.yaml`` deploys with its schedules, and a triggered deployment run completes.
 """
 
@@ -29,9 +30,10 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL
 
-from pipelines.dvc_stages import PIPELINE_STAGES
-from pipelines.flows import ARTIFACT_KEY, madapter_pipeline
-from tests.pipeline.conftest import SMALLEST_OVERRIDES, clean_env, copy_repo, run, run_cli, write_params
+from madapter.stages import STAGE_NAMES
+from pipelines.flows import ARTIFACT_KEY
+from tests.common.processes import clean_env, run, run_cli
+from tests.common.repo import copy_finished, write_params
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +51,11 @@ def mlflow_client(repo: Path):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def lock_stages(repo: Path) -> dict[str, dict]:
+    """``dvc.lock``'s record of every stage: the deps, params and output hashes of its last run."""
+    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
@@ -59,21 +66,18 @@ async def _artifacts(key: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, harness):
-    """The repository copy after one full run of the Prefect flow, and that run's final state."""
-    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
-    write_params(repo, SMALLEST_OVERRIDES)
-    started = time.monotonic()
-    state = madapter_pipeline(repo_dir=str(repo), push=True, return_state=True)
-    print(f"full pipeline through Prefect: {time.monotonic() - started:.0f}s")  # noqa: T201 - test timing
-    return repo, state
+def pipeline(finished_pipeline, tmp_path_factory):
+    """A copy of the session's repository after its one full Prefect flow run (these tests re-run
+    stages in it), and that flow run's final state."""
+    finished, state = finished_pipeline
+    return copy_finished(finished, tmp_path_factory.mktemp("pipeline") / "repo"), state
 
 
 def test_flow_runs_every_stage_and_publishes_summary(pipeline):
     repo, state = pipeline
     assert state.is_completed(), state.message
     runs = state.result()
-    assert [r.stage for r in runs] == list(PIPELINE_STAGES)
+    assert [r.stage for r in runs] == list(STAGE_NAMES)
     assert all(r.ran for r in runs), "a fresh repository must run every stage"
 
     import asyncio
@@ -90,7 +94,7 @@ def test_flow_runs_every_stage_and_publishes_summary(pipeline):
 def test_dvc_lock_metrics_mlflow_run_and_champion(pipeline):
     repo, _ = pipeline
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == set(PIPELINE_STAGES)
+    assert set(lock["stages"]) == set(STAGE_NAMES)
 
     metrics = read_json(repo / "outputs/evaluate/metrics.json")
     assert 0.0 <= metrics["top1"] <= 1.0 and metrics["dataset"] == "synthetic"
@@ -150,11 +154,27 @@ def test_second_dvc_repro_runs_no_stage(pipeline):
 
 
 def test_changing_a_train_param_reruns_only_train_and_what_follows(pipeline):
+    """A ``train.lr`` edit: DVC checks every stage before train and skips it, then re-runs train ->
+    evaluate -> register from the features already on disk (features neither run nor rewritten: same
+    ``dvc.lock`` record, timings file untouched), and training is a new MLflow run with the new lr."""
     repo, _ = pipeline
     before = read_json(repo / "outputs/train/run.json")["run_id"]
+    lock_before = lock_stages(repo)
+    timings = repo / "outputs/timings/features.json"
+    timings_mtime = timings.stat().st_mtime_ns
     write_params(repo, {"train": {"lr": 0.0007}})
     proc = run([*DVC, "repro"], repo)
-    assert ran_stages(proc.stdout + proc.stderr) == ["train", "evaluate", "register"]
+    output = proc.stdout + proc.stderr
+    assert ran_stages(output) == ["train", "evaluate", "register"], output[-3000:]
+    for stage in ("download", "index", "scan", "decode", "features"):
+        assert f"Stage '{stage}' didn't change, skipping" in output, f"{stage} was not checked and skipped"
+    lock_after = lock_stages(repo)
+    assert lock_after["features"] == lock_before["features"], "the features stage's deps, params or outputs changed"
+    assert timings.stat().st_mtime_ns == timings_mtime, "the features stage ran (it rewrote its timings)"
+    assert lock_after["train"]["params"]["params.yaml"]["train"]["lr"] == 0.0007
+    train_outs = {o["path"]: o["md5"] for o in lock_after["train"]["outs"] if "md5" in o}
+    before_outs = {o["path"]: o["md5"] for o in lock_before["train"]["outs"] if "md5" in o}
+    assert train_outs["outputs/train"] != before_outs["outputs/train"], "train did not write a new model"
     after = read_json(repo / "outputs/train/run.json")["run_id"]
     assert after != before, "new training params must give a new training run, not a resumed old one"
     lr = mlflow_client(repo).get_run(after).data.params.get("train.lr")

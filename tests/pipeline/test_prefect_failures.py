@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.dvc_stages import PIPELINE_STAGES, StageFailed, run_dvc_stage
+from madapter.stages import STAGE_NAMES
+from pipelines.dvc_stages import StageFailed, run_dvc_stage
 from pipelines.flows import madapter_pipeline
-from tests.pipeline.conftest import REPO, run
+from tests.common.processes import REPO, run
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +39,7 @@ def make_mini_repo(root: Path, failing: str | None = None) -> Path:
     shutil.copy(REPO / "params.yaml", root / "params.yaml")
     stages = {}
     previous = None
-    for stage in PIPELINE_STAGES:
+    for stage in STAGE_NAMES:
         stages[stage] = {
             "cmd": _stage_cmd(stage, fail=stage == failing),
             "deps": [f"out/{previous}"] if previous else [],

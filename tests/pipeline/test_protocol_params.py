@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from madapter.cli import resolve_params
 from madapter.config import ConfigError, load_params
-from tests.pipeline.conftest import REPO
+from madapter.overrides import resolve_params
+from tests.common.processes import REPO
 
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))
 

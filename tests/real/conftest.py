@@ -53,22 +53,3 @@ def lite0_weights(real_material: RealMaterial, tmp_path_factory: pytest.TempPath
     return lite0_in_timm_names(real_material.lite0_weights, tmp_path_factory.mktemp("lite0") / "lite0_timm.pth")
 
 
-@pytest.fixture(scope="package")
-def real_ray():
-    """A local Ray for this folder, shut down when the folder is done.
-
-    The pipeline test runs Ray Data (features) and then Ray Train in it; a Ray that served Ray Data
-    and stays up into the training tier leaves that tier's workers unplaced (seen: its runs hung),
-    so this folder never leaves its Ray behind.  A Ray another folder left running is used as is.
-    """
-    import ray
-
-    from madapter.ray_runtime import worker_runtime_env
-
-    if ray.is_initialized():
-        yield
-        return
-    ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False,
-             runtime_env=worker_runtime_env())
-    yield
-    ray.shutdown()

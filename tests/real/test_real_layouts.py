@@ -19,7 +19,7 @@ from madapter.data.index.schema import read_index
 from madapter.data.index.stage import build_index
 from madapter.data.sampling import uniform_grid
 from madapter.data.store.decode import decode_dataset
-from madapter.data.store.format import FrameStore
+from madapter.data.store.frame_store import FrameStore
 from madapter.data.store.scan import scan_videos
 from madapter.data.transforms import resize_and_center_crop
 from madapter.data.video import PyAVVideo, read_frames

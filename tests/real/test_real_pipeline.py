@@ -32,8 +32,11 @@ import pytest
 import torch
 
 from madapter.config import Params, params_from_dict
+from tests.common.fixtures import local_ray
 from tests.real.conftest import LITE0
 from tests.real.segments import write_segment_dataset
+
+pytestmark = pytest.mark.integration
 
 BALLS = {430: "basketball", 522: "croquet ball", 574: "golf ball", 722: "ping-pong ball", 768: "rugby ball",
          805: "soccer ball", 852: "tennis ball", 890: "volleyball"}
@@ -59,10 +62,10 @@ def _params(root: Path, segments: Path, weights: Path | None) -> Params:
 
 
 @pytest.fixture(scope="module")
-def real_run(real_material, lite0_weights, real_ray, tmp_path_factory):
+def real_run(real_material, lite0_weights, tmp_path_factory):
     """The whole pipeline once, on the segments, with the real weights copied to a file of the run's own."""
     from madapter.data.acquire.download import download_dataset
-    from madapter.data.features.extract import extract_features
+    from madapter.data.features.stage import extract_features
     from madapter.data.index.stage import build_index
     from madapter.data.store.decode import decode_dataset
     from madapter.data.store.scan import scan_videos
@@ -70,6 +73,7 @@ def real_run(real_material, lite0_weights, real_ray, tmp_path_factory):
     from madapter.registry import register
     from madapter.train.driver import train
 
+    local_ray()
     root = tmp_path_factory.mktemp("real-run")
     segments = root / "segments"
     splits = write_segment_dataset(real_material.clips_dir, segments)

@@ -28,7 +28,8 @@ from madapter.ray_runtime import CLEANER_RETRY_MESSAGE
 from madapter.registry import RegisterResult, register
 from madapter.run_status import COMPLETED_TAG, STOP_REASON_TAG
 from madapter.train.driver import TrainResult, train
-from tests.train.conftest import make_params
+from tests.common.fixtures import local_ray
+from tests.common.synthetic_data import make_params
 
 pytestmark = pytest.mark.integration
 MODEL = "madapter-incomplete"
@@ -67,8 +68,9 @@ def _round(params: Params, client: MlflowClient) -> Stage:
 
 
 @pytest.fixture(scope="module")
-def rounds(data_dir: Path, mlflow_server: str, ray_session, tmp_path_factory: pytest.TempPathFactory):
+def rounds(data_dir: Path, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory):
     """Round 1 stopped by the epoch budget (1 of 2 epochs), round 2 resumes it to completion."""
+    local_ray()
     outputs = tmp_path_factory.mktemp("budget") / "budget"
     budget = make_params(
         data_dir, outputs, mlflow_server, train={"epochs": 2, "max_epochs_per_run": 1}, register={"model_name": MODEL}

@@ -27,7 +27,8 @@ from madapter.models.checkpoint import load_checkpoint, save_checkpoint
 from madapter.paths import StagePaths
 from madapter.predict import VideoPredictor, predict
 from madapter.registry import register
-from tests.train.conftest import BIN, LEARN_EPOCHS, LEARNED_TOP1, free_port, learn_params, stop, wait_http
+from tests.common.processes import BIN, free_port, stop, wait_http
+from tests.common.synthetic_data import LEARN_EPOCHS, LEARNED_TOP1, learn_params
 
 pytestmark = pytest.mark.integration
 MODEL = "madapter-gate"

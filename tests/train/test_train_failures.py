@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from madapter.errors import StageError
 from madapter.train.driver import train
-from tests.train.conftest import make_params
+from tests.common.synthetic_data import make_params
 
 pytestmark = pytest.mark.integration
 

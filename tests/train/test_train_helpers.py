@@ -30,6 +30,7 @@ def _batches(n: int, size: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(torch.randn(size, 3, generator=gen), torch.randint(0, 2, (size,), generator=gen)) for _ in range(n)]
 
 
+@pytest.mark.integration
 def test_importing_the_package_imports_neither_torch_nor_ray() -> None:
     code = "import sys, madapter.train; print(sorted({'torch', 'ray'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -21,7 +21,8 @@ from mlflow import MlflowClient
 
 from madapter.train.driver import train
 from madapter.train.identity import ray_run_name
-from tests.train.conftest import LEARN_EPOCHS, LEARNED_TOP1, make_params
+from tests.common.fixtures import local_ray
+from tests.common.synthetic_data import LEARN_EPOCHS, LEARNED_TOP1, make_params
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +42,9 @@ def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def reference(data_dir: Path, mlflow_server: str, ray_session, tmp_path_factory: pytest.TempPathFactory):
+def reference(data_dir: Path, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory):
     """An uninterrupted 3-epoch 2-worker run on frames: the default tiny params."""
+    local_ray()
     params = make_params(data_dir, tmp_path_factory.mktemp("reference") / "reference", mlflow_server)
     return params, train(params)
 

@@ -9,15 +9,15 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from madapter.cli import resolve_params
 from madapter.config import ConfigError, params_from_dict
+from madapter.overrides import resolve_params
 from madapter.tune.preset import header, sections, write_preset
 from madapter.tune.runs import TrialOutcome
-from madapter.tune.space import check_space, describe, param_space
+from madapter.tune.space import check_space, describe_space, param_space
 from madapter.tune.state import SweepState, check_resumable, spec_digest
 from madapter.tune.sweep import best_trial, outcome_of, pinned_base
 from madapter.tune.trial import SweepContext, trial_params
-from tests.tune.conftest import REPO
+from tests.common.processes import REPO
 
 
 def _params(**sections):
@@ -59,7 +59,7 @@ def test_space_keys_are_the_params_keys_they_set() -> None:
     assert set(space) == {"train.lr", "train.weight_decay", "model.width", "model.levels", "model.temporal"}
     assert isinstance(space["train.lr"].get_sampler(), tune.search.sample.LogUniform)
     assert space["model.levels"].categories == [None, [3, 7]]
-    assert describe(params.tune.space)["train.lr"] == "loguniform(0.0001, 0.01)"
+    assert describe_space(params.tune.space)["train.lr"] == "loguniform(0.0001, 0.01)"
 
 
 def test_a_space_that_searches_nothing_or_levels_on_features_is_refused() -> None:

@@ -26,7 +26,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.tune.conftest import REPO, SPACE, cli_env, madapter, write_sweep_params
+from tests.common.fixtures import local_ray
+from tests.common.processes import REPO, cli_env, run_cli
+from tests.tune.conftest import SPACE, write_sweep_params
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
@@ -57,8 +59,10 @@ def _interrupt_after_first_trial(params: Path, sweep_dir: Path, ray_address: str
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, mlflow_server: str, ray_address: str):  # noqa: F811
-    """The sweep run three times: interrupted, resumed to the end, and again once finished."""
+def sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, mlflow_server: str):
+    """The sweep run three times: interrupted, resumed to the end, and again once finished; the
+    ``python -m madapter tune`` runs join the session's local Ray through ``RAY_ADDRESS``."""
+    ray_address = local_ray()
     root = tmp_path_factory.mktemp("sweep")
     params = write_sweep_params(root, data_dir, mlflow_server)
     sweep_dir = root / "tune" / "sweep"
@@ -69,10 +73,10 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, mlflow_serve
     after_first = {r.info.run_id: r for r in _children(client, parent)}
     parent_after_first = client.get_run(parent)
     interrupted = time.perf_counter()
-    second = madapter(["tune", "--params", str(params)], root, ray_address, timeout=600)
+    second = run_cli(["tune", "--params", str(params)], root, timeout=600, ray_address=ray_address)
     resumed = time.perf_counter()
     after_second = {r.info.run_id: r for r in _children(client, parent)}
-    third = madapter(["tune", "--params", str(params)], root, ray_address, timeout=300)
+    third = run_cli(["tune", "--params", str(params)], root, timeout=300, ray_address=ray_address)
     log.info("sweep: interrupted run %.0fs, resumed run %.0fs, finished-sweep run %.0fs",
              interrupted - started, resumed - interrupted, time.perf_counter() - resumed)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
@@ -159,9 +163,9 @@ def test_parent_holds_the_best_configuration_and_the_preset_has_only_searched_ke
 
 def test_the_preset_is_accepted_by_check_params_and_preset_args(sweep, tmp_path: Path) -> None:
     preset = sweep["root"] / "best.yaml"
-    checked = madapter(["check-params", "--params", str(REPO / "params.yaml"), "--preset", str(preset)], tmp_path)
+    checked = run_cli(["check-params", "--params", str(REPO / "params.yaml"), "--preset", str(preset)], tmp_path)
     assert checked.returncode == 0 and "OK" in checked.stdout, checked.stderr
-    args = madapter(["preset-args", str(preset), "--params", str(REPO / "params.yaml")], tmp_path)
+    args = run_cli(["preset-args", str(preset), "--params", str(REPO / "params.yaml")], tmp_path)
     assert args.returncode == 0, args.stderr
     keys = {arg.removeprefix("--set-param=").split("=")[0] for arg in shlex.split(args.stdout)}
     assert keys == {"train.lr", "model.width", "model.levels", "model.temporal", "model.fusion"}

@@ -1,7 +1,7 @@
 """Cached backbone outputs as model input: the torch side of ``train.source: features``.
 
 The ``features`` stage stores, per split and video, ``V`` views of the frozen backbone's outputs
-(:mod:`madapter.data.features.format`).  This module reads them for training and evaluation:
+(:mod:`madapter.data.features.feature_store`).  This module reads them for training and evaluation:
 
 * :class:`FeatureDataset`: items ``(levels, pooled, label)``, what
   :meth:`madapter.models.classifier.VideoClassifier.extract` would give for one clip.
@@ -17,6 +17,9 @@ The ``features`` stage stores, per split and video, ``V`` views of the frozen ba
 * :func:`check_features_match` / :func:`check_protocol_views`: the features must be the outputs
   of the backbone ``params.model`` describes, with the evaluation protocol's views; otherwise one
   line saying to re-run the ``features`` stage (missing features: ``read_features_meta``'s line).
+
+Which split validation and evaluation read is the index's decision
+(:func:`madapter.data.index.schema.eval_split`), the same for frames and features.
 """
 
 from __future__ import annotations
@@ -29,11 +32,10 @@ import torch
 from torch.utils.data import Dataset
 
 from madapter.config import ConfigError, Params
-from madapter.data.features.format import FEATURES_META, FeatureStore, cache_key
-from madapter.data.store.format import store_digest
+from madapter.data.features.feature_store import FEATURES_META, FeatureStore, cache_key
+from madapter.data.store.frame_store import store_digest
 from madapter.fileio import file_digest
 from madapter.models.backbone import LevelInfo
-from madapter.paths import StagePaths
 
 MATCH_KEYS = ("backbone", "pretrained", "weights_file", "init_seed", "img_size", "levels", "level_pool",
               "num_frames", "half_precision", "tuning")
@@ -116,15 +118,16 @@ CACHE_KEY_PARAMS = {
     "views": "features.train_views / evaluate.clips / evaluate.crops",
     "dtype": "features.dtype", "use_gpu": "features.use_gpu",
 }
-"""The rest of ``features.json``'s cache key (:func:`~madapter.data.features.format.cache_key`): the
+"""The rest of ``features.json``'s cache key (:func:`~madapter.data.features.feature_store.cache_key`): the
 params each entry comes from.  Its backbone entries are :data:`MATCH_KEYS`' business."""
 
 
-def check_features_match(params: Params, meta: dict[str, Any], root: Path) -> None:
+def check_features_match(params: Params, meta: dict[str, Any], root: Path, frames: Path | None = None) -> None:
     """One-line :class:`ConfigError` naming the first param the features were not computed with.
 
     First the ``model`` keys (:data:`MATCH_KEYS`), then the rest of the stage's cache key,
-    recomputed from ``params`` (the frame store's digest only where the frame store is present).
+    recomputed from ``params``; the frame store's digest only where a frame store is present at
+    ``frames`` (``None``: no frame store to compare, as when the features were pulled alone).
     """
     where = Path(root) / FEATURES_META
     stored, current = meta.get("model_cfg", {}), params.model.model_dump(mode="json")
@@ -133,26 +136,14 @@ def check_features_match(params: Params, meta: dict[str, Any], root: Path) -> No
         if key not in free and stored.get(key) != current[key]:
             raise ConfigError(f"{where}: model.{key} is {current[key]!r} but the features were computed "
                               f"with {stored.get(key)!r}; {RERUN}")
-    frames = StagePaths.from_params(params).frames
     stored_key = meta.get("cache_key", {})
-    current_key = cache_key(params, meta["backbone"], store_digest(frames))
+    current_key = cache_key(params, meta["backbone"], store_digest(frames) if frames is not None else "")
     for key, names in CACHE_KEY_PARAMS.items():
         if key == "frame_store" and not current_key[key]:
             continue  # no frame store here (features pulled alone): nothing to compare
         if key in stored_key and stored_key[key] != current_key.get(key):
             raise ConfigError(f"{where}: {names} changed since the features were computed ({key} was "
                               f"{stored_key[key]!r}, now {current_key.get(key)!r}); {RERUN}")
-
-
-def split_or_test(root: Path, split: str) -> str:
-    """``split``, unless it is ``val`` and the features have no val videos: then ``test``
-    (the frame store's rule, :func:`madapter.data.store.format.split_or_test`)."""
-    if split != "val":
-        return split
-    try:
-        return "val" if len(FeatureStore(Path(root), "val")) > 0 else "test"
-    except (FileNotFoundError, ValueError, KeyError):
-        return "test"
 
 
 def check_protocol_views(store: FeatureStore, root: Path, split: str, clips: int, crops: int) -> None:

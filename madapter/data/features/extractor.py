@@ -122,7 +122,7 @@ class BackboneExtractor:
 
     def _train_clips(self):
         from madapter.data.clips import ClipDataset
-        from madapter.data.store.format import FrameStore
+        from madapter.data.store.frame_store import FrameStore
 
         dc = self.model.data_config
         return ClipDataset(FrameStore(Path(self.plan.frames), TRAIN), num_frames=self.params.model.num_frames,

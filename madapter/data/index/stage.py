@@ -1,9 +1,12 @@
 """The index stage: the raw dataset -> ``data/index/<ds>/{train,val,test}.csv``, ``classes.txt``, ``index_report.json``.
 
-It owns ``index_report.json`` and the choice of layout parser; the CSVs and ``classes.txt`` are
-written by the index artefact's one writer (:mod:`madapter.data.index.schema`), so every later
-stage is dataset-agnostic.  Listed videos that are not on disk are left out, logged, and counted in
-``index_report.json`` -- never fatal, because real copies of these datasets are never quite complete.
+It owns what ``index_report.json`` says and the choice of layout parser; the CSVs and
+``classes.txt`` are written by the index artefact's one writer (:mod:`madapter.data.index.schema`),
+so every later stage is dataset-agnostic.  The report also records, once for every later stage,
+which split stands for ``val`` (``val_split``: ``val``, or ``test`` for a data set without val
+videos), read back through :func:`madapter.data.index.schema.eval_split`.  Listed videos that are
+not on disk are left out, logged, and counted in ``index_report.json`` -- never fatal, because real
+copies of these datasets are never quite complete.
 """
 
 from __future__ import annotations
@@ -13,13 +16,19 @@ from pathlib import Path
 
 from madapter.config import Params
 from madapter.data.index.layouts import ADAPTERS
-from madapter.data.index.schema import SPLITS, write_classes, write_split
+from madapter.data.index.schema import (
+    REPORT_FILE,
+    SPLITS,
+    VAL_SPLIT,
+    val_stand_in,
+    write_classes,
+    write_split,
+)
 from madapter.fileio import write_json_atomic
 from madapter.paths import StagePaths
 
 logger = logging.getLogger(__name__)
 
-REPORT_FILE = "index_report.json"
 _MISSING_SHOWN = 50
 
 
@@ -41,6 +50,7 @@ def build_index(params: Params) -> Path:
         "missing_count": len(table.missing),
         "missing": table.missing[:_MISSING_SHOWN],
         "test_from": table.test_from,
+        VAL_SPLIT: val_stand_in(counts["val"]),
         "notes": table.notes,
     }
     write_json_atomic(paths.index / REPORT_FILE, report, indent=1)

@@ -2,7 +2,7 @@
 
 It reads the index (:mod:`madapter.data.index.schema`) and the scan's quarantine list
 (:mod:`madapter.data.store.quarantine`), never the scan stage itself, and writes the store through
-its format's writers (:mod:`madapter.data.store.format`); what it owns is how a video becomes
+its format's writers (:mod:`madapter.data.store.frame_store`); what it owns is how a video becomes
 stored frames.
 
 Every usable video (index minus the scan's quarantine) is decoded ONCE to
@@ -12,7 +12,7 @@ centre-cropped square.  Training then samples ``model.num_frames`` of those per 
 TSN offsets -- cheap, because the store is a few memory-mapped shards instead of video files.  A
 split whose rows are exactly an earlier split's (the index's withheld-test copy of val: SSv2,
 Kinetics-700) is not decoded again: ``store.json`` records it as ``same_as`` that split and the
-store's reader resolves it (:mod:`madapter.data.store.format`).
+store's reader resolves it (:mod:`madapter.data.store.frame_store`).
 
 Videos decode in parallel worker processes (each opens its own readers); results are written in
 index order, so the store is a deterministic function of the inputs: the same index, videos and
@@ -49,7 +49,7 @@ from tqdm import tqdm
 from madapter.config import DecodeSection, Params
 from madapter.data.index.schema import SPLITS, Row, read_classes, read_index
 from madapter.data.sampling import segment_bounds, uniform_grid
-from madapter.data.store.format import SAME_AS, ShardWriter, format_meta, frame_codec, write_store_meta
+from madapter.data.store.frame_store import SAME_AS, ShardWriter, format_meta, frame_codec, write_store_meta
 from madapter.data.store.quarantine import QUARANTINE_FILE, read_quarantine
 from madapter.data.store.ray_pool import NodeTally, connect, ordered_map, ray_requested
 from madapter.data.timing import write_timing

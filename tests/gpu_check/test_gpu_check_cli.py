@@ -1,4 +1,4 @@
-"""`make gpu-check` and `benchmarks/memory.py --device cuda` on a machine without CUDA.
+"""`make gpu-check` (`python -m infra.gpu_check`) and `python -m benchmarks.memory --device cuda` on a machine without CUDA.
 
 Both need an NVIDIA GPU, which CI machines do not have.  What a user of such a machine must get
 is one line saying so and a non-zero exit code, at once, with no traceback.  CUDA is hidden from
@@ -15,7 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration  # make, the check and the benchmark run as subprocesses
 NO_CUDA = "gpu-check: no CUDA device (torch.cuda.is_available() is False); run this on a machine with an NVIDIA GPU"
 
 
@@ -33,7 +37,7 @@ def test_make_gpu_check_without_cuda_stops_at_once_with_one_line() -> None:
     # -o: never (re)install from inside a test; PY: the interpreter running this test suite.
     proc, seconds = _run(["make", "--no-print-directory", "-o", ".venv/.installed", f"PY={sys.executable}", "gpu-check"])
     assert proc.returncode != 0
-    assert "benchmarks/gpu_check.py" in proc.stdout, "make gpu-check must run benchmarks/gpu_check.py"
+    assert "-m infra.gpu_check" in proc.stdout, "make gpu-check must run python -m infra.gpu_check"
     # make's own "make: *** ..." line (``make[N]:`` when this suite itself runs under make, as in CI)
     script_lines = [line for line in proc.stderr.splitlines() if not re.match(r"make(\[\d+\])?: \*\*\*", line)]
     assert script_lines == [NO_CUDA]
@@ -42,7 +46,7 @@ def test_make_gpu_check_without_cuda_stops_at_once_with_one_line() -> None:
 
 
 def test_gpu_check_script_exits_2_with_only_the_no_cuda_line() -> None:
-    proc, _ = _run([sys.executable, "benchmarks/gpu_check.py"])
+    proc, _ = _run([sys.executable, "-m", "infra.gpu_check"])
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.splitlines() == [NO_CUDA]
@@ -50,7 +54,7 @@ def test_gpu_check_script_exits_2_with_only_the_no_cuda_line() -> None:
 
 def test_memory_benchmark_cuda_without_cuda_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "memory_cuda.json"
-    proc, seconds = _run([sys.executable, "benchmarks/memory.py", "--device", "cuda", "--out", str(out)])
+    proc, seconds = _run([sys.executable, "-m", "benchmarks.memory", "--device", "cuda", "--out", str(out)])
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
         "memory.py: --device cuda needs a CUDA device (torch.cuda.is_available() is False); "
@@ -61,7 +65,7 @@ def test_memory_benchmark_cuda_without_cuda_is_one_line_and_writes_nothing(tmp_p
 
 def test_gpu_check_lists_its_checks_without_cuda_including_the_features_path() -> None:
     """``--list`` needs no GPU: the checks in run order, each with what it needs and one line of what it checks."""
-    proc, seconds = _run([sys.executable, "benchmarks/gpu_check.py", "--list"])
+    proc, seconds = _run([sys.executable, "-m", "infra.gpu_check", "--list"])
     assert proc.returncode == 0, proc.stderr
     rows = [line.split(maxsplit=3) for line in proc.stdout.splitlines()]
     assert [row[0] for row in rows] == ["cuda", "memory", "pipeline", "evaluate", "predict", "serve", "batch_predict", "nccl",

@@ -20,6 +20,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration  # the diagnosis runs (a fake) nvidia-smi; the check runs as a subprocess
 NO_CUDA = "gpu-check: no CUDA device (torch.cuda.is_available() is False); run this on a machine with an NVIDIA GPU"
 H100 = "NVIDIA H100 80GB HBM3, 535.104.05"
 PROC_535 = ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n"
@@ -114,13 +116,9 @@ def test_a_recent_driver_is_not_called_too_old(no_cuda: Path) -> None:
 
 
 def _load_gpu_check():
-    import importlib.util
+    import infra.gpu_check.cli  # its main, and the cuda_unavailable_line it calls
 
-    spec = importlib.util.spec_from_file_location("benchmarks_gpu_check_diag", REPO / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return infra.gpu_check.cli
 
 
 def test_gpu_check_main_exits_2_with_the_driver_line(no_cuda: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -141,7 +139,7 @@ def test_gpu_check_script_exits_2_with_the_driver_line(tmp_path: Path) -> None:
     bin_dir = _fake_smi(tmp_path / "bin", f"echo '{H100}'")
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", "")])
-    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py"], cwd=REPO, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "infra.gpu_check"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.splitlines()

@@ -1,10 +1,11 @@
 """The decoded frame store: its format, its one writer and its one reader.
 
 The decode stage fills it through :class:`ShardWriter` and :func:`write_store_meta`; training,
-evaluation and the callers of :func:`split_or_test` / :func:`store_digest` read it through
-:class:`FrameStore` and :func:`read_store_meta`.  A few large shards per split, never one file per
-frame: DVC (and most file systems) crawl on millions of small jpgs; a shard of a few hundred
-videos hashes, copies and memory-maps in one go.  Layout::
+evaluation, the features stage and the callers of :func:`store_digest` read it through
+:class:`FrameStore` and :func:`read_store_meta`.  Which split stands for ``val`` is not the
+store's business: the index records it (:func:`madapter.data.index.schema.eval_split`).  A few
+large shards per split, never one file per frame: DVC (and most file systems) crawl on millions
+of small jpgs; a shard of a few hundred videos hashes, copies and memory-maps in one go.  Layout::
 
     <root>/store.json                    classes, frames_per_video, size, format, codec, counts, bytes
                                          (no timings: DVC hashes it, training fingerprints it; see
@@ -201,20 +202,6 @@ def has_split(root: Path, split: str) -> bool:
     """Whether the store at ``root`` holds ``split``: its manifest (possibly empty) exists, or the manifest of
     the split it repeats."""
     return (Path(root) / stored_split(root, split) / MANIFEST_FILE).is_file()
-
-
-def split_or_test(root: Path, split: str) -> str:
-    """``split``, unless it is ``val`` and the store has no val videos: then ``test``.
-
-    Datasets such as UCF101 and HMDB51 have no val split; validating and evaluating on test is
-    the convention there (the callers log that they did).
-    """
-    if split != "val":
-        return split
-    try:
-        return "val" if len(FrameStore(root, "val")) > 0 else "test"
-    except (FileNotFoundError, ValueError):
-        return "test"
 
 
 def store_digest(root: Path) -> str:

@@ -1,6 +1,6 @@
 """``batch-predict``: many videos -> one predictions table, on Ray Data.
 
-The pipeline::
+The Ray Data graph::
 
     from_items(idx, source, start, end)        the inputs, in blocks spread over the cluster
       -> map_batches(decode_views)             CPU tasks: decord/PyAV -> the protocol's views
@@ -164,7 +164,7 @@ def _items(inputs: list[VideoInput]) -> list[dict]:
 
 def _dataset(inputs: list[VideoInput], bundle: ModelBundle, params: Params, top_k: int, batch_size: int,
              gpu: bool, actors: int, cpus: int):
-    """The lazy Ray Data pipeline: inputs -> decoding tasks -> classifying actor pool."""
+    """The lazy Ray Data graph: inputs -> decoding tasks -> classifying actor pool."""
     import ray
     import ray.data
 

@@ -1,10 +1,10 @@
 """Features stage: the frozen backbone's outputs for every stored view, computed ONCE (Ray Data).
 
-It reads the frame store (:mod:`madapter.data.store.format`) for the training views and the index
-(:mod:`madapter.data.index.schema`) plus the source videos for the evaluation views -- the videos
-``evaluate`` would score: those the frame store kept, in index order -- and writes
-``data/features/<ds>`` through :mod:`madapter.data.features.format`.  It never imports another
-stage module.
+It reads the frame store (:mod:`madapter.data.store.frame_store`) for the training views and, for the
+evaluation views, the videos ``evaluate`` scores, from the one function both use
+(:func:`madapter.data.evaluated.evaluated_videos`: those the frame store kept, in index order, read
+from the source files), and writes ``data/features/<ds>`` through
+:mod:`madapter.data.features.feature_store`.  It never imports another stage module.
 
 How: the driver lists every video of every split (:func:`plan_videos`) and cuts them into work
 items of about ``features.batch_size`` clips; Ray Data runs them through ``features.actors``
@@ -22,6 +22,7 @@ with ``"enabled": false`` (DVC needs its output) and returns at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from madapter.config import ConfigError, Params
+from madapter.data.evaluated import evaluated_videos
 from madapter.data.features.extractor import (
     DEVICE_COLUMN,
     PRECISION_COLUMN,
@@ -44,7 +46,7 @@ from madapter.data.features.extractor import (
     build_frozen_model,
     no_cuda_line,
 )
-from madapter.data.features.format import (
+from madapter.data.features.feature_store import (
     FEATURES_META,
     FeatureWriter,
     LevelSpec,
@@ -54,8 +56,8 @@ from madapter.data.features.format import (
     level_name,
     write_features_meta,
 )
-from madapter.data.index.schema import SPLITS, read_index
-from madapter.data.store.format import (
+from madapter.data.index.schema import SPLITS
+from madapter.data.store.frame_store import (
     STORE_META,
     FrameStore,
     has_split,
@@ -86,21 +88,20 @@ class ModelSpec:
 
 def plan_videos(params: Params, paths: StagePaths) -> Plan:
     """Every video to extract, per split: ``train`` in frame-store order (``ClipDataset`` item ``i``),
-    ``val``/``test`` as ``evaluate`` selects them (the store's videos, in index order, from the source)."""
-    frames, raw = paths.frames.resolve(), paths.raw.resolve()
+    ``val``/``test`` as ``evaluate`` selects them (:func:`~madapter.data.evaluated.evaluated_videos`)."""
+    frames = paths.frames.resolve()
     clips = params.evaluate.clips * params.evaluate.crops
     jobs: dict[str, list[VideoJob]] = {}
     for split in SPLITS:
         if not has_split(frames, split) or stored_split(frames, split) != split:
             jobs[split] = []  # absent, or stored once as another split (linked: link_repeated_splits)
-            continue
-        store = FrameStore(frames, split)
-        names = dict(zip(store.paths, store.label_names, strict=True))
-        if split == TRAIN:
-            jobs[split] = [VideoJob(p, int(y), names[p]) for p, y in zip(store.paths, store.labels, strict=True)]
+        elif split == TRAIN:
+            store = FrameStore(frames, split)
+            jobs[split] = [VideoJob(p, int(y), name)
+                           for p, y, name in zip(store.paths, store.labels, store.label_names, strict=True)]
         else:
-            jobs[split] = [VideoJob(r.path, r.label, names[r.path], os.fsdecode(raw / r.path), r.start, r.end)
-                           for r in read_index(paths.index, split) if r.path in names]
+            jobs[split] = [VideoJob(v.path, v.label, v.label_name, v.source, v.start, v.end)
+                           for v in evaluated_videos(paths, split)]
     views = {split: (params.features.train_views if split == TRAIN else clips) for split in SPLITS}
     return Plan(str(frames), jobs, views)
 
@@ -211,8 +212,11 @@ def _write_all(params: Params, plan: Plan, spec: ModelSpec, building: Path, num_
     expected = ((s, i, v) for s in SPLITS for i in range(len(plan.jobs[s])) for v in range(plan.views[s]))
     pending: list[dict[str, np.ndarray]] = []
     arrays = [level_name(k) for k in range(len(spec.levels))]
-    with tqdm(total=plan.total_views, desc="features", unit="view", leave=False) as bar:
-        for batch in _rows(params, plan, num_classes) if plan.total_views else ():
+    # closing(): on an error (a bad shard, Ctrl-C) the Ray Data stream is shut down at once, its actors
+    # with it; left to the garbage collector (a traceback keeps it alive), they hold their CPUs.
+    rows = contextlib.closing(_rows(params, plan, num_classes) if plan.total_views else (row for row in ()))
+    with tqdm(total=plan.total_views, desc="features", unit="view", leave=False) as bar, rows as stream:
+        for batch in stream:
             computed.update(zip(batch[DEVICE_COLUMN].tolist(), batch[PRECISION_COLUMN].tolist(), strict=True))
             for r in range(len(batch["view"])):
                 key = (str(batch["split"][r]), int(batch["video"][r]), int(batch["view"][r]))

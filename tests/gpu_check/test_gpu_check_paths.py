@@ -15,26 +15,17 @@ reading replaced (``cuda_peak_of``), and a real tiny checkpoint for the weight b
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
+from infra.gpu_check import device, frames, settings
+from infra.gpu_check.common import CheckFailed, Context
 from madapter.config import load_params
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def gpu_check() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchmarks_gpu_check", REPO / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the module's annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -59,29 +50,29 @@ def _dotted(params, key: str):
     return getattr(getattr(params, section), name)
 
 
-def test_frames_path_states_train_source_frames_whatever_params_yaml_says(gpu_check: ModuleType, repo_copy: Path) -> None:
+def test_frames_path_states_train_source_frames_whatever_params_yaml_says(repo_copy: Path) -> None:
     """The pipeline check (dvc repro, then evaluate/predict/serve/nccl) is the presets' path: frames."""
-    overrides = gpu_check.gpu_overrides("bf16")
+    overrides = settings.gpu_overrides("bf16")
     assert overrides["train"]["source"] == "frames"
-    gpu_check.write_params(repo_copy, overrides)
+    settings.write_params(repo_copy, overrides)
     params = load_params(repo_copy / "params.yaml")
     assert params.train.source == "frames" and params.features.use_gpu is False
     assert {key: _dotted(params, key) for key in GPU_SETUP} == GPU_SETUP
-    ctx = gpu_check.Context(work=repo_copy, repo=repo_copy)
-    nccl = gpu_check.nccl_cli(ctx)
+    ctx = Context(work=repo_copy, repo=repo_copy)
+    nccl = settings.nccl_cli(ctx)
     assert "train.source=frames" in nccl and "train.num_workers=2" in nccl
 
 
-def test_features_path_states_train_source_features_and_its_gpu_setup(gpu_check: ModuleType, repo_copy: Path) -> None:
+def test_features_path_states_train_source_features_and_its_gpu_setup(repo_copy: Path) -> None:
     """The features checks layer ``-S`` overrides that name every key they measure, source included."""
-    ctx = gpu_check.Context(work=repo_copy, repo=repo_copy, amp="bf16")
-    sets = gpu_check.feature_sets(ctx)
+    ctx = Context(work=repo_copy, repo=repo_copy, amp="bf16")
+    sets = settings.feature_sets(ctx)
     assert sets["train.source"] == "features" and sets["features.use_gpu"] is True
-    params = gpu_check.features_params(ctx)  # over a params.yaml whose defaults say the opposite
+    params = settings.features_params(ctx)  # over a params.yaml whose defaults say the opposite
     assert params.train.source == "features" and params.features.use_gpu is True
     assert {key: _dotted(params, key) for key in GPU_SETUP} == GPU_SETUP
     for stage in ("features", "train"):
-        cmd = gpu_check.feature_cli(ctx, stage)
+        cmd = settings.feature_cli(ctx, stage)
         pairs = {cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-S"}
         assert cmd[2:4] == ["madapter", stage]
         assert {"train.source=features", "features.use_gpu=true", "model.half_precision=true", "train.use_gpu=true",
@@ -104,45 +95,44 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int
     return path, full, head
 
 
-def _run_evaluate_check(gpu_check: ModuleType, monkeypatch: pytest.MonkeyPatch, checkpoint: Path, source: str,
+def _run_evaluate_check(monkeypatch: pytest.MonkeyPatch, checkpoint: Path, source: str,
                         peak: int) -> str:
     """``check_evaluate`` with evaluate returning ``source`` and the allocator reading ``peak`` bytes."""
     import madapter.evaluate
 
     result = {"top1": 0.5, "num_videos": 4, "source": source}
     monkeypatch.setattr(madapter.evaluate, "evaluate", lambda params: result)
-    monkeypatch.setattr(gpu_check, "cuda_peak_of", lambda fn: (fn(), peak))
+    monkeypatch.setattr(frames, "cuda_peak_of", lambda fn: (fn(), peak))
     repo = checkpoint.parents[2]
-    ctx = gpu_check.Context(work=repo, repo=repo, params=SimpleNamespace(base=SimpleNamespace(outputs_dir="outputs")))
-    return gpu_check.check_evaluate(ctx)
+    ctx = Context(work=repo, repo=repo, params=SimpleNamespace(base=SimpleNamespace(outputs_dir="outputs")))
+    return frames.check_evaluate(ctx)
 
 
 def test_evaluate_threshold_is_the_head_when_evaluate_scored_cached_features(
-    gpu_check: ModuleType, checkpoint: tuple[Path, int, int], monkeypatch: pytest.MonkeyPatch
+    checkpoint: tuple[Path, int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, full, head = checkpoint
     peak = head  # the head's fp32 weights on the GPU: all a cached-feature evaluation allocates
-    detail = _run_evaluate_check(gpu_check, monkeypatch, path, "features", peak)
+    detail = _run_evaluate_check(monkeypatch, path, "features", peak)
     assert "head" in detail and f"{head / 2**20:.2f} MiB" in detail
-    with pytest.raises(gpu_check.CheckFailed, match="head"):  # a head left on the CPU allocates ~nothing
-        _run_evaluate_check(gpu_check, monkeypatch, path, "features", head // 2 - 1)
+    with pytest.raises(CheckFailed, match="head"):  # a head left on the CPU allocates ~nothing
+        _run_evaluate_check(monkeypatch, path, "features", head // 2 - 1)
 
 
 def test_evaluate_threshold_is_the_full_model_when_evaluate_scored_frames(
-    gpu_check: ModuleType, checkpoint: tuple[Path, int, int], monkeypatch: pytest.MonkeyPatch
+    checkpoint: tuple[Path, int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, full, head = checkpoint
-    detail = _run_evaluate_check(gpu_check, monkeypatch, path, "frames", full // 2)
+    detail = _run_evaluate_check(monkeypatch, path, "frames", full // 2)
     assert "full model" in detail and f"{full / 2**20:.2f} MiB" in detail
-    with pytest.raises(gpu_check.CheckFailed, match="full model"):  # the head's bytes are not the full model's
-        _run_evaluate_check(gpu_check, monkeypatch, path, "frames", head)
+    with pytest.raises(CheckFailed, match="full model"):  # the head's bytes are not the full model's
+        _run_evaluate_check(monkeypatch, path, "frames", head)
 
 
-def test_evaluate_features_check_uses_the_same_threshold_function(gpu_check: ModuleType,
-                                                                  checkpoint: tuple[Path, int, int]) -> None:
+def test_evaluate_features_check_uses_the_same_threshold_function(checkpoint: tuple[Path, int, int]) -> None:
     path, full, head = checkpoint
-    assert gpu_check.evaluated_weight_bytes(path, "features") == head
-    assert gpu_check.evaluated_weight_bytes(path, "frames") == full
+    assert device.evaluated_weight_bytes(path, "features") == head
+    assert device.evaluated_weight_bytes(path, "frames") == full
     with pytest.raises(ValueError, match="train.source"):
-        gpu_check.evaluated_weight_bytes(path, "clips")
+        device.evaluated_weight_bytes(path, "clips")
 

@@ -86,7 +86,7 @@ def cache_key(params: Params, backbone: dict[str, Any], frame_store_digest: str)
     """Everything that decides the stored values, as ``features.json`` records it.
 
     ``backbone`` is :func:`madapter.models.checkpoint.describe_backbone` of the model;
-    ``frame_store_digest`` is :func:`madapter.data.store.format.store_digest` of the frame store.
+    ``frame_store_digest`` is :func:`madapter.data.store.frame_store.store_digest` of the frame store.
     A reader compares this with the same call on its own params to tell stale features apart.
     """
     m, d, f = params.model, params.decode, params.features

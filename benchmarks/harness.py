@@ -1,0 +1,356 @@
+"""The benchmark harness: a benchmark is its measurement plus a declaration; everything else is here.
+
+A benchmark module (``benchmarks/<name>.py``) declares one :class:`Benchmark`: what it measures
+(its docstring, ``run(args) -> report``), how a report renders (its pure ``markdown(report,
+json_path)`` and ``plot(report, path)``), its own flags and what a run costs.  The harness owns
+what every benchmark must do the same way: the command line (``--quick``, ``--out``, the tests'
+hidden ``--smoke``, one-line errors with exit code 2), the timing and provenance every result
+carries (the exact command, git commit, machine and versions: a number with no provenance cannot
+go in the docs), the JSON + ``.png`` + ``.md`` triple docs/benchmarks.md reads, and the exit code
+(0; 1 when a part failed, the others still measured; 2 when it cannot run here at all).
+
+    .venv/bin/python -m benchmarks.decode [--quick] [--out benchmarks/results/decode.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, NoReturn
+
+logger = logging.getLogger("benchmarks")
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+OUTPUTS = ("benchmarks/results", "docs/benchmarks.md")
+"""What benchmarks write; changes there do not make the code that produced a result 'dirty'."""
+SHARED_MACHINE_NOTE = "a 2-core machine shared with other jobs during the run: compare ratios, not seconds"
+Report = dict[str, Any]
+
+
+class BenchmarkError(RuntimeError):
+    """The benchmark cannot run here at all; the message is one line saying what to do (exit 2)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (the contract: one line on stderr naming the flag, exit 2)."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def json_path(value: str) -> Path:
+    """``--out``'s type: a ``.json`` path (the ``.png`` and ``.md`` are written beside it)."""
+    if Path(value).suffix != ".json":
+        raise argparse.ArgumentTypeError(f"must end in .json, got {value}")
+    return Path(value)
+
+
+def positive(value: str) -> int:
+    """A count flag's type: an integer >= 1."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
+
+
+def listed_errors(report: Report) -> list[str]:
+    """The parts a report lists under ``errors`` (a list of names, or part -> error)."""
+    return list(report.get("errors") or ())
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark: what it measures, how its result renders and what a run costs."""
+
+    name: str
+    """Module ``benchmarks/<name>.py``; it writes ``<name>.json`` (+ ``.png``, ``.md``)."""
+    doc: str
+    """What it measures and why so (the module docstring): ``--help`` prints it."""
+    run: Callable[[argparse.Namespace], Report]
+    """The measurement: the report's own keys (``benchmark`` goes first, the provenance last)."""
+    markdown: Callable[[Report, str], str]
+    """The docs table from a report and its JSON's path, pure."""
+    plot: Callable[[Report, Path], None]
+    """The figure from a report, pure but for the PNG."""
+    packages: tuple[str, ...]
+    """Versions recorded with the results."""
+    quick: str
+    """What ``--quick`` reduces (its help)."""
+    minutes: tuple[float, float]
+    """What a full and a ``--quick`` run cost on a quiet 2-core machine (``python -m benchmarks`` shows it)."""
+    failures: Callable[[Report], list[str]] = listed_errors
+    """The failed parts of a report: exit 1 when there is any."""
+    options: Callable[[ArgumentParser], None] | None = None
+    """Adds the benchmark's own flags."""
+    resolve: Callable[[argparse.Namespace, ArgumentParser], None] | None = None
+    """Fills defaults that depend on other flags, checks combinations (``parser.error``: one line, exit 2)."""
+    smoke: bool = False
+    """A hidden ``--smoke``: the tests' tiny configuration (machinery only, never a result to quote)."""
+    work_dir: bool = False
+    """A ``--work-dir`` flag; ``args.work`` is a scratch directory, removed afterwards unless given."""
+    child: Callable[[argparse.Namespace], Report] | None = None
+    """A hidden ``--child VALUE``: measure in this fresh process, print the record as one JSON line."""
+
+    def parse_args(self, argv: list[str] | None = None) -> argparse.Namespace:
+        parser = ArgumentParser(prog=f"{self.name}.py", description=self.doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument("--quick", action="store_true", help=f"reduced settings: {self.quick}")
+        if self.smoke:
+            mode.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
+        parser.add_argument("--out", type=json_path, help=f"JSON path, the .png and .md beside it "
+                                                          f"(default: benchmarks/results/{self.name}.json)")
+        if self.work_dir:
+            parser.add_argument("--work-dir", type=Path, help="scratch directory, kept (default: a temp dir, removed)")
+        if self.child:
+            parser.add_argument("--child", help=argparse.SUPPRESS)
+        if self.options:
+            self.options(parser)
+        args = parser.parse_args(argv)
+        args.smoke = getattr(args, "smoke", False)
+        args.configuration = "smoke" if args.smoke else "quick" if args.quick else "full"
+        if self.resolve:
+            self.resolve(args, parser)
+        args.out = args.out or RESULTS / f"{self.name}.json"
+        return args
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """Parse, measure, add the provenance, write the JSON/plot/table; the exit code."""
+        started, load_start = time.perf_counter(), os.getloadavg()
+        args = self.parse_args(argv)
+        if self.child and args.child:
+            logging.disable(logging.WARNING)
+            print(json.dumps(self.child(args)))  # noqa: T201 - the child's result line for the parent
+            return 0
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        scratch = self.work_dir and args.work_dir is None
+        if self.work_dir:
+            args.work = (args.work_dir or Path(tempfile.mkdtemp(prefix=f"madapter-bench-{self.name}-"))).resolve()
+        try:
+            report = {"benchmark": self.name, **self.run(args)}
+        except BenchmarkError as err:
+            print(err, file=sys.stderr)  # noqa: T201 - the one line a user reads
+            return 2
+        finally:
+            if scratch:
+                shutil.rmtree(args.work, ignore_errors=True)
+        report.update(provenance(load_start, self.packages, quick=args.quick, started=started))
+        write_outputs(report, args.out.resolve(), self.plot, self.markdown)
+        failed = self.failures(report)
+        if failed:
+            logger.error("%s: failed: %s (see 'error' in %s)", self.name, "; ".join(map(str, failed)), args.out)
+            return 1
+        return 0
+
+
+# ----------------------------------------------------------------------------- provenance
+def git_state() -> dict[str, Any]:
+    """The commit the numbers belong to, and whether the code (not the results) had uncommitted edits."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+    # The results and the page rendered from them are outputs, not code: a run that rewrites them
+    # (make bench writes one JSON after another) must not mark the next result "dirty".
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{p}" for p in OUTPUTS))
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(changed)}
+
+
+def command_line() -> str:
+    """The exact command that is producing this result, as a user would type it in the repository root.
+
+    The interpreter is shown relative to the repository when it lives there (``.venv/bin/python``),
+    so the string can be pasted into a fresh checkout; a module run with ``-m`` is shown so.
+    """
+    python = Path(sys.executable)
+    shown = str(python.relative_to(REPO)) if python.is_relative_to(REPO) else str(python)
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    script = Path(sys.argv[0]).resolve()
+    entry = (["-m", spec.name.removesuffix(".__main__")] if spec is not None
+             else [str(script.relative_to(REPO)) if script.is_relative_to(REPO) else sys.argv[0]])
+    return shlex.join([shown, *entry, *sys.argv[1:]])
+
+
+def provenance(load_start: tuple[float, ...], packages: Iterable[str], quick: bool, started: float) -> dict[str, Any]:
+    """The keys every result JSON carries at its top level, beside its own numbers.
+
+    ``command`` (exact, re-runnable), ``git`` (commit, dirty), ``machine`` (platform, versions,
+    load), ``quick`` (the reduced ``--quick`` settings, not the report's full ones) and
+    ``seconds_total`` (wall time of the whole run). ``started`` is a ``time.perf_counter()``
+    taken when the run began.
+    """
+    return {
+        "command": command_line(), "git": git_state(), "machine": machine(load_start, packages),
+        "quick": quick, "seconds_total": round(time.perf_counter() - started, 1),
+    }
+
+
+def package_version(package: str) -> str:
+    """The installed version of ``package``, ``"?"`` when it is not installed."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
+def machine(load_start: tuple[float, ...], packages: Iterable[str]) -> dict[str, Any]:
+    """Platform, CPUs, Python, the versions of ``packages`` and the load average at start and end."""
+    return {
+        "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": {pkg: package_version(pkg) for pkg in packages},
+        "load_avg_1m_start": load_start[0], "load_avg_1m_end": os.getloadavg()[0],
+        "note": SHARED_MACHINE_NOTE,
+    }
+
+
+def footer(report: Report, json_path: str, unit: str = "min") -> str:
+    """The line naming the JSON, the commit and the exact command (every table traces to its run)."""
+    git, m = report["git"], report["machine"]
+    took = f"{report['seconds_total'] / 60:.1f} min" if unit == "min" else f"{report['seconds_total']:.0f} s"
+    return (f"From `{json_path}`, commit `{(git['commit'] or '?')[:10]}`{' (uncommitted edits)' if git['dirty'] else ''}, "
+            f"`{report['command']}`, {took}; load average {m['load_avg_1m_start']:.1f} at the start, "
+            f"{m['load_avg_1m_end']:.1f} at the end.")
+
+
+# ----------------------------------------------------------------------------- outputs
+def write_outputs(report: Report, out: Path, plot: Callable[[Report, Path], None],
+                  markdown: Callable[[Report, str], str]) -> None:
+    """``out`` (JSON), the ``plot`` next to it (``.png``) and the docs table ``markdown`` makes (``.md``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, out.with_suffix(".png"))
+    shown = str(out.relative_to(REPO)) if out.is_relative_to(REPO) else str(out)
+    table = markdown(report, shown)
+    out.with_suffix(".md").write_text(table)
+    logger.info("wrote %s, .png and .md\n%s", out, table)
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend: plots are files, never windows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig: Any, path: Path, dpi: int = 110, tight: bool = True) -> None:
+    """Write ``fig`` to ``path`` and free it."""
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+
+
+# ----------------------------------------------------------------------------- shared by the measurements
+def div(a: float | None, b: float | None) -> float | None:
+    """``a / b``; ``None`` when either is missing (a failed part) or ``b`` is 0."""
+    return a / b if a is not None and b else None
+
+
+def last_line(err: BaseException) -> str:
+    """The error's type and last message line: what the JSON and the table show for a failed part."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1].strip() if lines else ''}"
+
+
+@contextlib.contextmanager
+def recorded(errors: dict[str, str], part: str) -> Iterator[None]:
+    """Run one part; if it fails, record its last error line under ``errors[part]`` and go on.
+
+    A :class:`BenchmarkError` (the machine cannot run the benchmark at all) still stops everything."""
+    try:
+        yield
+    except BenchmarkError:
+        raise
+    except Exception as err:  # noqa: BLE001 - one failing part must not lose the others
+        logger.error("%s failed: %s", part, err)
+        errors[part] = last_line(err)
+
+
+def isolate() -> None:
+    """Its own local Ray and scratch MLflow store, never the user's."""
+    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        os.environ.pop(key, None)
+
+
+def vm_kb(field: str) -> int:
+    """A memory counter of this process from ``/proc/self/status`` (``VmRSS``, ``VmHWM``), in kB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> int:
+    """Reset the kernel's peak resident set (``VmHWM``) to the current one; returns that (kB)."""
+    rss = vm_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")
+    return rss
+
+
+def start_child(name: str, *args: str) -> subprocess.Popen:
+    """``python -m benchmarks.<name> ... --child``: a fresh process (its own peak memory, no allocator
+    state from earlier measurements) that prints its record as its last stdout line."""
+    return subprocess.Popen([sys.executable, "-m", f"benchmarks.{name}", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def child_result(proc: subprocess.Popen) -> Report:
+    """The record a child printed, or ``{"error": "exit N: <its last stderr line>"}``."""
+    stdout, stderr = proc.communicate()
+    lines = stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    err = [line for line in stderr.strip().splitlines() if line.strip()]
+    return {"error": f"exit {proc.returncode}: {err[-1] if err else 'no output'}"}
+
+
+def interleaved(loaders: dict[str, dict[str, Callable[[int, int], Any]]], items: int, repeats: int) -> dict[str, Any]:
+    """Seconds of every loader (``name -> kind -> load(item, pass)``) on every item in every pass:
+    ``name -> kind -> [repeats, items]``.
+
+    The loaders take turns item by item, who goes first rotating: on a shared machine a neighbour's
+    burst lasts longer than one item, so it hits every loader alike, not one loader's whole pass.
+    """
+    import numpy as np
+    from tqdm import tqdm
+
+    times = {name: {kind: np.zeros((repeats, items)) for kind in kinds} for name, kinds in loaders.items()}
+    order = list(loaders)
+    for rep in tqdm(range(repeats), desc="timing passes", unit="pass", leave=False):
+        for i in range(items):
+            turn = (rep + i) % len(order)
+            for name in order[turn:] + order[:turn]:
+                for kind, load in loaders[name].items():
+                    started = time.perf_counter()
+                    load(i, rep)
+                    times[name][kind][rep, i] = time.perf_counter() - started
+    return times
+
+
+def data_stages(params: Any) -> None:
+    """download -> index -> scan -> decode: the real stage functions, in this process."""
+    from madapter.data.acquire.download import download_dataset
+    from madapter.data.index.stage import build_index
+    from madapter.data.store.decode import decode_dataset
+    from madapter.data.store.scan import scan_videos
+
+    for stage in (download_dataset, build_index, scan_videos, decode_dataset):
+        stage(params)
