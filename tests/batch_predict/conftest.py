@@ -28,6 +28,7 @@ import yaml
 from madapter.config import Params
 from madapter.data.index.schema import Row, read_index, write_split
 from madapter.paths import StagePaths
+from tests.common.fixtures import stop_ray_after_this_folder
 from tests.common.synthetic_data import params_with, synthetic_sections
 
 MODEL_NAME = "batch-predict-tests"
@@ -125,4 +126,7 @@ def registered(dataset: Dataset, checkpoint: Path) -> str:
     client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
     return f"models:/{MODEL_NAME}@{CHAMPION}"
 
+
+_stop_ray_after_this_folder = pytest.fixture(scope="package", autouse=True)(stop_ray_after_this_folder)
+"""batch prediction runs on Ray Data: see :func:`tests.common.fixtures.stop_ray_after_this_folder`."""
 

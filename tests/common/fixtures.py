@@ -55,10 +55,9 @@ def local_ray() -> str:
     when none is connected, e.g. first use or after a cluster test stopped it; returns its GCS address.
 
     ``address="local"``: always a new Ray of this process, never a ``ray start`` cluster that happens
-    to run on the machine.  Tiers used to start one each, because a Ray that had run Ray Data left
-    Ray Train's workers unplaced; the features stage now closes its Ray Data stream on every exit
-    (:mod:`madapter.data.features.stage`), and :func:`_wait_until_idle` fails in one line should anything else
-    be left holding CPUs, so one Ray serves the session.
+    to run on the machine.  Folders share it, except that a folder that runs Ray Data stops it when it
+    is done (:func:`stop_ray_after_this_folder`), and :func:`_wait_until_idle` fails in one line when a
+    test left its CPUs taken.
     """
     import ray
 
@@ -92,6 +91,21 @@ def shutdown_ray() -> None:
 
         if ray.is_initialized():
             ray.shutdown()
+
+
+def stop_ray_after_this_folder() -> Iterator[None]:
+    """For a folder whose tests run Ray Data (decorate it in the folder's conftest as a package-scoped
+    autouse fixture): the local Ray is shut down when the folder is done, and the next user starts a
+    fresh one.
+
+    Why: after the real-material folder (Ray Data, then Ray Train) left its Ray up, the next folder's
+    2-worker ``TorchTrainer`` waited forever with both CPUs free and no pending lease (seen twice:
+    Ray 2.60, its Train controller idle after ``PlacementGroupCleaner launched``; Ray Data's
+    ``_AutoscalingCoordinatorActor``, which Ray Train's controller also asks for resources, was the
+    one thing left from Ray Data).  Ray Train after Ray Data within one folder works.
+    """
+    yield
+    shutdown_ray()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from madapter.config import Params
-from tests.common.fixtures import local_ray
+from tests.common.fixtures import local_ray, stop_ray_after_this_folder
 from tests.common.synthetic_data import build_synthetic_data, params_with, synthetic_sections
 
 
@@ -58,3 +58,8 @@ def extracted(dataset_root: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     shutil.copytree(dataset_root / "data", root / "data")
     params = feature_params(root)
     return params, extract_features(params)
+
+
+_stop_ray_after_this_folder = pytest.fixture(scope="package", autouse=True)(stop_ray_after_this_folder)
+"""the features stage runs on Ray Data: see :func:`tests.common.fixtures.stop_ray_after_this_folder`."""
+

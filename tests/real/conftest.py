@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.common.fixtures import stop_ray_after_this_folder
 from tests.real.material import MaterialError, RealMaterial, ensure_material
 
 LITE0 = "tf_efficientnet_lite0"
@@ -52,4 +53,7 @@ def lite0_weights(real_material: RealMaterial, tmp_path_factory: pytest.TempPath
     """The real ImageNet EfficientNet-Lite0 weights under timm names (a ``model.weights_file``)."""
     return lite0_in_timm_names(real_material.lite0_weights, tmp_path_factory.mktemp("lite0") / "lite0_timm.pth")
 
+
+_stop_ray_after_this_folder = pytest.fixture(scope="package", autouse=True)(stop_ray_after_this_folder)
+"""the pipeline test runs Ray Data (features), then Ray Train: see :func:`tests.common.fixtures.stop_ray_after_this_folder`."""
 
