@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml constraints.txt scripts/setup-system.sh
 
 install: $(STAMP)
 
-# Everything (what CI runs): the unit tier and the integration tier (real Ray / MLflow / Prefect / DVC).
+# Everything (what CI runs): the unit tier and the integration tier (real Ray / MLflow / Prefect / DVC),
+# on two pytest-xdist workers: one module (or the modules sharing one expensive fixture) per unit of
+# work, long scenarios first (tests/common/parallel.py). TEST_WORKERS=1 runs it in this process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider --durations=25
+	$(PY) -m pytest -q -p no:cacheprovider $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) --durations=25
 
 # The unit tier only: tests that start no Ray, no server and no subprocess. tests/common/tiers.py
 # fails any test that starts one without the `integration` marker, so this tier stays honest.

@@ -1,22 +1,17 @@
 """``make bench``: run every benchmark, then regenerate docs/benchmarks.md from their JSON results.
 
-Each benchmark is one module (``benchmarks/<name>.py``, run as ``python -m benchmarks.<name>``) that
-writes ``<name>.json`` (its numbers, the exact command, git commit, machine and versions),
-``<name>.png`` and ``<name>.md``.  This runner only sequences them, each in its own process (a
-crash or an out-of-memory kill of one cannot take the others down), keeps each one's log, and then
-hands the JSONs to :mod:`benchmarks.report`, which writes the report.  Nothing here computes a number.
+The runner only sequences the benchmarks, each in its own process (a crash or an out-of-memory
+kill of one cannot take the others down) with its own log, and hands their JSONs to
+:mod:`benchmarks.report`.  Nothing here computes a number.
 
     .venv/bin/python -m benchmarks                   # full: benchmarks/results/, docs/benchmarks.md (<= 45 min)
     .venv/bin/python -m benchmarks --quick           # reduced settings (<= 10 min) into outputs/bench-quick/
     .venv/bin/python -m benchmarks --only memory_scaling accuracy   # some benchmarks, then the report
     .venv/bin/python -m benchmarks --report-only     # run nothing: the page and its plots from the JSONs
-    .venv/bin/python -m benchmarks.decode --smoke --out /tmp/decode.json   # one alone, with its own flags
 
-``--quick`` never overwrites the checked-in results: it writes its own results directory and
-report (``outputs/bench-quick/``), so a smoke run cannot replace the full figures by accident.
-A failed benchmark is reported (exit 1, the tail of its log) after the others have run; the report
-is still rendered from whatever results exist, and a result left over from an earlier run shows
-its own commit and date in the report.
+``--quick`` writes its own results and report (``outputs/bench-quick/``), never the checked-in
+ones.  A failed benchmark is reported (exit 1, the tail of its log) after the others have run; the
+report is still rendered, a result left from an earlier run showing its own commit.
 """
 
 from __future__ import annotations
@@ -28,11 +23,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks import SUITE
-from benchmarks.harness import REPO, RESULTS, ArgumentParser, git_state, machine
+from benchmarks.harness import REPO, RESULTS, ArgumentParser, git_state, machine, shown
 
 logger = logging.getLogger("benchmarks.bench")
 
@@ -41,72 +36,39 @@ QUICK_ROOT = REPO / "outputs" / "bench-quick"
 LOG_DIR = REPO / "outputs" / "bench-logs"
 
 
-@dataclass
-class Outcome:
-    """What one benchmark's process did."""
-
-    name: str
-    command: list[str]
-    returncode: int
-    seconds: float
-    log: Path
-    budget_minutes: float
-
-
-def command_for(name: str, results: Path, quick: bool) -> list[str]:
-    """The exact command line the runner executes (recorded in bench.json and in the result itself)."""
-    out = (results / f"{name}.json").resolve()
-    return [sys.executable, "-m", f"benchmarks.{name}", *(["--quick"] if quick else []),
-            "--out", str(out.relative_to(REPO)) if out.is_relative_to(REPO) else str(out)]
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def run_all(names: Sequence[str], results: Path, quick: bool) -> list[Outcome]:
+def run_all(names: Sequence[str], results: Path, quick: bool) -> list[dict[str, Any]]:
     """Run the benchmarks one after the other from the repository root, each into its own log file;
-    a failure is logged and the next one still runs."""
+    a failure is logged and the next one still runs.  What each did, as ``bench.json`` records it."""
     from tqdm import tqdm
 
     from benchmarks.report import declaration
 
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MPLBACKEND": "Agg"}
-    outcomes = []
+    runs = []
     bar = tqdm(names, desc="benchmarks", unit="benchmark")
     for name in bar:
         budget = declaration(name).minutes[bool(quick)]
         log = LOG_DIR / f"{name}{'-quick' if quick else ''}.log"
         bar.set_postfix_str(f"{name} (~{budget:g} min)")
         logger.info("%s: running (expected ~%g min on a quiet machine; log %s)", name, budget, log)
-        command, started = command_for(name, results, quick), time.perf_counter()
+        # The exact command (recorded in bench.json and in the result itself).
+        command = ["-m", f"benchmarks.{name}", *(["--quick"] if quick else []),
+                   "--out", shown(results / f"{name}.json")]
+        started = time.perf_counter()
         with log.open("w") as out:
-            proc = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
-        outcomes.append(Outcome(name, command, proc.returncode, time.perf_counter() - started, log, budget))
+            proc = subprocess.run([sys.executable, *command], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                  env=env, check=False)
+        seconds = time.perf_counter() - started
+        runs.append({"name": name, "command": " ".join(command), "returncode": proc.returncode,
+                     "seconds": round(seconds, 1), "budget_minutes": budget})
         if proc.returncode == 0:
-            logger.info("%s: done in %.0f s", name, outcomes[-1].seconds)
+            logger.info("%s: done in %.0f s", name, seconds)
         else:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
             logger.error("%s: FAILED (exit %d after %.0f s); last lines of %s:\n%s", name, proc.returncode,
-                         outcomes[-1].seconds, log, tail(log))
-    return outcomes
-
-
-def write_summary(outcomes: list[Outcome], results: Path, quick: bool, started: float,
-                  load_start: tuple[float, ...]) -> Path:
-    """``bench.json``: which benchmarks ran, with which command, how long, and whether they succeeded."""
-    summary = {
-        "benchmark": "bench",
-        "quick": quick,
-        "git": git_state(),
-        "machine": machine(load_start, ("torch", "timm", "ray", "numpy")),
-        "seconds_total": round(time.perf_counter() - started, 1),
-        "runs": [{"name": o.name, "command": " ".join(o.command[1:]), "returncode": o.returncode,
-                  "seconds": round(o.seconds, 1), "budget_minutes": o.budget_minutes} for o in outcomes],
-    }
-    path = results / "bench.json"
-    path.write_text(json.dumps(summary, indent=2) + "\n")
-    return path
+                         seconds, log, tail)
+    return runs
 
 
 def parse_args(argv: Sequence[str] | None):
@@ -137,9 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed: list[str] = []
     if not args.report_only:
         started, load_start = time.perf_counter(), os.getloadavg()
-        outcomes = run_all(args.only or SUITE, args.results_dir, args.quick)
-        summary = write_summary(outcomes, args.results_dir, args.quick, started, load_start)
-        failed = [o.name for o in outcomes if o.returncode != 0]
+        runs = run_all(args.only or SUITE, args.results_dir, args.quick)
+        summary = args.results_dir / "bench.json"  # which benchmarks ran, how (command, exit code), how long
+        summary.write_text(json.dumps({
+            "benchmark": "bench", "quick": args.quick, "git": git_state(),
+            "machine": machine(load_start, ("torch", "timm", "ray", "numpy")),
+            "seconds_total": round(time.perf_counter() - started, 1), "runs": runs}, indent=2) + "\n")
+        failed = [run["name"] for run in runs if run["returncode"] != 0]
         logger.info("all benchmarks: %.1f min; summary %s", (time.perf_counter() - started) / 60, summary)
     try:
         if args.check:

@@ -1,11 +1,9 @@
 """Ablations of the M-adapter branch on the order set: levels, temporal module, fusion, branch width.
 
-The baseline is the accuracy benchmark's ``madapter`` run (:mod:`benchmarks.accuracy`: the same
-order set, budget and seeds, trained on cached features of a random-init backbone): 4 evenly spaced
-levels, ``temporal: conv``, ``fusion: add``, ``width: 96``.  Each axis changes ONE thing from it;
-the baseline row is shared by all axes.  The backbone is run once, tapping every block, so a level
-subset (last only, 2, 4, all) is a selection of stored outputs, not a new extraction
-(:mod:`benchmarks.trainer`, whose runner it shares with the accuracy benchmark).
+The baseline is the accuracy benchmark's ``madapter`` run (same order set, budget and seeds, on
+cached features of a random-init backbone): 4 evenly spaced levels, ``temporal: conv``, ``fusion:
+add``, ``width: 96``.  Each axis changes ONE thing from it, the baseline row shared by all axes.
+A level subset is a selection of the every-block extraction (:mod:`benchmarks.trainer`).
 
     .venv/bin/python -m benchmarks.ablations [--quick] [--out benchmarks/results/ablations.json]
 """
@@ -16,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Benchmark, pyplot, save
+from benchmarks.harness import Benchmark, pyplot, save, table
 from benchmarks.trainer import STUDY, study, table_end
 
 BASELINE = "baseline (4 levels, conv, add, width 96)"
@@ -107,19 +105,18 @@ def plot(report: dict[str, Any], path: Path) -> None:
 def markdown(report: dict[str, Any], json_path: str) -> str:
     """The docs table: one row per axis value (the baseline repeated in each axis)."""
     pairs = list(next((s["per_pair_mean"] for s in report["summary"]), {}))
-    head = ["axis", "value", "test top-1", *pairs, "trainable params", "s per run"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for axis, values in tables(report).items():
         for v in values:
             s = v["summary"]
-            if s is None:
-                lines.append(f"| {axis} | {v['label']} | error | " + " | ".join("-" for _ in pairs) + " | - | - |")
-                continue
-            lines.append("| " + " | ".join([axis, v["label"], f"{s['top1_mean']:.3f} +- {s['top1_std']:.3f}",
-                                            *(f"{s['per_pair_mean'][p]:.2f}" for p in pairs),
-                                            f"{s['trainable_params']:,}", f"{s['seconds_mean']}"]) + " |")
-    return table_end(lines, report, f"{report['setup_text']}; `madapter` on cached features of the order set; "
-                     "s per run = one training + test evaluation in its own process (1 thread).", json_path)
+            rows.append([axis, v["label"], "error", *("-" for _ in pairs), "-", "-"] if s is None else
+                        [axis, v["label"], f"{s['top1_mean']:.3f} +- {s['top1_std']:.3f}",
+                         *(f"{s['per_pair_mean'][p]:.2f}" for p in pairs), f"{s['trainable_params']:,}",
+                         s["seconds_mean"]])
+    head = ["axis", "value", "test top-1", *pairs, "trainable params", "s per run"]
+    setup = (f"{report['setup_text']}; `madapter` on cached features of the order set; "
+             "s per run = one training + test evaluation in its own process (1 thread).")
+    return table_end(table(head, rows), report, setup, json_path)
 
 
 # ----------------------------------------------------------------------------- the run

@@ -1,20 +1,12 @@
 """Accuracy where frame order matters and where it doesn't: the four tuning modes, same budget, several seeds.
 
-Two synthetic sets made by the real data stages (``dataset.synthetic.task``):
-
-* ``order``: reversal pairs (``move_right`` video *i* is ``move_left`` video *i* played backwards),
-  so a model that ignores frame order cannot beat 0.5 on a pair;
-* ``appearance``: the class is the object's shape x colour family, its motion and direction are
-  random, so frame order carries no class information (the control).
-
-On each, ``madapter``, ``inserted``, ``full`` and ``linear`` (``model.tuning``) train with the SAME
-budget: the same training clips (``features.train_views`` stored views per video, view ``epoch % V``
-in epoch ``epoch``), epochs, batch, AdamW learning rate and warm-up + cosine schedule, from a
-random-init backbone (``model.init_seed`` 0; the seeds change the trainable part's init and the
-shuffling).  The frozen modes train on the features stage's cached outputs (computed once per set
-and shared by every seed and both modes), ``inserted``/``full`` on the clips through the backbone
-(:mod:`benchmarks.trainer`, whose runner it shares with the ablations).  Everything runs in-process,
-2 trainings at a time, 1 torch thread each.
+Two synthetic sets made by the real data stages: ``order`` (reversal pairs: ``move_right`` video
+*i* is ``move_left`` video *i* played backwards, so a model blind to frame order cannot beat 0.5
+on a pair) and ``appearance`` (the class is the object's shape x colour, its motion random: the
+control).  On each, ``madapter``, ``inserted``, ``full`` and ``linear`` train with the SAME budget
+(stored clips, epochs, batch, learning rate, schedule) from a random-init backbone (the seeds
+change the trainable part's init and the shuffling): the frozen modes on the features cached once
+per set, ``inserted``/``full`` on the clips (:mod:`benchmarks.trainer`).
 
     .venv/bin/python -m benchmarks.accuracy [--quick] [--out benchmarks/results/accuracy.json]
 """
@@ -27,7 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Benchmark, pyplot, save
+from benchmarks.harness import Benchmark, pyplot, save, table
 from benchmarks.trainer import STUDY, study, table_end
 
 MODES = ("madapter", "inserted", "full", "linear")
@@ -59,24 +51,22 @@ def verdicts(summary: list[dict[str, Any]], test_per_pair: int, seeds: int, test
     """What the docs state, computed here: does the order set separate the modes; madapter vs full per set."""
     by = {(s["group"][0], s["group"][1]): s for s in summary}
     tol = chance_tolerance(test_per_pair, seeds)
-    out: dict[str, Any] = {"chance_per_pair": 0.5, "chance_tolerance": tol}
-    blind_ok = all(v <= 0.5 + tol for m in ORDER_BLIND if ("order", m) in by for v in by[("order", m)]["per_pair_mean"].values())
-    mad = by.get(("order", "madapter"))
-    above = [p for p, v in (mad["per_pair_mean"].items() if mad else []) if v > 0.5 + tol]
-    out["order_blind_at_chance"] = blind_ok
-    out["madapter_pairs_above_chance"] = len(above)
-    out["pairs"] = len(mad["per_pair_mean"]) if mad else 0
-    out["order_set_separates_modes"] = bool(blind_ok and mad and len(above) > out["pairs"] / 2)
+    blind = [v for m in ORDER_BLIND if ("order", m) in by for v in by[("order", m)]["per_pair_mean"].values()]
+    pairs = by.get(("order", "madapter"), {}).get("per_pair_mean", {})
+    above = [p for p, v in pairs.items() if v > 0.5 + tol]
+    out: dict[str, Any] = {"chance_per_pair": 0.5, "chance_tolerance": tol,
+                           "order_blind_at_chance": all(v <= 0.5 + tol for v in blind),
+                           "madapter_pairs_above_chance": len(above), "pairs": len(pairs)}
+    out["order_set_separates_modes"] = bool(out["order_blind_at_chance"] and pairs
+                                            and len(above) > len(pairs) / 2)
     for task in SETS:
         a, b = by.get((task, "madapter")), by.get((task, "full"))
-        if not (a and b):
-            continue
-        diff = a["top1_mean"] - b["top1_mean"]
-        margin = difference_margin(a, b, test_videos)
-        verdict = "madapter better" if diff > margin else "full better" if diff < -margin else "no clear difference"
-        out[f"{task}_madapter_minus_full"] = round(diff, 4)
-        out[f"{task}_margin"] = round(margin, 4)
-        out[f"{task}_verdict"] = verdict
+        if a and b:
+            diff, margin = a["top1_mean"] - b["top1_mean"], difference_margin(a, b, test_videos)
+            out[f"{task}_madapter_minus_full"] = round(diff, 4)
+            out[f"{task}_margin"] = round(margin, 4)
+            out[f"{task}_verdict"] = ("madapter better" if diff > margin else "full better" if diff < -margin
+                                      else "no clear difference")
     return out
 
 
@@ -121,17 +111,21 @@ def markdown(report: dict[str, Any], json_path: str) -> str:
     pairs = list((_summary(report, "order", "madapter") or {"per_pair_mean": {}})["per_pair_mean"])
     head = ["mode", "order set top-1", "appearance set top-1", *(f"{p} (order)" for p in pairs),
             "trainable params", "s per run (order / appearance)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cell(r: dict[str, Any] | None) -> str:
+        return f"{r['top1_mean']:.3f} +- {r['top1_std']:.3f}" if r else "error"
+
+    rows = []
     for mode in MODES:
         o, a = _summary(report, "order", mode), _summary(report, "appearance", mode)
-        cell = lambda r: f"{r['top1_mean']:.3f} +- {r['top1_std']:.3f}" if r else "error"  # noqa: E731
-        row = [f"`{mode}`", cell(o), cell(a), *(f"{o['per_pair_mean'][p]:.2f}" if o else "-" for p in pairs),
-               f"{(o or a or {}).get('trainable_params', 0):,}",
-               f"{o['seconds_mean'] if o else '-'} / {a['seconds_mean'] if a else '-'}"]
-        lines.append("| " + " | ".join(row) + " |")
-    return table_end(lines, report, f"{report['setup_text']}. Features extracted once per set (s): "
-                     + ", ".join(f"{t} {c['total_s']}" for t, c in report["data_cost"].items())
-                     + "; s per run = one training + test evaluation in its own process (1 thread).", json_path)
+        per_pair = [f"{o['per_pair_mean'][p]:.2f}" if o else "-" for p in pairs]
+        rows.append([f"`{mode}`", cell(o), cell(a), *per_pair,
+                     f"{(o or a or {}).get('trainable_params', 0):,}",
+                     f"{o['seconds_mean'] if o else '-'} / {a['seconds_mean'] if a else '-'}"])
+    extracted = ", ".join(f"{t} {c['total_s']}" for t, c in report["data_cost"].items())
+    setup = (f"{report['setup_text']}. Features extracted once per set (s): {extracted}; "
+             "s per run = one training + test evaluation in its own process (1 thread).")
+    return table_end(table(head, rows), report, setup, json_path)
 
 
 # ----------------------------------------------------------------------------- the run

@@ -8,19 +8,16 @@ of text out.  A result that is missing gives "not measured", never a guess.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
+
+from benchmarks.harness import fmt
 
 Results = dict[str, dict[str, Any] | None]
 
 NOT_MEASURED = "not measured"
-
-
-def _x(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}x"
-
-
-def _mb(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f} MB"
+_x = partial(fmt, spec=".3f", suffix="x", missing="n/a")
+_mb = partial(fmt, spec=".0f", suffix=" MB", missing="n/a")
 
 
 def memory_claim(results: Results) -> dict[str, str]:

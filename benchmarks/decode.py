@@ -1,12 +1,9 @@
 """Decode throughput: decord sparse 8-frame sampling vs. PyAV decode-everything-then-index.
 
-Both paths read the SAME generated h264 mp4 files in one run and return the same 8 frames (the
-centred TSN grid); we count clips per second.  decord only converts (and, across key frames,
-only decodes) what it needs; the PyAV baseline decodes and converts every frame, which is what a
-naive loader does.  Two GOP settings are measured because decord's seeking can only skip
-decoding when there are key frames to seek to (x264's default ``keyint`` is 250).
-
-Runs::
+Both paths read the SAME generated h264 files in one run and return the same 8 frames (the centred
+TSN grid), in clips per second.  decord only converts (and, across key frames, only decodes) what
+it needs; the baseline decodes and converts every frame, as a naive loader does.  Two GOP settings,
+because decord can only skip decoding when there are key frames to seek to (x264's default is 250).
 
     .venv/bin/python -m benchmarks.decode              # ~20 s; benchmarks/results/decode.{json,png,md}
     .venv/bin/python -m benchmarks.decode --quick      # ~10 s: 3 videos instead of 6, same quantities
@@ -18,14 +15,13 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.harness import Benchmark, footer, interleaved, last_line, pyplot, save
+from benchmarks.harness import Benchmark, attempt, fmt, interleaved, page, pyplot, save, table
 
 logger = logging.getLogger("benchmarks.decode")
 TARGET_SPEEDUP = 2.0
@@ -43,9 +39,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 # ----------------------------------------------------------------------------- measurement
 def moving_texture(rng: np.random.Generator, frames: int, height: int, width: int) -> np.ndarray:
     """Camera-pan-like content: a smooth random texture sliding 2 px per frame plus a moving square.
-
-    Compresses like real footage (every frame differs), unlike flat synthetic frames.
-    """
+    Compresses like real footage (every frame differs), unlike flat synthetic frames."""
     coarse = rng.integers(0, 256, (height // 8 + 2, (width + 2 * frames) // 8 + 2, 3), dtype=np.uint8)
     texture = np.kron(coarse, np.ones((8, 8, 1), dtype=np.uint8))
     out = np.empty((frames, height, width, 3), dtype=np.uint8)
@@ -83,21 +77,18 @@ def pyav_clip(path: Path, num_frames: int) -> np.ndarray:
     return everything[segment_indices(len(everything), num_frames, train=False)]
 
 
-def interleaved_rates(loaders: dict[str, Callable[[Path, int], np.ndarray]], paths: list[Path], num_frames: int,
-                      repeats: int) -> dict[str, float]:
-    """Clips/s of every loader: per video its fastest of ``repeats`` tries, summed over the videos; the
-    loaders take turns video by video (:func:`~benchmarks.harness.interleaved`)."""
-    timed = {name: {"clip": lambda i, _, load=load: load(paths[i], num_frames)} for name, load in loaders.items()}
-    return {name: len(paths) / float(t["clip"].min(axis=0).sum()) for name, t in interleaved(timed, len(paths), repeats).items()}
-
-
 def measure_gop(folder: Path, gop: int, s: dict[str, Any]) -> dict[str, Any]:
-    """One point: both loaders on the same files encoded with key frames every ``gop`` frames."""
-    paths = make_videos(folder, s["videos"], s["frames"], s["height"], s["width"], gop)
-    diff = float(np.mean([np.abs(decord_clip(p, s["num_frames"]).astype(int)
-                                 - pyav_clip(p, s["num_frames"]).astype(int)).mean() for p in paths]))
-    rates = interleaved_rates({"decord": decord_clip, "pyav": pyav_clip}, paths, s["num_frames"], s["repeats"])
-    dec, pav = rates["decord"], rates["pyav"]
+    """One point: both loaders on the same files encoded with key frames every ``gop`` frames.
+
+    Clips/s: per video the fastest of ``repeats`` tries, summed over the videos; the loaders take
+    turns video by video (:func:`~benchmarks.harness.interleaved`)."""
+    paths, n = make_videos(folder, s["videos"], s["frames"], s["height"], s["width"], gop), s["num_frames"]
+    diff = float(np.mean([np.abs(decord_clip(p, n).astype(int) - pyav_clip(p, n).astype(int)).mean()
+                          for p in paths]))
+    loaders = {"decord": decord_clip, "pyav": pyav_clip}
+    timed = {name: {"clip": lambda i, _, load=load: load(paths[i], n)} for name, load in loaders.items()}
+    times = interleaved(timed, len(paths), s["repeats"])
+    dec, pav = (len(paths) / float(times[name]["clip"].min(axis=0).sum()) for name in loaders)
     logger.info("gop %d: decord %.1f clips/s, PyAV decode-all %.1f clips/s -> %.2fx (pixel diff %.2f)",
                 gop, dec, pav, dec / pav, diff)
     return {"gop": gop, "decord_clips_per_s": round(dec, 2), "pyav_clips_per_s": round(pav, 2),
@@ -124,14 +115,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     settings = {**PROFILES[args.configuration], "configuration": args.configuration,
                 "codec": "h264 yuv420p (libx264 crf 23)", "threads": "1 decoder thread"}
-    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="madapter-decode-bench-") as tmp:
-        for gop in tqdm(settings["gops"], desc="GOP settings", unit="gop"):
-            try:
-                rows.append(measure_gop(Path(tmp), gop, settings))
-            except Exception as err:  # noqa: BLE001 - one failing point must not lose the others
-                logger.error("gop %d failed: %s", gop, err)
-                rows.append({"gop": gop, "error": last_line(err)})
+        rows = [{"gop": gop, **attempt(f"gop {gop}", measure_gop, Path(tmp), gop, settings)}
+                for gop in tqdm(settings["gops"], desc="GOP settings", unit="gop")]
     return {"settings": settings, "results": rows, "headline": headline(rows), "target_speedup": TARGET_SPEEDUP}
 
 
@@ -139,32 +125,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(report: dict[str, Any], json_path: str) -> str:
     """The table of docs/benchmarks.md's "Decoding" section, from the report alone."""
     s, h = report["settings"], report["headline"]
-    lines = [
-        "| GOP (key-frame interval) | decord sparse `get_batch` | PyAV decode-all-then-index | speed-up | "
-        "pixel difference |",
-        "|---|---|---|---|---|",
-    ]
-    for r in report["results"]:
-        label = f"{r['gop']}" + (" (x264 default)" if r["gop"] == 250 else "")
-        if "error" in r:
-            lines.append(f"| {label} | failed: {r['error']} | | | |")
-            continue
-        lines.append(f"| {label} | {r['decord_clips_per_s']:.1f} clips/s | {r['pyav_clips_per_s']:.1f} clips/s | "
-                     f"**{r['speedup']:.2f}x** | {r['mean_abs_pixel_diff']:.2f} |")
+    head = ["GOP (key-frame interval)", "decord sparse `get_batch`", "PyAV decode-all-then-index", "speed-up",
+            "pixel difference"]
+    rows = [[f"{r['gop']}" + (" (x264 default)" if r["gop"] == 250 else ""),
+             *([f"failed: {r['error']}", None, None, None] if "error" in r else
+               [f"{r['decord_clips_per_s']:.1f} clips/s", f"{r['pyav_clips_per_s']:.1f} clips/s",
+                f"**{r['speedup']:.2f}x**", f"{r['mean_abs_pixel_diff']:.2f}"])] for r in report["results"]]
     verdict = "met" if h["target_met"] else "NOT met"
-    lines += [
-        "",
+    return page([
+        *table(head, rows), "",
         f"{s['videos']} videos, {s['width']}x{s['height']}, {s['frames']} frames, {s['codec']}, clips of "
-        f"{s['num_frames']} frames, {s['threads']}, per video the fastest of {s['repeats']} tries, loaders taking turns. Target: decord >= "
-        f"{h['target_speedup']:.0f}x at every GOP: {verdict} (smallest speed-up {_x(h['min_speedup'])}).",
-        "",
-        footer(report, json_path, unit="s"),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _x(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
+        f"{s['num_frames']} frames, {s['threads']}, per video the fastest of {s['repeats']} tries, loaders "
+        f"taking turns. Target: decord >= {h['target_speedup']:.0f}x at every GOP: {verdict} (smallest "
+        f"speed-up {fmt(h['min_speedup'], '.2f', 'x')}).",
+    ], report, json_path, unit="s")
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

@@ -1,54 +1,35 @@
 """What the frozen-feature cache buys: epoch time and step memory on cached features vs online, and
 the features stage's extraction throughput (Ray Data actor pool vs a plain loop).
 
-One invocation, one machine, the same model and data for every number: the demo's model and
-recipe (``params.yaml``: ``madapter`` on a random-init ``vit_tiny_patch16_224`` at the demo's
-``img_size`` / ``num_frames``) on a synthetic set made by the real data stages (download -> index
--> scan -> decode) in a scratch directory.
+One run, one machine, the demo's model and recipe (``params.yaml``, random init) on a synthetic set
+made by the real data stages in a scratch directory:
 
-* **epoch time**: the real train stage (:func:`madapter.train.driver.train`: Ray Train, 1 CPU
-  worker, MLflow logging to a scratch SQLite store) twice on the same training videos:
-  ``train.source: frames`` (online: the frozen backbone runs on every clip of every step) and
-  ``train.source: features`` (the head alone on what the ``features`` stage stored; the worker
-  never builds the backbone).  The number is the worker's own ``epoch_time_s`` (training batches
-  only: start-up and validation excluded, as ``history.json`` records it), the median over epochs
-  2..N: the first epoch warms up, and on a shared machine a neighbour's burst hits single epochs.
-* **step memory**: one fresh process per source builds the worker's model and data exactly as a
-  Ray Train worker does (:func:`madapter.train.source.build_source`), loads two batches, and runs
-  them through the worker's epoch function (:func:`madapter.train.step.train_epoch`: forward,
-  backward, AdamW).  Memory is the kernel's peak resident set of that process (``VmHWM``, reset
-  through ``/proc/self/clear_refs`` once the model and batches are built): "added" is what the two
-  steps take on top (gradients, AdamW state -- the first step allocates them -- activations,
-  transient buffers), "total" includes the interpreter, torch and the weights.  Not torch's CPU
-  allocator: it keeps no peak statistics.
-* **extraction**: the ``features`` stage itself (:func:`madapter.data.features.stage.extract_features`:
-  Ray Data ``map_batches`` over ``features.actors`` actors) against the stage's own per-actor
-  callable (:class:`~madapter.data.features.extractor.BackboneExtractor`, i.e. the same views and
-  the same backbone forward) called in a plain loop over the same work items in this process,
-  with the same number of torch threads as the actor got.  Both timings include building the
-  backbone; the Ray Data one also its driver-side dry run and writing the shards (it is the
-  stage), not starting Ray (timed apart).  Both also report the rate after their first batch
-  arrived (the stage's batches are timed as its driver receives them), which leaves out the
-  fixed start-up (Ray Data: an actor process importing torch and building the backbone).
+* **epoch time**: the real train stage (Ray Train, 1 CPU worker, MLflow to a scratch store) on the
+  same videos with ``train.source: frames`` (online: the frozen backbone runs every step) and
+  ``features`` (the head alone on the stored features): the worker's own ``epoch_time_s``, the
+  median of epochs 2..N (the first warms up; a neighbour's burst hits single epochs).
+* **step memory**: a fresh process per source builds the worker's model and data as a Ray Train
+  worker does and runs two batches through its epoch function; the kernel's peak resident set
+  (``VmHWM``, reset once model and batches are built): "added" is what the steps take on top
+  (gradients, AdamW state, activations), "total" includes interpreter, torch and weights.
+* **extraction**: the ``features`` stage itself (Ray Data over ``features.actors`` actors) against
+  its own per-actor callable in a plain loop over the same work items, with the actor's torch
+  threads.  Both include building the backbone, not starting Ray (timed apart), and report the
+  rate after their first batch too (without the fixed start-up of an actor process).
 
-Runs::
+``OMP_WAIT_POLICY=PASSIVE`` (``--omp-wait-policy``) is set for this process, its children and the
+Ray workers: on a shared 2-core machine torch's OpenMP threads otherwise spin at every barrier (a
+2-thread backbone forward ran 15-30x slower than 1 thread), measuring the neighbours.
 
     .venv/bin/python -m benchmarks.feature_cache               # ~4 min; benchmarks/results/feature_cache.{json,png,md}
     .venv/bin/python -m benchmarks.feature_cache --quick       # ~1.5 min: 8 videos per class, 3 epochs
     .venv/bin/python -m benchmarks.feature_cache --smoke --out /tmp/fc.json   # ~1-2 min: checks the script works
-
-The ``.md`` file next to the JSON is the table of docs/benchmarks.md, generated from the JSON.
-
-``OMP_WAIT_POLICY=PASSIVE`` (``--omp-wait-policy``) is set for this process, its children and the
-Ray workers: on a 2-core machine shared with other jobs, torch's OpenMP threads otherwise spin
-at every barrier and a 2-thread backbone forward ran 15-30x slower than with 1 thread (measured
-while writing this), which would make the extraction numbers a measure of the neighbours.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import itertools
 import json
 import logging
 import os
@@ -57,6 +38,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from benchmarks.harness import (
     REPO,
@@ -65,13 +47,15 @@ from benchmarks.harness import (
     child_result,
     data_stages,
     div,
-    footer,
+    fmt,
     isolate,
+    page,
     pyplot,
     recorded,
     reset_peak_rss,
     save,
     start_child,
+    table,
     vm_kb,
 )
 from madapter.config import Params, apply_override, load_params, params_from_dict
@@ -88,8 +72,7 @@ STEP_BATCHES = 2
 RAY_CPUS = 2
 
 QUICK = {"videos_per_class": 8, "epochs": 3}
-"""``--quick``: the same model, recipe and measurements on a third of the videos, one epoch fewer
-(the median is then over epochs 2-3)."""
+"""``--quick``: the same model, recipe and measurements on a third of the videos, one epoch fewer."""
 SMOKE: dict[str, dict[str, Any]] = {
     # The smallest honest configuration (seconds per stage): the test's, not a result to quote.
     "dataset": {"synthetic": {"classes": 2, "videos_per_class": 3, "num_frames": 12, "size": 40}},
@@ -144,76 +127,49 @@ def start_ray(omp_wait_policy: str) -> float:
     runtime_env = worker_runtime_env()
     runtime_env["env_vars"] = {**runtime_env["env_vars"], "OMP_WAIT_POLICY": omp_wait_policy}
     started = time.perf_counter()
-    ray.init(address="local", num_cpus=RAY_CPUS, object_store_memory=256 * 2**20, include_dashboard=False, runtime_env=runtime_env)
+    ray.init(address="local", num_cpus=RAY_CPUS, object_store_memory=256 * 2**20, include_dashboard=False,
+             runtime_env=runtime_env)
     return time.perf_counter() - started
 
 
 # ----------------------------------------------------------------------------- extraction
-class BatchClock:
-    """When the first and the last extracted batch were in hand, and how many views the first held:
-    the rate between them is the steady extraction rate, free of the fixed start-up before the first."""
-
-    def __init__(self, started: float) -> None:
-        self.started = started
-        self.first_s: float | None = None
-        self.last_s: float | None = None
-        self.first_views = 0
-
-    def tick(self, views: int) -> None:
-        now = time.perf_counter() - self.started
-        if self.first_s is None:
-            self.first_s, self.first_views = now, views
-        self.last_s = now
-
-    def summary(self, views: int) -> dict[str, float | None]:
-        steady = views - self.first_views
-        span = (self.last_s or 0.0) - (self.first_s or 0.0)
-        return {"first_batch_s": self.first_s, "steady_views_per_s": steady / span if steady and span > 0 else None}
-
-
-@contextlib.contextmanager
-def clocked_rows(clock: BatchClock) -> Iterator[None]:
-    """Time the batches the features stage's driver receives from Ray Data (instrumentation only:
-    ``features_stage._rows`` is wrapped, every batch passes through unchanged, the original is restored)."""
-    from madapter.data.features import stage as features_stage
-
-    original = features_stage._rows
-
-    def rows(*args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        for batch in original(*args, **kwargs):
-            clock.tick(len(batch["view"]))
-            yield batch
-
-    features_stage._rows = rows
-    try:
-        yield
-    finally:
-        features_stage._rows = original
+def rates(seconds: float, ticks: list[tuple[float, int]], views: int) -> dict[str, Any]:
+    """Views/s of a whole extraction and, from the ``(seconds, views)`` of every batch when it was in
+    hand, the rate after the first: the steady rate, free of the fixed start-up before it."""
+    first_s, first_views = ticks[0] if ticks else (None, 0)
+    steady, span = views - first_views, (ticks[-1][0] - first_s) if ticks else 0.0
+    return {"views": views, "seconds": seconds, "views_per_s": views / seconds, "first_batch_s": first_s,
+            "steady_views_per_s": steady / span if steady and span > 0 else None}
 
 
 def ray_data_extraction(params: Params) -> dict[str, Any]:
-    """The features stage as ``dvc repro`` runs it (in this process, on the running Ray); its views/s."""
+    """The features stage as ``dvc repro`` runs it (in this process, on the running Ray); its views/s.  The
+    batches its driver receives are timed by wrapping ``stage._rows`` meanwhile (each passes unchanged)."""
+    from madapter.data.features import stage
     from madapter.data.features.feature_store import read_features_meta
-    from madapter.data.features.stage import extract_features
 
-    started = time.perf_counter()
-    clock = BatchClock(started)
-    with clocked_rows(clock):
-        root = extract_features(params)
+    started, ticks, original = time.perf_counter(), [], stage._rows
+
+    def rows(*args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        for batch in original(*args, **kwargs):
+            ticks.append((time.perf_counter() - started, len(batch["view"])))
+            yield batch
+
+    with mock.patch.object(stage, "_rows", rows):
+        root = stage.extract_features(params)
     seconds = time.perf_counter() - started
     meta = read_features_meta(root)
     views = sum(split["views_total"] for split in meta["splits"].values())
-    return {"views": views, "seconds": seconds, "views_per_s": views / seconds, **clock.summary(views),
-            "actors": params.features.actors, "bytes": meta["bytes"], "bytes_per_view": meta["bytes"] / max(1, views),
+    return {**rates(seconds, ticks, views), "actors": params.features.actors, "bytes": meta["bytes"],
+            "bytes_per_view": meta["bytes"] / max(1, views),
             "views_per_split": {s: v["views_total"] for s, v in meta["splits"].items()},
             "includes": "driver dry run + actor start (backbone build) + extraction + writing shards; not ray.init"}
 
 
 def plain_loop_extraction(params: Params) -> tuple[dict[str, Any], Any]:
-    """The stage's own per-actor callable over the same work items in a plain loop (no Ray); views/s.
-
-    Same plan, same work items, same views, same backbone and the same torch threads as the stage's
-    actor; returns the timing and the first work item's output (checked against the stored features)."""
+    """The stage's own per-actor callable over the same plan, work items, views and backbone, with
+    the torch threads the stage's actor got, in a plain loop (no Ray); views/s, and the first work
+    item's output (checked against the stored features)."""
     import numpy as np
     import torch
 
@@ -225,23 +181,19 @@ def plain_loop_extraction(params: Params) -> tuple[dict[str, Any], Any]:
     paths = StagePaths.from_params(params)
     plan = plan_videos(params, paths)
     classes = len(read_store_meta(paths.frames.resolve())["classes"])
-    threads = _actor_cpus(params.features.actors)  # what each of the stage's actors was given
+    threads = _actor_cpus(params.features.actors)
     driver_threads = torch.get_num_threads()
-    started = time.perf_counter()
-    clock = BatchClock(started)
+    started, ticks, first = time.perf_counter(), [], None
     try:
         extractor = BackboneExtractor(params.model_dump(mode="json"), plan, classes, threads)
-        first, views = None, 0
         for item in work_items(plan, params.features.batch_size):
             out = extractor({key: np.array([value]) for key, value in item.items()})
-            clock.tick(len(out["view"]))
+            ticks.append((time.perf_counter() - started, len(out["view"])))
             first = out if first is None else first
-            views += len(out["view"])
-        seconds = time.perf_counter() - started
+        timing = rates(time.perf_counter() - started, ticks, sum(n for _, n in ticks))
     finally:
         torch.set_num_threads(driver_threads)  # the extractor set this process's threads
-    return {"views": views, "seconds": seconds, "views_per_s": views / seconds, **clock.summary(views),
-            "torch_threads": threads, "includes": "backbone build + extraction (no writing)"}, first
+    return {**timing, "torch_threads": threads, "includes": "backbone build + extraction (no writing)"}, first
 
 
 def same_values(params: Params, first: dict[str, Any]) -> bool:
@@ -251,20 +203,18 @@ def same_values(params: Params, first: dict[str, Any]) -> bool:
     from madapter.data.features.feature_store import FeatureStore
     from madapter.paths import StagePaths
 
-    _, pooled, _ = FeatureStore(StagePaths.from_params(params).features, str(first["split"][0])).view(
-        int(first["video"][0]), int(first["view"][0]))
+    store = FeatureStore(StagePaths.from_params(params).features, str(first["split"][0]))
+    _, pooled, _ = store.view(int(first["video"][0]), int(first["view"][0]))
     return bool(np.allclose(first["pooled"][0].astype(np.float32), pooled.astype(np.float32), rtol=1e-2, atol=1e-2))
 
 
 # ----------------------------------------------------------------------------- training
 def train_run(params: Params) -> dict[str, Any]:
-    """The real train stage; the worker's epoch numbers (median over epochs 2..N: the first epoch
-    warms up and a shared machine's bursts hit single epochs) and the stage's wall time."""
+    """The real train stage: the worker's epoch numbers (median of epochs 2..N), the stage's wall time."""
     from madapter.train.driver import train
 
     started = time.perf_counter()
-    result = train(params)
-    history = result.history
+    history = train(params).history
     measured = history[1:] or history
     return {"epoch_time_s": statistics.median(h["epoch_time_s"] for h in measured),
             "epoch_time_s_all": [h["epoch_time_s"] for h in history],
@@ -277,18 +227,6 @@ def train_run(params: Params) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- step memory (child process)
-def _worker_forward(model):
-    """Inputs -> logits as :func:`madapter.train.loop.data_parallel` builds it for one worker, without
-    DDP (which needs a Ray Train session and is a pass-through for one process)."""
-    if getattr(model, "backbone_frozen", False):
-        def forward(x):
-            features = model.extract(x)  # frozen: no_grad
-            return model.adapter(features.levels, features.pooled)
-
-        return forward
-    return model
-
-
 def measure_step(params_file: Path) -> dict[str, Any]:
     """Child process: peak RSS of :data:`STEP_BATCHES` training steps of a worker's model and data."""
     import torch
@@ -306,15 +244,19 @@ def measure_step(params_file: Path) -> dict[str, Any]:
     source = build_source(params, data)
     model = source.model.train()
     loader = DataLoader(source.train_ds, batch_size=params.train.batch_size, shuffle=False, collate_fn=source.collate)
-    batches = []
-    for batch in loader:
-        batches.append(batch)
-        if len(batches) == STEP_BATCHES:
-            break
+    batches = list(itertools.islice(loader, STEP_BATCHES))
     device = torch.device("cpu")
     opt = Optimisation.build(model, params.train, len(batches), device)
+
+    # Inputs -> logits as madapter.train.loop.data_parallel builds it for one worker, without DDP
+    # (which needs a Ray Train session and is a pass-through for one process).
+    def forward(x):
+        features = model.extract(x)  # frozen: no_grad
+        return model.adapter(features.levels, features.pooled)
+
+    step = forward if getattr(model, "backbone_frozen", False) else model
     rss_before = reset_peak_rss()
-    sums = train_epoch(_worker_forward(model), model, batches, opt, 1, params.train.amp, device, lambda _n: None)
+    sums = train_epoch(step, model, batches, opt, 1, params.train.amp, device, lambda _: None)
     peak = vm_kb("VmHWM")
     return {"source": params.train.source, "model": type(model).__name__,
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -325,8 +267,8 @@ def measure_step(params_file: Path) -> dict[str, Any]:
 
 def step_memory(params: dict[str, Params], work: Path, omp_wait_policy: str) -> dict[str, dict[str, Any]]:
     """:func:`measure_step` for every source, each in a fresh process (its own peak, no allocator state
-    from earlier runs).  The processes run side by side: a process's peak RSS is its own, whoever
-    shares the CPUs (which is why no step time is reported from them)."""
+    from earlier runs), side by side: a process's peak RSS is its own, whoever shares the CPUs (which is
+    why no step time is reported from them)."""
     procs = {}
     for source, source_params in params.items():
         params_file = work / f"step-{source}.json"
@@ -340,17 +282,14 @@ def step_memory(params: dict[str, Params], work: Path, omp_wait_policy: str) -> 
 
 
 # ----------------------------------------------------------------------------- report
-
-
-
 def setup(params: Params, videos: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
-    m, t, f = params.model, params.train, params.features
+    m, t, f, synthetic = params.model, params.train, params.features, params.dataset.synthetic
     return {
         "configuration": args.configuration, "recipe": "the demo model and recipe (params.yaml)",
         "backbone": m.backbone, "pretrained": m.pretrained, "img_size": m.img_size, "num_frames": m.num_frames,
         "tuning": m.tuning, "width": m.width, "temporal": m.temporal, "fusion": m.fusion, "levels": m.levels,
         "tokens_per_frame": (m.img_size // 16) ** 2,  # ViT patch 16
-        "dataset": f"synthetic {params.dataset.synthetic.classes} classes x {params.dataset.synthetic.videos_per_class} videos",
+        "dataset": f"synthetic {synthetic.classes} classes x {synthetic.videos_per_class} videos",
         "videos": videos, "epochs": t.epochs, "batch_size": t.batch_size, "ray_train_workers": t.num_workers,
         "cpus_per_worker": t.cpus_per_worker, "features_dtype": f.dtype, "train_views": f.train_views,
         "eval_views": params.evaluate.clips * params.evaluate.crops, "features_batch_size": f.batch_size,
@@ -358,7 +297,7 @@ def setup(params: Params, videos: dict[str, int], args: argparse.Namespace) -> d
     }
 
 
-def build_report(parts: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def build_report(parts: dict[str, Any]) -> dict[str, Any]:
     """The JSON's numbers (the harness adds the provenance keys); with a failed part,
     what was measured and the errors (the comparisons need both sides)."""
     if parts["errors"]:
@@ -369,6 +308,7 @@ def build_report(parts: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     ray_data, plain = parts["extraction"]["ray_data"], parts["extraction"]["plain_loop"]
     speedup = online["epoch_time_s"] / cached["epoch_time_s"]
     saved = online["epoch_time_s"] - cached["epoch_time_s"]
+    losses = zip(online["train_loss_all"], cached["train_loss_all"], strict=True)
     report = {
         "setup": parts["setup"],
         "errors": {},
@@ -377,9 +317,9 @@ def build_report(parts: dict[str, Any], args: argparse.Namespace) -> dict[str, A
             "target_speedup": TARGET_SPEEDUP, "target_met": speedup >= TARGET_SPEEDUP,
             "break_even_epochs": ray_data["seconds"] / saved if saved > 0 else None,
             # Same views, same initial head, same order: the two runs' losses differ only by the fp16 storage.
-            "train_loss_max_abs_diff": max(abs(a - b) for a, b in zip(online["train_loss_all"], cached["train_loss_all"],
-                                                                     strict=True)),
-            "break_even": "features stage seconds / seconds saved per epoch: epochs after which the cache has paid for itself",
+            "train_loss_max_abs_diff": max(abs(a - b) for a, b in losses),
+            "break_even": ("features stage seconds / seconds saved per epoch: epochs after which the cache "
+                           "has paid for itself"),
             "measure": ("median of the Ray Train worker's epoch_time_s over epochs 2..N (training batches only; "
                         "the first epoch warms up), same training videos"),
         },
@@ -404,11 +344,8 @@ def build_report(parts: dict[str, Any], args: argparse.Namespace) -> dict[str, A
 
 
 def headline(report: dict[str, Any]) -> dict[str, Any]:
-    """The numbers the docs' prose quotes, derived from the measured ones.
-
-    Per clip: the cached epoch is the branch (and head) alone, the online epoch adds the frozen
-    forward, so their difference is what the cache removes.
-    """
+    """The numbers the docs' prose quotes, derived from the measured ones.  Per clip, the cached epoch is
+    the branch and head alone, the online one adds the frozen forward: the difference is the cache's gain."""
     tr, mem, ex = report["training"], report["step_memory"], report["extraction"]
     online_ms, cached_ms = 1e3 / tr["online"]["clips_per_s"], 1e3 / tr["cached"]["clips_per_s"]
     rd, pl = ex["ray_data"], ex["plain_loop"]
@@ -418,7 +355,8 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
         "train_loss_max_abs_diff": tr["train_loss_max_abs_diff"],
         "online_ms_per_clip": online_ms, "cached_ms_per_clip": cached_ms,
         "frozen_forward_ms_per_clip": online_ms - cached_ms, "cached_fraction_of_online_step": cached_ms / online_ms,
-        "step_added_ratio": mem["ratio_added"], "rss_before_step_mb": {LABEL[s]: mem[LABEL[s]]["rss_before_mb"] for s in SOURCES},
+        "step_added_ratio": mem["ratio_added"],
+        "rss_before_step_mb": {LABEL[s]: mem[LABEL[s]]["rss_before_mb"] for s in SOURCES},
         "worker_parameters_m": {LABEL[s]: mem[LABEL[s]]["parameters"] / 1e6 for s in SOURCES},
         "worker_peak_rss_diff_mb": tr["cached"]["worker_peak_rss_mb"] - tr["online"]["worker_peak_rss_mb"],
         "features_stage_s": rd["seconds"], "break_even_epochs": tr["break_even_epochs"],
@@ -431,68 +369,62 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
 def markdown(report: dict[str, Any], json_path: str) -> str:
     """The table of docs/benchmarks.md, from the report alone."""
     if report["errors"]:
-        return "\n".join(["| part | failed |", "|---|---|", *(f"| {part} | {err} |" for part, err in report["errors"].items()),
-                          "", footer(report, json_path)]) + "\n"
-    tr, mem, ex, s = report["training"], report["step_memory"], report["extraction"], report["setup"]
-    on, ca = tr["online"], tr["cached"]
-    mo, mc = mem["online"], mem["cached"]
+        return page(table(["part", "failed"], report["errors"].items()), report, json_path)
+    tr, mem, ex, s, h = (report[k] for k in ("training", "step_memory", "extraction", "setup", "headline"))
+    on, ca, mo, mc = tr["online"], tr["cached"], mem["online"], mem["cached"]
     rd, pl = ex["ray_data"], ex["plain_loop"]
-    met = "met" if tr["target_met"] else "NOT met"
-    h = report["headline"]
-    lines = [
-        "| | online (`train.source: frames`) | cached (`train.source: features`) | cached / online |",
-        "|---|---|---|---|",
-        f"| epoch time ({s['videos']['train']} clips; median of epochs {_span(on['measured_epochs'])}) | {on['epoch_time_s']:.2f} s | "
-        f"{ca['epoch_time_s']:.2f} s | **{1 / tr['speedup_epoch']:.3f}x** ({tr['speedup_epoch']:.1f}x faster; "
-        f"target >= {tr['target_speedup']:.0f}x: {met}) |",
-        f"| training clips/s | {on['clips_per_s']:.1f} | {ca['clips_per_s']:.1f} | |",
-        f"| training loss, epochs 1-{len(on['train_loss_all'])} | {_losses(on['train_loss_all'])} | "
-        f"{_losses(ca['train_loss_all'])} | largest difference {tr['train_loss_max_abs_diff']:.1e} |",
-        f"| peak RSS added by {mo['steps']} steps of {mo['clips_per_step']} clips | {mo['step_added_mb']:.0f} MB | "
-        f"{mc['step_added_mb']:.0f} MB | {mem['ratio_added']:.2f}x |",
-        f"| process peak RSS during those steps | {mo['peak_rss_mb']:.0f} MB | {mc['peak_rss_mb']:.0f} MB | "
-        f"{mem['ratio_total']:.2f}x |",
-        f"| Ray Train worker peak RSS (whole run) | {on['worker_peak_rss_mb']:.0f} MB | "
-        f"{ca['worker_peak_rss_mb']:.0f} MB | {ca['worker_peak_rss_mb'] / on['worker_peak_rss_mb']:.2f}x |",
-        f"| model parameters in the worker | {mo['parameters'] / 1e6:.2f} M | {mc['parameters'] / 1e6:.2f} M | |",
+    epochs, met = on["measured_epochs"], "met" if tr["target_met"] else "NOT met"
+    span = f"{epochs[0]}-{epochs[-1]}" if len(epochs) > 1 else str(epochs[0])
+    training = [
+        [f"epoch time ({s['videos']['train']} clips; median of epochs {span})", f"{on['epoch_time_s']:.2f} s",
+         f"{ca['epoch_time_s']:.2f} s", f"**{1 / tr['speedup_epoch']:.3f}x** ({tr['speedup_epoch']:.1f}x "
+         f"faster; target >= {tr['target_speedup']:.0f}x: {met})"],
+        ["training clips/s", f"{on['clips_per_s']:.1f}", f"{ca['clips_per_s']:.1f}", None],
+        [f"training loss, epochs 1-{len(on['train_loss_all'])}", _losses(on["train_loss_all"]),
+         _losses(ca["train_loss_all"]), f"largest difference {tr['train_loss_max_abs_diff']:.1e}"],
+        [f"peak RSS added by {mo['steps']} steps of {mo['clips_per_step']} clips",
+         f"{mo['step_added_mb']:.0f} MB", f"{mc['step_added_mb']:.0f} MB", f"{mem['ratio_added']:.2f}x"],
+        ["process peak RSS during those steps", f"{mo['peak_rss_mb']:.0f} MB", f"{mc['peak_rss_mb']:.0f} MB",
+         f"{mem['ratio_total']:.2f}x"],
+        ["Ray Train worker peak RSS (whole run)", f"{on['worker_peak_rss_mb']:.0f} MB",
+         f"{ca['worker_peak_rss_mb']:.0f} MB", f"{ca['worker_peak_rss_mb'] / on['worker_peak_rss_mb']:.2f}x"],
+        ["model parameters in the worker", f"{mo['parameters'] / 1e6:.2f} M",
+         f"{mc['parameters'] / 1e6:.2f} M", None],
+    ]
+    sides = {f"features stage, Ray Data ({rd['actors']} actor x {pl['torch_threads']} threads)": rd,
+             f"plain loop, same extractor, {pl['torch_threads']} threads": pl}
+    extraction = [
+        *([name, f"{x['views_per_s']:.1f}", f"{x['seconds']:.1f}", fmt(x["first_batch_s"], ".1f", " s"),
+           fmt(x["steady_views_per_s"], ".1f")] for name, x in sides.items()),
+        ["Ray Data / plain loop", f"{ex['ratio_ray_data_vs_plain']:.2f}x", None, None,
+         fmt(div(rd["steady_views_per_s"], pl["steady_views_per_s"]), ".2f", "x")],
+    ]
+    return page([
+        *table([None, "online (`train.source: frames`)", "cached (`train.source: features`)",
+                "cached / online"], training),
         "",
         f"Break-even: the features stage took {rd['seconds']:.0f} s, "
         + (f"repaid after {tr['break_even_epochs']:.1f} epochs at the seconds saved per epoch."
            if tr["break_even_epochs"] is not None else "never repaid (no epoch was faster)."),
         "",
-        "| extraction of the same views | views/s (all) | seconds | first batch after | views/s after the first batch |",
-        "|---|---|---|---|---|",
-        f"| features stage, Ray Data ({rd['actors']} actor x {pl['torch_threads']} threads) | {rd['views_per_s']:.1f} | "
-        f"{rd['seconds']:.1f} | {_num(rd['first_batch_s'], 's')} | {_num(rd['steady_views_per_s'])} |",
-        f"| plain loop, same extractor, {pl['torch_threads']} threads | {pl['views_per_s']:.1f} | {pl['seconds']:.1f} | "
-        f"{_num(pl['first_batch_s'], 's')} | {_num(pl['steady_views_per_s'])} |",
-        f"| Ray Data / plain loop | {ex['ratio_ray_data_vs_plain']:.2f}x | | | {_num(div(rd['steady_views_per_s'], pl['steady_views_per_s']), 'x', 2)} |",
+        *table(["extraction of the same views", "views/s (all)", "seconds", "first batch after",
+                "views/s after the first batch"], extraction),
         "",
         f"{rd['views']} views ({', '.join(f'{k}: {v}' for k, v in rd['views_per_split'].items())}); stored "
         f"{rd['bytes'] / 1e6:.1f} MB ({rd['bytes_per_view'] / 1e3:.1f} kB per view, {s['features_dtype']}); "
         f"plain loop output equals the stored features: {'yes' if ex['plain_loop_matches_stored'] else 'NO'}. "
         f"Ray start-up ({ex['ray_init_s']:.1f} s) is in neither.",
         "",
-        f"Per training clip: online {h['online_ms_per_clip']:.0f} ms, cached {h['cached_ms_per_clip']:.0f} ms (the branch "
-        f"and head alone), so the frozen forward the cache removes is {h['frozen_forward_ms_per_clip']:.0f} ms "
-        f"({s['tokens_per_frame']} tokens per frame at {s['img_size']} px); the cached step is "
-        f"{h['cached_fraction_of_online_step']:.2f} of the online one.",
-        "",
-        footer(report, json_path),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _num(value: float | None, unit: str = "", digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}{(' ' if unit == 's' else '') + unit}"
+        f"Per training clip: online {h['online_ms_per_clip']:.0f} ms, cached {h['cached_ms_per_clip']:.0f} "
+        f"ms (the branch and head alone), so the frozen forward the cache removes is "
+        f"{h['frozen_forward_ms_per_clip']:.0f} ms ({s['tokens_per_frame']} tokens per frame at "
+        f"{s['img_size']} px); the cached step is {h['cached_fraction_of_online_step']:.2f} of the online "
+        "one.",
+    ], report, json_path)
 
 
 def _losses(values: list[float]) -> str:
     return ", ".join(f"{v:.4f}" for v in values)
-
-
-def _span(epochs: list[int]) -> str:
-    return f"{epochs[0]}-{epochs[-1]}" if len(epochs) > 1 else str(epochs[0])
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -539,16 +471,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
 # ----------------------------------------------------------------------------- driver
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Everything, in one process and one Ray: data, extraction both ways, both training runs, step memory.
-
-    A failing part is recorded (``errors``) and the later parts still run; without the features
-    stage the cached training run fails too, and is recorded as such."""
+    A failed part is recorded (``errors``), the later ones still run (the cached one needs the features)."""
     # Before torch (and its libgomp) loads in this process; children and Ray workers inherit it.
     os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
     isolate()
     import ray
 
     work = args.work
-
     params = {source: bench_params(work, source, args) for source in SOURCES}
     logger.info("data: download -> index -> scan -> decode under %s", work)
     videos = prepare_data(params["features"])
@@ -572,7 +501,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with recorded(parts["errors"], "step memory"):
         logger.info("step memory: one fresh process per train.source")
         parts["step_memory"] = step_memory(params, work, args.omp_wait_policy)
-    return build_report(parts, args)
+    return build_report(parts)
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:

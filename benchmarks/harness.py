@@ -1,15 +1,12 @@
 """The benchmark harness: a benchmark is its measurement plus a declaration; everything else is here.
 
-A benchmark module (``benchmarks/<name>.py``) declares one :class:`Benchmark`: what it measures
-(its docstring, ``run(args) -> report``), how a report renders (its pure ``markdown(report,
-json_path)`` and ``plot(report, path)``), its own flags and what a run costs.  The harness owns
-what every benchmark must do the same way: the command line (``--quick``, ``--out``, the tests'
-hidden ``--smoke``, one-line errors with exit code 2), the timing and provenance every result
-carries (the exact command, git commit, machine and versions: a number with no provenance cannot
-go in the docs), the JSON + ``.png`` + ``.md`` triple docs/benchmarks.md reads, and the exit code
-(0; 1 when a part failed, the others still measured; 2 when it cannot run here at all).
-
-    .venv/bin/python -m benchmarks.decode [--quick] [--out benchmarks/results/decode.json]
+A benchmark module declares one :class:`Benchmark`: what it measures (its docstring, ``run(args)
+-> report``), how a report renders (pure ``markdown(report, json_path)`` and ``plot(report,
+path)``), its flags and what a run costs.  The harness owns what every benchmark does alike: the
+command line (``--quick``, ``--out``, the tests' hidden ``--smoke``, one-line errors, exit 2), the
+timing and provenance every result carries (command, commit, machine, versions: a number without
+them cannot go in the docs), the JSON + ``.png`` + ``.md`` triple and the exit code (1 when a
+part failed, the others still measured; 2 when it cannot run here at all).
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -68,11 +65,6 @@ def positive(value: str) -> int:
     return number
 
 
-def listed_errors(report: Report) -> list[str]:
-    """The parts a report lists under ``errors`` (a list of names, or part -> error)."""
-    return list(report.get("errors") or ())
-
-
 @dataclass(frozen=True)
 class Benchmark:
     """One benchmark: what it measures, how its result renders and what a run costs."""
@@ -93,8 +85,8 @@ class Benchmark:
     """What ``--quick`` reduces (its help)."""
     minutes: tuple[float, float]
     """What a full and a ``--quick`` run cost on a quiet 2-core machine (``python -m benchmarks`` shows it)."""
-    failures: Callable[[Report], list[str]] = listed_errors
-    """The failed parts of a report: exit 1 when there is any."""
+    failures: Callable[[Report], list[str]] = lambda report: list(report.get("errors") or ())
+    """The failed parts of a report (default: its ``errors``, names or part -> error): exit 1 if any."""
     options: Callable[[ArgumentParser], None] | None = None
     """Adds the benchmark's own flags."""
     resolve: Callable[[argparse.Namespace, ArgumentParser], None] | None = None
@@ -149,7 +141,10 @@ class Benchmark:
         finally:
             if scratch:
                 shutil.rmtree(args.work, ignore_errors=True)
-        report.update(provenance(load_start, self.packages, quick=args.quick, started=started))
+        # The provenance every result carries beside its numbers: the exact, re-runnable command, the commit,
+        # the machine, whether it ran --quick (settings reduced) and the whole run's wall time.
+        report.update(command=command_line(), git=git_state(), machine=machine(load_start, self.packages),
+                      quick=args.quick, seconds_total=round(time.perf_counter() - started, 1))
         write_outputs(report, args.out.resolve(), self.plot, self.markdown)
         failed = self.failures(report)
         if failed:
@@ -170,33 +165,21 @@ def git_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(changed)}
 
 
-def command_line() -> str:
-    """The exact command that is producing this result, as a user would type it in the repository root.
+def shown(path: Path) -> str:
+    """A path as results show it: relative to the repository when inside it (pastes into a fresh checkout)."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
-    The interpreter is shown relative to the repository when it lives there (``.venv/bin/python``),
-    so the string can be pasted into a fresh checkout; a module run with ``-m`` is shown so.
-    """
-    python = Path(sys.executable)
-    shown = str(python.relative_to(REPO)) if python.is_relative_to(REPO) else str(python)
+
+def command_line() -> str:
+    """The exact command producing this result, as typed in the repository root (``-m`` kept)."""
+    python = Path(sys.executable)  # not resolved: .venv/bin/python, not the interpreter it links to
     spec = getattr(sys.modules["__main__"], "__spec__", None)
     script = Path(sys.argv[0]).resolve()
     entry = (["-m", spec.name.removesuffix(".__main__")] if spec is not None
-             else [str(script.relative_to(REPO)) if script.is_relative_to(REPO) else sys.argv[0]])
-    return shlex.join([shown, *entry, *sys.argv[1:]])
-
-
-def provenance(load_start: tuple[float, ...], packages: Iterable[str], quick: bool, started: float) -> dict[str, Any]:
-    """The keys every result JSON carries at its top level, beside its own numbers.
-
-    ``command`` (exact, re-runnable), ``git`` (commit, dirty), ``machine`` (platform, versions,
-    load), ``quick`` (the reduced ``--quick`` settings, not the report's full ones) and
-    ``seconds_total`` (wall time of the whole run). ``started`` is a ``time.perf_counter()``
-    taken when the run began.
-    """
-    return {
-        "command": command_line(), "git": git_state(), "machine": machine(load_start, packages),
-        "quick": quick, "seconds_total": round(time.perf_counter() - started, 1),
-    }
+             else [shown(script) if script.is_relative_to(REPO) else sys.argv[0]])
+    return shlex.join([str(python.relative_to(REPO)) if python.is_relative_to(REPO) else str(python), *entry,
+                       *sys.argv[1:]])
 
 
 def package_version(package: str) -> str:
@@ -222,9 +205,30 @@ def footer(report: Report, json_path: str, unit: str = "min") -> str:
     """The line naming the JSON, the commit and the exact command (every table traces to its run)."""
     git, m = report["git"], report["machine"]
     took = f"{report['seconds_total'] / 60:.1f} min" if unit == "min" else f"{report['seconds_total']:.0f} s"
-    return (f"From `{json_path}`, commit `{(git['commit'] or '?')[:10]}`{' (uncommitted edits)' if git['dirty'] else ''}, "
+    edited = " (uncommitted edits)" if git["dirty"] else ""
+    return (f"From `{json_path}`, commit `{(git['commit'] or '?')[:10]}`{edited}, "
             f"`{report['command']}`, {took}; load average {m['load_avg_1m_start']:.1f} at the start, "
             f"{m['load_avg_1m_end']:.1f} at the end.")
+
+
+def page(lines: list[str], report: Report, json_path: str, unit: str = "min") -> str:
+    """A benchmark's docs text: its ``lines``, a blank line and the :func:`footer`."""
+    return "\n".join([*lines, "", footer(report, json_path, unit)]) + "\n"
+
+
+def row(*cells: Any) -> str:
+    """One markdown table row; a ``None`` cell is left blank (``| a | | b |``)."""
+    return "|" + "|".join(" " if cell is None else f" {cell} " for cell in cells) + "|"
+
+
+def table(head: Sequence[str], rows: Iterable[Sequence[Any]] = ()) -> list[str]:
+    """A markdown table's lines: the header, its rule, then one line per row."""
+    return [row(*head), "|" + "---|" * len(head), *(row(*cells) for cells in rows)]
+
+
+def fmt(value: float | None, spec: str, suffix: str = "", missing: str = "-") -> str:
+    """``value`` formatted with ``spec`` and ``suffix``; ``missing`` when there is none (a failed part)."""
+    return missing if value is None else f"{value:{spec}}{suffix}"
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -234,8 +238,7 @@ def write_outputs(report: Report, out: Path, plot: Callable[[Report, Path], None
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     plot(report, out.with_suffix(".png"))
-    shown = str(out.relative_to(REPO)) if out.is_relative_to(REPO) else str(out)
-    table = markdown(report, shown)
+    table = markdown(report, shown(out))
     out.with_suffix(".md").write_text(table)
     logger.info("wrote %s, .png and .md\n%s", out, table)
 
@@ -270,10 +273,17 @@ def last_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[-1].strip() if lines else ''}"
 
 
+def attempt(part: str, measure: Callable[..., Report], *args: Any) -> Report:
+    """``measure(*args)``, or ``{"error": <its last line>}`` when it fails (as :func:`recorded`)."""
+    errors: dict[str, str] = {}
+    with recorded(errors, part):
+        return measure(*args)
+    return {"error": errors[part]}
+
+
 @contextlib.contextmanager
 def recorded(errors: dict[str, str], part: str) -> Iterator[None]:
     """Run one part; if it fails, record its last error line under ``errors[part]`` and go on.
-
     A :class:`BenchmarkError` (the machine cannot run the benchmark at all) still stops everything."""
     try:
         yield
@@ -284,18 +294,47 @@ def recorded(errors: dict[str, str], part: str) -> Iterator[None]:
         errors[part] = last_line(err)
 
 
+def one_thread() -> None:
+    """A spawned worker process: one torch thread (the workers run side by side on 2 cores)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def in_processes(run: Callable[..., Any], jobs: Sequence[tuple], processes: int,
+                 initializer: Callable[[], None] = one_thread) -> Iterator[tuple[int, Any]]:
+    """``(i, run(*jobs[i]))`` for every job as it finishes: here, in order, when ``processes`` <= 1, else in
+    that many spawned processes (each first runs ``initializer``: one torch thread)."""
+    if processes <= 1:
+        yield from ((i, run(*job)) for i, job in enumerate(jobs))
+        return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=get_context("spawn"),
+                             initializer=initializer) as pool:
+        futures = {pool.submit(run, *job): i for i, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def int_list(value: str) -> list[int]:
+    """A flag's type: comma-separated integers (``12,250``)."""
+    return [int(v) for v in value.split(",")]
+
+
 def isolate() -> None:
     """Its own local Ray and scratch MLflow store, never the user's."""
     for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
         os.environ.pop(key, None)
 
 
-def vm_kb(field: str) -> int:
-    """A memory counter of this process from ``/proc/self/status`` (``VmRSS``, ``VmHWM``), in kB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def vm_kb(field: str, path: str = "/proc/self/status") -> int:
+    """A memory counter in kB: this process's (``VmRSS``, ``VmHWM``) or the machine's (``/proc/meminfo``)."""
+    for line in Path(path).read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    raise RuntimeError(f"{field} not in {path}")
 
 
 def reset_peak_rss() -> int:
@@ -324,11 +363,8 @@ def child_result(proc: subprocess.Popen) -> Report:
 
 def interleaved(loaders: dict[str, dict[str, Callable[[int, int], Any]]], items: int, repeats: int) -> dict[str, Any]:
     """Seconds of every loader (``name -> kind -> load(item, pass)``) on every item in every pass:
-    ``name -> kind -> [repeats, items]``.
-
-    The loaders take turns item by item, who goes first rotating: on a shared machine a neighbour's
-    burst lasts longer than one item, so it hits every loader alike, not one loader's whole pass.
-    """
+    ``name -> kind -> [repeats, items]``.  The loaders take turns item by item, who goes first rotating:
+    a neighbour's burst lasts longer than one item, so it hits every loader alike, not one's whole pass."""
     import numpy as np
     from tqdm import tqdm
 

@@ -1,24 +1,19 @@
 """Peak training memory and step time as the work grows: frames per clip, then backbone size.
 
-Issue 12, point 2.  Every point (backbone, frames, tuning mode) is one fresh process running
-``benchmarks.memory``'s CPU child (:func:`benchmarks.memory.run_child`): random-init weights, CPU, fp32,
-2 clips, the branch of memory.py's CPU headline (width 192, conv temporal module, full level
-grids); one warm-up step (it allocates gradients and AdamW state) then one timed step, and the
-kernel's peak resident set over both, on top of the built model and batch, is "peak added by
-training".  Five modes: ``madapter``, ``madapter-features`` (training from the features cache:
-the head alone, on inputs shaped and rounded like the stored float16 features and fed as float32,
-as ``FeatureDataset`` does; the cached tensors are input, like the clips, not training memory),
-``inserted``, ``full`` and ``linear``.
+Issue 12, point 2.  Every point (backbone, frames, tuning mode) is one fresh process of
+``benchmarks.memory``'s CPU child at its headline setting (random init, fp32, 2 clips, width 192,
+conv): one warm-up and one timed step, and the kernel's peak resident set over both, on top of
+the built model and batch, is "peak added by training".  Modes: ``madapter``, ``madapter-features``
+(the head alone on float16-rounded inputs shaped like the stored features: input, like clips,
+not training memory), ``inserted``, ``full`` and ``linear``.
 
 * Sweep A (frames): T in {4, 8, 16, 32}, ViT-B/16 at 224 px.
 * Sweep B (backbone size): ViT tiny / small / base / large at T = 8 (base's points are sweep A's).
-* Per mode, the growth per added frame: the least-squares slope of "peak added by training" (MB)
-  against T, and its ratio to ``full``'s.  The issue's target: ``madapter``'s slope <= 0.1x
-  ``full``'s; the verdict is stored under ``headline``.
+* Per mode, the least-squares slope of "peak added by training" (MB) against T and its ratio to
+  ``full``'s; the target (``madapter`` <= 0.1x ``full``) and its verdict are under ``headline``.
 
-``--quick`` keeps every quantity with fewer, smaller points: 112 px frames, T in {4, 8}, backbones
-tiny and base.  Memory of a single process varies ~10% (allocator arenas): slopes over a
-4x range of T are robust to that, single points less so.
+``--quick``: 112 px, T in {4, 8}, backbones tiny and base.  A single process's memory varies ~10%
+(allocator arenas): slopes over a 4x range of T are robust to that, single points less so.
 
     python -m benchmarks.memory_scaling            # ~12 min on a quiet 2-core machine, needs ~12 GB free
     python -m benchmarks.memory_scaling --quick    # ~2 min
@@ -28,11 +23,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Benchmark, pyplot, save
-from benchmarks.memory import _backbone_chunk, _fmt, describe, run_child
+from benchmarks.harness import Benchmark, fmt, pyplot, save, table, vm_kb
+from benchmarks.memory import DEVICE_DEFAULTS, _backbone_chunk, describe, run_child
 
 logger = logging.getLogger("benchmarks.memory_scaling")
 
@@ -53,8 +49,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "smoke": {"img_size": 32, "frames": [2, 4], "frames_backbone": "vit_tiny_patch16_224",
               "backbones": ["vit_tiny_patch16_224"], "backbone_frames": 4, "modes": ["madapter", "full"]},
 }
-CLIPS, WIDTH, TEMPORAL = 2, 192, "conv"
-"""memory.py's CPU headline setting: 2 clips, the default branch of params.yaml."""
+CPU = DEVICE_DEFAULTS["cpu"]
+"""memory.py's CPU headline setting (2 clips, the default branch of params.yaml): every point's."""
 DROPPED = ("nothing: every point of the grid is measured, with the fewest steps that measure memory "
            "(1 warm-up + 1 timed step, 1 process per point)")
 
@@ -63,23 +59,8 @@ DROPPED = ("nothing: every point of the grid is measured, with the fewest steps 
 def grid(config: dict[str, Any]) -> list[tuple[str, int, str]]:
     """Every point ``(backbone, frames, mode)`` of both sweeps, once (sweep B reuses sweep A's points)."""
     points = [(config["frames_backbone"], t, m) for t in config["frames"] for m in config["modes"]]
-    for backbone in config["backbones"]:
-        points += [(backbone, config["backbone_frames"], m) for m in config["modes"]]
+    points += [(b, config["backbone_frames"], m) for b in config["backbones"] for m in config["modes"]]
     return list(dict.fromkeys(points))
-
-
-def child_args(backbone: str, frames: int, img_size: int) -> argparse.Namespace:
-    """What :func:`benchmarks.memory.run_child` reads: its CPU child arguments for one point."""
-    return argparse.Namespace(device="cpu", backbone=backbone, img_size=img_size, frames=frames, batch=CLIPS,
-                              steps=1, width=WIDTH, temporal=TEMPORAL)
-
-
-def mem_available_gb() -> float:
-    """``MemAvailable`` of the machine: logged with each point, since the big ones need ~10 GB."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
 
 
 def measure(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -87,11 +68,13 @@ def measure(config: dict[str, Any]) -> list[dict[str, Any]]:
     error and the sweep goes on."""
     from tqdm import tqdm
 
-    points = grid(config)
     records = []
-    for backbone, frames, mode in tqdm(points, desc="points", unit="process"):
-        logger.info("%s, T=%d, %s (%.1f GB available) ...", backbone, frames, mode, mem_available_gb())
-        record = run_child(child_args(backbone, frames, config["img_size"]), mode)
+    for backbone, frames, mode in tqdm(grid(config), desc="points", unit="process"):
+        available_gb = vm_kb("MemAvailable", "/proc/meminfo") / 2**20  # the big points need ~10 GB
+        logger.info("%s, T=%d, %s (%.1f GB available) ...", backbone, frames, mode, available_gb)
+        args = argparse.Namespace(device="cpu", backbone=backbone, img_size=config["img_size"], frames=frames,
+                                  batch=CPU["batch"], steps=1, width=CPU["width"], temporal=CPU["temporal"])
+        record = run_child(args, mode)
         record.update(backbone=backbone, frames=frames, mode=mode)
         logger.info("  %s", describe(record))
         records.append(record)
@@ -99,26 +82,15 @@ def measure(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- analysis (pure)
-def least_squares(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
-    """Slope and intercept of the least-squares line through the points (``None`` under 2 distinct x)."""
-    n = len(xs)
-    if n < 2 or len(set(xs)) < 2:
-        return None
-    mx, my = sum(xs) / n, sum(ys) / n
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
-    return slope, my - slope * mx
-
-
 def ok(record: dict[str, Any]) -> bool:
     return "error" not in record
 
 
 def frames_series(report: dict[str, Any], mode: str) -> list[dict[str, Any]]:
     """Sweep A's measured points of ``mode``, by increasing T."""
-    s = report["setup"]
-    return sorted((p for p in report["points"] if p["backbone"] == s["frames_sweep"]["backbone"]
-                   and p["mode"] == mode and p["frames"] in s["frames_sweep"]["frames"] and ok(p)),
-                  key=lambda p: p["frames"])
+    sweep = report["setup"]["frames_sweep"]
+    return sorted((p for p in report["points"] if p["backbone"] == sweep["backbone"] and p["mode"] == mode
+                   and p["frames"] in sweep["frames"] and ok(p)), key=lambda p: p["frames"])
 
 
 def backbone_series(report: dict[str, Any], mode: str) -> list[dict[str, Any]]:
@@ -129,15 +101,17 @@ def backbone_series(report: dict[str, Any], mode: str) -> list[dict[str, Any]]:
 
 
 def slopes(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per mode: MB and seconds per added frame (sweep A) and the memory slope's ratio to ``full``'s."""
+    """Per mode: MB and seconds per added frame (sweep A's least-squares lines) and the memory slope's
+    ratio to ``full``'s; ``None`` under two distinct T."""
     out: dict[str, dict[str, Any]] = {}
     for mode in report["setup"]["modes"]:
         series = frames_series(report, mode)
         ts = [p["frames"] for p in series]
-        mem = least_squares(ts, [p["step_peak_mb"] for p in series])
-        sec = least_squares(ts, [p["step_s"] for p in series])
-        out[mode] = {"frames": ts, "mb_per_frame": mem and mem[0], "intercept_mb": mem and mem[1],
-                     "s_per_frame": sec and sec[0]}
+        fitted = len(set(ts)) > 1
+        mem = statistics.linear_regression(ts, [p["step_peak_mb"] for p in series]) if fitted else None
+        sec = statistics.linear_regression(ts, [p["step_s"] for p in series]) if fitted else None
+        out[mode] = {"frames": ts, "mb_per_frame": mem and mem.slope, "intercept_mb": mem and mem.intercept,
+                     "s_per_frame": sec and sec.slope}
     full = out.get("full", {}).get("mb_per_frame")
     for record in out.values():
         mb = record["mb_per_frame"]
@@ -166,15 +140,11 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     sl = report["slopes"]
     ratio = sl.get("madapter", {}).get("ratio_to_full")
     met = None if ratio is None else ratio <= TARGET_SLOPE_RATIO
-    sizes = report["by_backbone"]
-    first, last = (sizes[b] for b in (report["setup"]["backbone_sweep"]["backbones"][0],
-                                      report["setup"]["backbone_sweep"]["backbones"][-1]))
+    backbones = report["setup"]["backbone_sweep"]["backbones"]
+    first, last = report["by_backbone"][backbones[0]], report["by_backbone"][backbones[-1]]
     return {
-        "madapter_mb_per_frame": sl.get("madapter", {}).get("mb_per_frame"),
-        "madapter_features_mb_per_frame": sl.get("madapter-features", {}).get("mb_per_frame"),
-        "full_mb_per_frame": sl.get("full", {}).get("mb_per_frame"),
-        "inserted_mb_per_frame": sl.get("inserted", {}).get("mb_per_frame"),
-        "linear_mb_per_frame": sl.get("linear", {}).get("mb_per_frame"),
+        **{f"{m.replace('-', '_')}_mb_per_frame": sl.get(m, {}).get("mb_per_frame")
+           for m in ("madapter", "madapter-features", "full", "inserted", "linear")},
         "madapter_slope_ratio_to_full": ratio,
         "madapter_features_slope_ratio_to_full": sl.get("madapter-features", {}).get("ratio_to_full"),
         "target_slope_ratio": TARGET_SLOPE_RATIO,
@@ -198,7 +168,8 @@ def build_report(config_name: str, config: dict[str, Any], points: list[dict[str
     report = {
         "setup": {
             "config": config_name, "device": "cpu", "dtype": "float32", "weights": "random init",
-            "img_size": config["img_size"], "clips": CLIPS, "width": WIDTH, "temporal": TEMPORAL,
+            "img_size": config["img_size"], "clips": CPU["batch"], "width": CPU["width"],
+            "temporal": CPU["temporal"],
             "level_pool": None, "backbone_chunk": _backbone_chunk(), "modes": config["modes"],
             "frames_sweep": {"backbone": config["frames_backbone"], "frames": config["frames"]},
             "backbone_sweep": {"frames": config["backbone_frames"], "backbones": config["backbones"]},
@@ -216,48 +187,36 @@ def build_report(config_name: str, config: dict[str, Any], points: list[dict[str
 
 
 # ----------------------------------------------------------------------------- report (pure)
-def _cell(record: dict[str, Any] | None) -> str:
-    if record is None:
-        return "-"
-    if not ok(record):
-        return f"failed: {record['error']}"
-    return f"{record['step_peak_mb']:.0f} MB / {record['step_s']:.2f} s"
-
-
-def _point(report: dict[str, Any], backbone: str, frames: int, mode: str) -> dict[str, Any] | None:
-    return next((p for p in report["points"] if (p["backbone"], p["frames"], p["mode"]) == (backbone, frames, mode)),
-                None)
-
-
 def markdown(report: dict[str, Any], json_path: str) -> str:
     """Both sweeps' tables (peak added by training / step time per cell), then the slopes and the verdict."""
-    s = report["setup"]
-    modes = s["modes"]
-    head = "| {} | " + " | ".join(f"`{m}`" for m in modes) + " |"
-    rule = "|---|" + "---|" * len(modes)
-    fs, bs = s["frames_sweep"], s["backbone_sweep"]
-    lines = [f"Frames per clip ({fs['backbone']}, {s['clips']} clips, {s['img_size']} px; "
-             "each cell: peak added by training / step time):", "", head.format("T"), rule]
-    for t in fs["frames"]:
-        lines.append(f"| {t} | " + " | ".join(_cell(_point(report, fs["backbone"], t, m)) for m in modes) + " |")
-    lines += ["", f"Backbone size (T = {bs['frames']}, {s['clips']} clips, {s['img_size']} px):", "",
-              head.format("backbone (params)") + " madapter / full memory |", rule + "---|"]
+    s, h = report["setup"], report["headline"]
+    modes, fs, bs = s["modes"], s["frames_sweep"], s["backbone_sweep"]
+    points = {(p["backbone"], p["frames"], p["mode"]): p for p in report["points"]}
+
+    def cells(backbone: str, frames: int) -> list[str]:
+        found = [points.get((backbone, frames, m)) for m in modes]
+        return ["-" if p is None else f"failed: {p['error']}" if not ok(p) else
+                f"{p['step_peak_mb']:.0f} MB / {p['step_s']:.2f} s" for p in found]
+
+    by_size = []
     for b in bs["backbones"]:
         info = report["by_backbone"][b]
-        size = _fmt(info["backbone_params"] and info["backbone_params"] / 1e6, ".1f", " M")
-        cells = " | ".join(_cell(_point(report, b, bs["frames"], m)) for m in modes)
-        lines.append(f"| {b.removesuffix('_patch16_224')} ({size}) | {cells} | "
-                     f"{_fmt(info['madapter_vs_full_memory'], '.3f', 'x')} |")
-    lines += ["", f"Growth per added frame (least squares over T = {', '.join(map(str, fs['frames']))}):", "",
-              "| mode | MB per frame | ratio to `full` | s per frame |", "|---|---|---|---|"]
-    for mode in modes:
-        r = report["slopes"][mode]
-        lines.append(f"| `{mode}` | {_fmt(r['mb_per_frame'], '.1f')} | {_fmt(r['ratio_to_full'], '.3f', 'x')} | "
-                     f"{_fmt(r['s_per_frame'], '.3f')} |")
-    h = report["headline"]
-    lines += ["", f"Target `madapter` slope <= {h['target_slope_ratio']}x `full`'s: **{h['verdict']}** "
-              f"({_fmt(h['madapter_slope_ratio_to_full'], '.3f', 'x')}).", "",
-              f"Source: `{json_path}`, written by `{report.get('command', '?')}`."]
+        size = fmt(info["backbone_params"] and info["backbone_params"] / 1e6, ".1f", " M")
+        by_size.append([f"{b.removesuffix('_patch16_224')} ({size})", *cells(b, bs["frames"]),
+                        fmt(info["madapter_vs_full_memory"], ".3f", "x")])
+    growth = [[f"`{m}`", fmt(r["mb_per_frame"], ".1f"), fmt(r["ratio_to_full"], ".3f", "x"),
+               fmt(r["s_per_frame"], ".3f")] for m, r in ((m, report["slopes"][m]) for m in modes)]
+    by_frames = [[t, *cells(fs["backbone"], t)] for t in fs["frames"]]
+    lines = [f"Frames per clip ({fs['backbone']}, {s['clips']} clips, {s['img_size']} px; "
+             "each cell: peak added by training / step time):", "",
+             *table(["T", *(f"`{m}`" for m in modes)], by_frames), "",
+             f"Backbone size (T = {bs['frames']}, {s['clips']} clips, {s['img_size']} px):", "",
+             *table(["backbone (params)", *(f"`{m}`" for m in modes), "madapter / full memory"], by_size), "",
+             f"Growth per added frame (least squares over T = {', '.join(map(str, fs['frames']))}):", "",
+             *table(["mode", "MB per frame", "ratio to `full`", "s per frame"], growth), "",
+             f"Target `madapter` slope <= {h['target_slope_ratio']}x `full`'s: **{h['verdict']}** "
+             f"({fmt(h['madapter_slope_ratio_to_full'], '.3f', 'x')}).", "",
+             f"Source: `{json_path}`, written by `{report.get('command', '?')}`."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,19 +1,11 @@
 """The demo recipe's evidence: test top-1 of the M-adapter head on cached features, per recipe.
 
 Why a script and not ``python -m madapter tune``: a sweep that picks the *defaults* needs the
-test split, whole training runs (no early stopping) and per-pair accuracy, and it must be cheap
-enough to run many configurations on 2 cores.  This trains the very head the pipeline trains
-(:func:`madapter.models.headless.build_feature_classifier`, the pipeline's epoch and AdamW groups
-and warm-up + cosine schedule from :class:`madapter.train.optim.Optimisation`, stored view
-``epoch % views`` per epoch as :class:`madapter.data.features.dataset.FeatureDataset` serves it)
-in one process, without Ray, through the loop the accuracy and ablation benchmarks share
-(:mod:`benchmarks.trainer`):
-same model and data, no distributed plumbing.  ``make demo`` then confirms the chosen recipe
-through the real pipeline (README, docs/benchmarks.md).
-
-The features are read once from a store extracted with ``model.level_pool: null`` (full grids),
-so the level pooling can be swept too: each recipe pools them with the model's own
-:func:`madapter.models.classifier.pool_level_grids`.
+test split, whole training runs and per-pair accuracy, cheaply enough for many configurations on
+2 cores.  It trains the very head the pipeline trains, in one process, without Ray, through the
+loop of :mod:`benchmarks.trainer`; ``make demo`` then confirms the chosen recipe.  The features
+come from a store extracted with ``model.level_pool: null``, so each recipe pools the full grids
+itself (the level pooling is swept too).
 
     python -m madapter features --params P.yaml          # with model.level_pool: null
     python -m benchmarks.recipe_sweep --params P.yaml --out benchmarks/results/recipe_sweep.json
@@ -25,6 +17,7 @@ so the level pooling can be swept too: each recipe pools them with the model's o
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -36,9 +29,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.harness import command_line, git_state
-from benchmarks.trainer import fit, per_pair
-from benchmarks.trainer import scores as head_scores
+from benchmarks.harness import command_line, git_state, table
+from benchmarks.trainer import fit, per_pair, scores
 from madapter.config import Params, apply_override, load_params, params_from_dict
 from madapter.data.features.dataset import FeatureDataset, collate_features, level_infos
 from madapter.data.features.feature_store import FeatureStore
@@ -85,16 +77,11 @@ def load_split(store: FeatureStore, train: bool) -> list[Batch]:
 
 
 def recipe_params(base: dict[str, Any], recipe: dict[str, Any]) -> Params:
-    data = json.loads(json.dumps(base))
+    data = copy.deepcopy(base)
     for key, value in recipe.items():
         if "." in key:
             apply_override(data, key, value)
     return params_from_dict(data, "recipe")
-
-
-def build_head(params: Params, store: FeatureStore) -> FeatureClassifier:
-    torch.manual_seed(params.base.seed)
-    return build_feature_classifier(params.model, level_infos(store), store.pooled_dim, len(store.classes), {})
 
 
 def _stacked(split: Batch, level_pool: int | None) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -105,15 +92,12 @@ def _stacked(split: Batch, level_pool: int | None) -> tuple[list[torch.Tensor], 
     return [g.unflatten(0, (n, views)) for g in grids], pooled
 
 
-def scores(model: FeatureClassifier, split: Batch, level_pool: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax averaged over the stored views of each video (the evaluate stage's protocol)."""
-    return head_scores(model, _stacked(split, level_pool)), split[1]
-
-
 def train_recipe(params: Params, store: FeatureStore, train_views: list[Batch]) -> tuple[FeatureClassifier, list[float]]:
     """Train one recipe's head with the benchmarks' shared loop (:func:`trainer.fit`); returns it and the
     training accuracy of every epoch."""
-    model = build_head(params, store)
+    torch.manual_seed(params.base.seed)
+    classes = len(store.classes)
+    model = build_feature_classifier(params.model, level_infos(store), store.pooled_dim, classes, {})
     stored = train_views[: params.features.train_views]  # fewer stored views: the first ones, as extracted
     levels = [torch.stack([view[0][0][k] for view in stored], 1) for k in range(len(stored[0][0][0]))]
     pooled = torch.stack([view[0][1] for view in stored], 1)
@@ -126,17 +110,15 @@ def train_recipe(params: Params, store: FeatureStore, train_views: list[Batch]) 
 def markdown(report: dict[str, Any], json_path: Path) -> str:
     """The docs table: one row per recipe, test top-1 overall and per reversal pair."""
     pairs = list(report["results"][0]["test_per_pair"])
-    head = ["recipe", "val top-1", "test top-1", *pairs, "last train acc", "s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in report["results"]:
-        cells = [row["recipe"].get("name", json.dumps(row["recipe"])), f"{row['val_top1']:.3f}",
-                 f"**{row['test_top1']:.3f}**", *(f"{row['test_per_pair'][p]:.2f}" for p in pairs),
-                 f"{row['train_acc_last']:.2f}", f"{row['seconds']:.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [[row["recipe"].get("name", json.dumps(row["recipe"])), f"{row['val_top1']:.3f}",
+             f"**{row['test_top1']:.3f}**", *(f"{row['test_per_pair'][p]:.2f}" for p in pairs),
+             f"{row['train_acc_last']:.2f}", f"{row['seconds']:.0f}"] for row in report["results"]]
     data = report["data"]
-    lines += ["", f"{data['train']} / {data['val']} / {data['test']} train / val / test videos, "
-              f"{data['train_views']} stored training views; from `{json_path}`, commit "
-              f"`{(report['commit'] or '?')[:10]}`{' (uncommitted edits)' if report['dirty'] else ''}, `{report['command']}`."]
+    lines = [*table(["recipe", "val top-1", "test top-1", *pairs, "last train acc", "s"], rows), "",
+             f"{data['train']} / {data['val']} / {data['test']} train / val / test videos, "
+             f"{data['train_views']} stored training views; from `{json_path}`, commit "
+             f"`{(report['commit'] or '?')[:10]}`{' (uncommitted edits)' if report['dirty'] else ''}, "
+             f"`{report['command']}`."]
     return "\n".join(lines) + "\n"
 
 
@@ -165,11 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         model, history = train_recipe(p, stores["train"], train_views)
         row: dict[str, Any] = {"recipe": recipe, "train_acc_last": history[-1], "train_acc": history,
                                "seconds": round(time.perf_counter() - started, 1)}
-        for split, data in evaluation.items():
-            probs, labels = scores(model, data, p.model.level_pool)
-            row[f"{split}_top1"] = round(float((probs.argmax(1) == labels).float().mean()), 4)
-        probs, labels = scores(model, evaluation["test"], p.model.level_pool)
-        row["test_per_pair"] = per_pair(probs.argmax(1) == labels, labels, stores["test"].classes)
+        hits = {split: scores(model, _stacked(data, p.model.level_pool)).argmax(1) == data[1]
+                for split, data in evaluation.items()}  # softmax averaged over the views, as evaluate does
+        row.update({f"{split}_top1": round(float(hit.float().mean()), 4) for split, hit in hits.items()})
+        row["test_per_pair"] = per_pair(hits["test"], evaluation["test"][1], stores["test"].classes)
         logger.info("%s: val %.3f test %.3f (%.0f s)", recipe.get("name", recipe), row["val_top1"], row["test_top1"], row["seconds"])
         results.append(row)
     report = {

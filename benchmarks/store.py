@@ -1,41 +1,22 @@
 """The frame store's formats: bytes per video, training read throughput and pixel error, in one run.
 
-Three ways to feed training the same videos, measured on the same machine in one process:
+Three ways to feed training the same videos, in one process: ``raw`` (the uint8 store,
+``decode.format: raw``: memory-mapped ``.npy`` shards), ``jpeg`` (the compressed store: only the
+clip's JPEG frames decoded, libjpeg-turbo through simplejpeg) and ``decord`` (no store: each clip
+opens its SOURCE video and seeks its frames, the MMAction2 default).  Both stores hold the SAME
+frames (decoded once by the decode stage's function, written by the real ``ShardWriter``); a clip
+is what training gets (``ClipDataset(train=True)``: TSN frames, random crop, normalised floats),
+and the decord path samples, crops and normalises alike.  Throughput is per core (one process,
+one torch and one decord thread); the loaders take turns clip by clip (a neighbour's burst hits
+all of them) and each clip counts its fastest of ``--repeats`` passes.  The files were just
+written, so the page cache is warm: this measures CPU, not disk.
 
-* ``raw`` -- the uint8 store (``decode.format: raw``): ``.npy`` shards, memory-mapped.
-* ``jpeg`` -- the compressed store (``decode.format: jpeg``, ``decode.quality``): JPEG frames in
-  ``.jpg.bin`` shards, only the clip's frames decoded (libjpeg-turbo through simplejpeg).
-* ``decord`` -- no store: every clip opens its SOURCE video with decord and seeks the clip's
-  ``model.num_frames`` frames (the MMAction2 default: DecordInit, SampleFrames, DecordDecode).
-
-Both stores hold the SAME frames: each video is decoded once by the decode stage's own function
-(:func:`madapter.data.store.decode.decode_video`: ``frames_per_video`` frames on the uniform grid,
-short side to ``size``, centre crop) and written by the real :class:`~madapter.data.store.frame_store.ShardWriter`
-in both formats.  A training clip is what training gets: ``ClipDataset(train=True)`` -- TSN
-random frames, a random ``crop`` crop, a normalised float tensor ``[T, 3, crop, crop]``; the
-decord path applies the same sampling (over the source's frames) and the same crop and
-normalisation to the frames it seeks (resizing the short side to ``size`` first, a no-op for
-240-line sources).  Throughput is per core: one process, one torch thread, one decord thread; the
-loaders take turns clip by clip (so a neighbour's burst hits all of them) and each clip counts its fastest of
-``--repeats`` passes (each draws other random frames).  The files were just written, so the page cache is warm: this
-measures CPU, not disk.
-
-Two sets of source videos, in the same run:
-
-* ``natural`` (the numbers to quote): pans and zooms over photographs that ship with matplotlib
-  and scikit-learn (``grace_hopper.jpg``, ``china.jpg``, ``flower.jpg``), a soft moving blob and
-  per-frame sensor noise; 320x240 like UCF101, 25 fps, h264 ``crf 23``.  Encoded with a key frame
-  every ``--gop`` frames (the first value builds the stores; decord is timed on every value:
-  12 is decord's best case, 250 is x264's default and what a re-encoded download often has).
-* ``synthetic``: the built-in synthetic set's renderer at ``size`` px (flat shapes on textured
-  backgrounds): what the demo stores, shown because it compresses far better than real footage.
-
-Also: pixel error of the JPEG store against the raw one (mean absolute error in 0-255 units, and
-PSNR), the decode stage's added encoding time, the projected disk for UCF101 (13,320 videos) and
-Kinetics-400 (240k training videos), and a codec table (``--codecs``): the candidate libraries at
-several qualities on the same frames -- bytes, error, encode and decode time per frame on one core.
-
-Runs::
+Two sets of source videos: ``natural`` (the numbers to quote: pans and zooms over photographs that
+ship with matplotlib and scikit-learn, a moving blob and sensor noise; 320x240 like UCF101, h264
+crf 23, a key frame every ``--gops`` frames: 12 is decord's best case, 250 x264's default) and
+``synthetic`` (the demo's renderer: flat shapes, which compress far better than real footage).
+Also: the JPEG store's pixel error, the decode stage's added encoding time, the projected disk for
+UCF101 and Kinetics-400, and a codec table (libraries x qualities on the same frames, one core).
 
     .venv/bin/python -m benchmarks.store                  # ~3 min; benchmarks/results/store.{json,md,png}
     .venv/bin/python -m benchmarks.store --quick          # ~45 s: fewer videos, passes and codec qualities
@@ -49,7 +30,7 @@ import io
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,13 +42,17 @@ from benchmarks.harness import (
     ArgumentParser,
     Benchmark,
     BenchmarkError,
-    footer,
+    fmt,
+    in_processes,
+    int_list,
     interleaved,
     package_version,
+    page,
     positive,
     pyplot,
     recorded,
     save,
+    table,
 )
 
 logger = logging.getLogger("benchmarks.store")
@@ -83,9 +68,11 @@ RENDER_PROCESSES = 2
 """Processes rendering the natural source videos (set-up only; every measurement runs in one process)."""
 QUICK = {"videos": 16, "repeats": 3, "qualities": [85, 90, 95], "codec_videos": 2, "codec_repeats": 3}
 """``--quick``: the same sets, stores, loaders and codecs on fewer videos, passes and qualities."""
-SMOKE = {"videos": 4, "frames": 24, "size": 64, "crop": 56, "frames_per_video": 8, "num_frames": 4,
-         "repeats": 1, "gops": [12], "qualities": [90], "codec_videos": 2,
-         "codec_repeats": 1}
+SMOKE = {"videos": 4, "source_frames": 24, "synthetic_frames": 24, "size": 64, "crop": 56,
+         "frames_per_video": 8, "num_frames": 4, "repeats": 1, "gops": [12], "qualities": [90],
+         "codec_videos": 2, "codec_repeats": 1}
+Loader = Callable[[int, int], Any]
+"""``(video index, epoch) -> training clip``."""
 
 
 # ----------------------------------------------------------------------------- source videos
@@ -98,22 +85,20 @@ def photographs() -> list[tuple[str, np.ndarray]]:
     try:
         import sklearn.datasets
 
-        candidates += [Path(sklearn.datasets.__file__).parent / "images" / name for name in ("china.jpg", "flower.jpg")]
+        images = Path(sklearn.datasets.__file__).parent / "images"
+        candidates += [images / "china.jpg", images / "flower.jpg"]
     except ImportError:
         logger.warning("scikit-learn not installed: the natural set uses one photograph only")
     found = [(p.name, np.array(Image.open(p).convert("RGB"))) for p in candidates if p.is_file()]
     if not found:
-        raise BenchmarkError("store.py: no sample photograph found (matplotlib's grace_hopper.jpg); reinstall matplotlib")
+        raise BenchmarkError("store.py: no sample photograph found (matplotlib's grace_hopper.jpg); "
+                             "reinstall matplotlib")
     return found
 
 
 def natural_clip(rng: np.random.Generator, photo: np.ndarray, frames: int, height: int, width: int) -> np.ndarray:
     """A camera panning and zooming over ``photo``, a soft blob crossing it, sensor noise: uint8 [T, H, W, 3].
-
-    Real footage is neither flat nor white noise: photographs carry natural image statistics, the
-    camera motion makes every frame differ, and the noise is what sensors add (the video codec
-    then smooths part of it away, as it does for real clips).
-    """
+    Real footage is neither flat nor white noise: natural image statistics, every frame different."""
     import torch
     import torch.nn.functional as F
 
@@ -128,8 +113,7 @@ def natural_clip(rng: np.random.Generator, photo: np.ndarray, frames: int, heigh
     gy, gx = np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32)
     for t in range(frames):
         a = t / max(frames - 1, 1)
-        win_h = min(ph, (scale0 + a * (scale1 - scale0)) * ph)
-        win_w = min(pw, win_h * aspect)
+        win_w = min(pw, min(ph, (scale0 + a * (scale1 - scale0)) * ph) * aspect)
         win_h = win_w / aspect
         cy, cx = (1 - a) * start + a * stop
         top, left = int(cy * (ph - win_h)), int(cx * (pw - win_w))
@@ -145,72 +129,44 @@ def natural_clip(rng: np.random.Generator, photo: np.ndarray, frames: int, heigh
     return out
 
 
-def make_natural_videos(folder: Path, count: int, frames: int, gops: list[int], seed: int) -> dict[str, list[Path]]:
-    """``count`` natural-looking 320x240 h264 videos, each rendered once and encoded with a key frame
-    every ``gop`` frames for each of ``gops``: ``{"GOP <n>": paths}``, the same content in each.
-
-    Rendering and encoding are set-up, not measured, and were most of the run's time: they run in
-    :data:`RENDER_PROCESSES` processes (one video each, seeded by its index: the same videos either way).
-    """
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
+def make_natural_videos(folder: Path, count: int, frames: int, gops: list[int]) -> dict[str, list[Path]]:
+    """``count`` natural-looking 320x240 h264 videos, each rendered once (seeded by its index) and encoded
+    with a key frame every ``gop`` frames for each of ``gops``: ``{"GOP <n>": paths}``.  Set-up, not
+    measured, but most of the run's time: in :data:`RENDER_PROCESSES` processes."""
     targets = [{gop: folder / f"gop{gop}-{frames}f" / f"natural_{i:03d}.mp4" for gop in gops} for i in range(count)]
-    todo = [(i, seed, frames, t) for i, t in enumerate(targets) if not all(p.is_file() for p in t.values())]
-    if len(todo) < 4 * RENDER_PROCESSES:  # a few (or none: a kept --work-dir): not worth starting processes
-        for job in tqdm(todo, desc="natural videos", unit="video", leave=False):
-            _render_natural(job)
-    else:
-        with ProcessPoolExecutor(min(RENDER_PROCESSES, len(todo)), mp_context=get_context("spawn"),
-                                 initializer=_one_thread) as pool:
-            for _ in tqdm(pool.map(_render_natural, todo), total=len(todo), desc="natural videos", unit="video", leave=False):
-                pass
+    todo = [(i, frames, t) for i, t in enumerate(targets) if not all(p.is_file() for p in t.values())]
+    processes = RENDER_PROCESSES if len(todo) >= 4 * RENDER_PROCESSES else 1  # a few: not worth starting any
+    rendered = in_processes(_render_natural, todo, processes)
+    list(tqdm(rendered, total=len(todo), desc="natural videos", unit="video", leave=False))
     return {f"GOP {gop}": [t[gop] for t in targets] for gop in gops}
 
 
-def _one_thread() -> None:
-    """Render processes: one torch thread each (they run side by side)."""
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def _render_natural(job: tuple[int, int, int, dict[int, Path]]) -> None:
+def _render_natural(i: int, frames: int, targets: dict[int, Path]) -> None:
     """One natural video (index ``i``, its own seed), encoded once per GOP."""
     from madapter.data.acquire.synthetic import encode_video
 
-    i, seed, frames, targets = job
     photos = photographs()
-    clip = natural_clip(np.random.default_rng([seed, i]), photos[i % len(photos)][1], frames, 240, 320)
+    clip = natural_clip(np.random.default_rng([0, i]), photos[i % len(photos)][1], frames, 240, 320)
     for gop, path in targets.items():
         encode_video(path, clip, fps=25, options={"crf": "23", "preset": "veryfast",
                                                   "x264-params": f"keyint={gop}:min-keyint={gop}"})
 
 
-def make_synthetic_videos(folder: Path, count: int, frames: int, size: int, seed: int) -> list[Path]:
+def make_synthetic_videos(folder: Path, count: int, frames: int, size: int) -> list[Path]:
     """``count`` videos of the built-in synthetic set at ``size`` px (every class in turn)."""
     from madapter.config import SyntheticSection
     from madapter.data.acquire.synthetic import CATALOGUE, encode_video, render_video
 
     cfg = SyntheticSection(classes=len(CATALOGUE) - len(CATALOGUE) % 2, videos_per_class=3, num_frames=frames,
                            size=size, fps=8)
-    paths = []
-    for i in tqdm(range(count), desc="synthetic videos", unit="video", leave=False):
-        path = folder / f"{size}px-{frames}f" / f"synthetic_{i:03d}.mp4"
+    paths = [folder / f"{size}px-{frames}f" / f"synthetic_{i:03d}.mp4" for i in range(count)]
+    for i, path in enumerate(tqdm(paths, desc="synthetic videos", unit="video", leave=False)):
         if not path.is_file():  # a kept --work-dir: same seed, same video
-            encode_video(path, render_video(i % cfg.classes, i // cfg.classes, cfg, seed), cfg.fps)
-        paths.append(path)
+            encode_video(path, render_video(i % cfg.classes, i // cfg.classes, cfg, 0), cfg.fps)
     return paths
 
 
 # ----------------------------------------------------------------------------- the two stores
-@dataclass
-class StoreBuild:
-    root: Path
-    bytes: int
-    write_s: float
-
-
 def decode_frames(paths: list[Path], frames_per_video: int, size: int) -> list[np.ndarray]:
     """Each video's stored frames, by the decode stage's own function (one decode for both stores)."""
     from madapter.data.index.schema import Row
@@ -225,13 +181,15 @@ def decode_frames(paths: list[Path], frames_per_video: int, size: int) -> list[n
     return decoded
 
 
-def write_store(root: Path, fmt: str, quality: int, videos: list[np.ndarray], names: list[str]) -> StoreBuild:
-    """One store of ``videos`` in ``fmt`` through the real writer and metadata; bytes and write seconds."""
+def write_store(root: Path, kind: str, quality: int, videos: list[np.ndarray],
+                names: list[str]) -> tuple[int, float]:
+    """One store of ``videos`` in format ``kind`` through the real writer and metadata: bytes, seconds."""
     from madapter.config import DecodeSection
     from madapter.data.store.frame_store import ShardWriter, format_meta, frame_codec, write_store_meta
 
     frames_per_video, size = videos[0].shape[0], videos[0].shape[1]
-    cfg = DecodeSection(format=fmt, quality=quality, frames_per_video=frames_per_video, size=size, shard_size=256)
+    cfg = DecodeSection(format=kind, quality=quality, frames_per_video=frames_per_video, size=size,
+                        shard_size=256)
     started = time.perf_counter()
     writer = ShardWriter(root / "train", cfg.shard_size, frames_per_video, size, frame_codec(cfg))
     for name, frames in zip(names, videos, strict=True):
@@ -240,19 +198,16 @@ def write_store(root: Path, fmt: str, quality: int, videos: list[np.ndarray], na
     seconds = time.perf_counter() - started
     write_store_meta(root, {"classes": ["c"], "frames_per_video": frames_per_video, "size": size, **format_meta(cfg),
                             "bytes": summary.bytes})
-    return StoreBuild(root, summary.bytes, seconds)
+    return summary.bytes, seconds
 
 
-def pixel_error(raw_root: Path, jpeg_root: Path) -> dict[str, float]:
-    """Every stored frame of the JPEG store against the raw store's: MAE (0-255), max error, PSNR."""
-    from madapter.data.store.frame_store import FrameStore
-
-    raw, jpeg = FrameStore(raw_root, "train"), FrameStore(jpeg_root, "train")
+def error_stats(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Pixel error of every ``(frames, reference)`` pair, together: MAE (0-255), largest error, PSNR."""
     abs_sum, sq_sum, count, worst = 0.0, 0.0, 0, 0
-    for i in range(len(raw)):
-        diff = raw.frames(i).astype(np.int16) - jpeg.frames(i).astype(np.int16)
+    for frames, reference in pairs:
+        diff = frames.astype(np.float64) - reference.astype(np.float64)
         abs_sum += float(np.abs(diff).sum())
-        sq_sum += float((diff.astype(np.float64) ** 2).sum())
+        sq_sum += float((diff**2).sum())
         count += diff.size
         worst = max(worst, int(np.abs(diff).max()))
     mse = sq_sum / count
@@ -267,22 +222,19 @@ def source_codec_error(count: int, args: argparse.Namespace, raw_root: Path) -> 
     from madapter.data.store.frame_store import FrameStore
     from madapter.data.transforms import resize_and_center_crop
 
-    photos = photographs()
-    store = FrameStore(raw_root, "train")
-    abs_sum, sq_sum, n = 0.0, 0.0, 0
-    for i in range(min(count, len(store))):
+    photos, store = photographs(), FrameStore(raw_root, "train")
+    videos = min(count, len(store))
+
+    def pair(i: int) -> tuple[np.ndarray, np.ndarray]:
         clip = natural_clip(np.random.default_rng([0, i]), photos[i % len(photos)][1], args.source_frames, 240, 320)
-        rendered = resize_and_center_crop(clip[uniform_grid(len(clip), args.frames_per_video)], args.size)
-        diff = store.frames(i).astype(np.float64) - rendered.astype(np.float64)
-        abs_sum, sq_sum, n = abs_sum + np.abs(diff).sum(), sq_sum + (diff**2).sum(), n + diff.size
-    return {"mae": abs_sum / n, "psnr_db": float(10 * np.log10(255**2 / (sq_sum / n))), "videos": min(count, len(store))}
+        picked = clip[uniform_grid(len(clip), args.frames_per_video)]
+        return store.frames(i), resize_and_center_crop(picked, args.size)
+
+    error = error_stats(pair(i) for i in range(videos))
+    return {"mae": error["mae"], "psnr_db": error["psnr_db"], "videos": videos}
 
 
 # ----------------------------------------------------------------------------- training read throughput
-Loader = Callable[[int, int], Any]
-"""``(video index, epoch) -> training clip``."""
-
-
 def store_loaders(root: Path, num_frames: int, crop: int) -> dict[str, Loader]:
     """The training path on a store: ``ClipDataset(train=True)`` items (clip tensor), and the uint8 frames alone."""
     from madapter.data.clips import ClipDataset
@@ -325,12 +277,9 @@ def decord_loaders(paths: list[Path], num_frames: int, size: int, crop: int) -> 
 
 
 def throughput(loaders: dict[str, dict[str, Loader]], videos: int, repeats: int) -> dict[str, dict[str, Any]]:
-    """clips/s of every loader over all videos, the loaders taking turns clip by clip (:func:`interleaved`).
-
-    ``clips_per_s``: ``videos`` over the sum, per clip, of its fastest of ``repeats`` passes (each pass
-    draws other random frames: for decord the cheapest seeks win, which favours it);
-    ``clips_per_s_median_pass``: over the median pass's total.
-    """
+    """clips/s of every loader over all videos, taking turns clip by clip (:func:`interleaved`):
+    ``clips_per_s`` over the sum, per clip, of its fastest of ``repeats`` passes (each draws other random
+    frames: the cheapest seeks win, which favours decord), ``clips_per_s_median_pass`` the median pass's."""
     return {name: {kind: {"clips_per_s": videos / float(t.min(axis=0).sum()),
                           "clips_per_s_median_pass": videos / float(np.median(t.sum(axis=1))),
                           "pass_seconds": t.sum(axis=1).tolist()} for kind, t in kinds.items()}
@@ -350,22 +299,29 @@ class Candidate:
     note: str = ""
 
 
+def one_by_one(decode: Callable[[bytes, np.ndarray], None]) -> Callable[[list[bytes], np.ndarray], None]:
+    """A decoder of one record into its output frame, as a :class:`Candidate`'s decoder of a list."""
+    def decode_all(records: list[bytes], out: np.ndarray) -> None:
+        for k, record in enumerate(records):
+            decode(record, out[k])
+
+    return decode_all
+
+
 def candidates(qualities: list[int]) -> tuple[list[Candidate], dict[str, str]]:
     """Every candidate importable here, and why the others are missing."""
-    found: list[Candidate] = []
-    missing: dict[str, str] = {}
+    from PIL import Image
+
     from madapter.data.store.codec import JpegCodec
 
+    found: list[Candidate] = []
+    missing: dict[str, str] = {}
     for q in qualities:
         for sub in ("420", "444"):
             codec = JpegCodec(q, sub)
-
-            def dec(records: list[bytes], out: np.ndarray, codec: JpegCodec = codec) -> None:
-                for k, record in enumerate(records):
-                    codec.decode_into(record, out[k])
-
             found.append(Candidate(f"simplejpeg {package_version('simplejpeg')}", f"JPEG 4:{sub[1]}:{sub[2]}", q,
-                                   codec.encode, dec, "the store's codec" if sub == "420" else ""))
+                                   codec.encode, one_by_one(codec.decode_into),
+                                   "the store's codec" if sub == "420" else ""))
     try:
         import torch
         from torchvision.io import decode_jpeg, encode_jpeg
@@ -382,28 +338,28 @@ def candidates(qualities: list[int]) -> tuple[list[Candidate], dict[str, str]]:
             for k, image in enumerate(tensors):
                 out[k] = image.permute(1, 2, 0).numpy()
 
-        for q in qualities:
-            found.append(Candidate(f"torchvision {package_version('torchvision')}", "JPEG 4:2:0", q,
-                                   lambda f, q=q: tv_encode(f, q), tv_decode, "deprecated since 0.29 (torchcodec)"))
+        found += [Candidate(f"torchvision {package_version('torchvision')}", "JPEG 4:2:0", q,
+                            lambda f, q=q: tv_encode(f, q), tv_decode, "deprecated since 0.29 (torchcodec)")
+                  for q in qualities]
     except ImportError as err:
         missing["torchvision.io"] = str(err)
-    from PIL import Image
 
-    def pil_encode(frame: np.ndarray, fmt: str, q: int) -> bytes:
+    def pil_encode(frame: np.ndarray, kind: str, q: int) -> bytes:
         buffer = io.BytesIO()
-        options = {"subsampling": 2} if fmt == "JPEG" else {"method": 4}
-        Image.fromarray(frame).save(buffer, format=fmt, quality=q, **options)
+        options = {"subsampling": 2} if kind == "JPEG" else {"method": 4}
+        Image.fromarray(frame).save(buffer, format=kind, quality=q, **options)
         return buffer.getvalue()
 
-    def pil_decode(records: list[bytes], out: np.ndarray) -> None:
-        for k, record in enumerate(records):
-            with Image.open(io.BytesIO(record)) as image:
-                out[k] = np.asarray(image.convert("RGB"))
+    def pil_decode(record: bytes, out: np.ndarray) -> None:
+        with Image.open(io.BytesIO(record)) as image:
+            out[...] = np.asarray(image.convert("RGB"))
 
+    pillow = f"Pillow {package_version('pillow')}"
     for q in qualities:
-        found.append(Candidate(f"Pillow {package_version('pillow')}", "JPEG 4:2:0", q, lambda f, q=q: pil_encode(f, "JPEG", q), pil_decode))
-        found.append(Candidate(f"Pillow {package_version('pillow')}", "WebP", q, lambda f, q=q: pil_encode(f, "WEBP", q), pil_decode,
-                               "lossy, method 4"))
+        found.append(Candidate(pillow, "JPEG 4:2:0", q, lambda f, q=q: pil_encode(f, "JPEG", q),
+                               one_by_one(pil_decode)))
+        found.append(Candidate(pillow, "WebP", q, lambda f, q=q: pil_encode(f, "WEBP", q),
+                               one_by_one(pil_decode), "lossy, method 4"))
     try:
         import turbojpeg  # noqa: F401
 
@@ -415,22 +371,16 @@ def candidates(qualities: list[int]) -> tuple[list[Candidate], dict[str, str]]:
     return found, missing
 
 
-def codec_table(frames_by_set: dict[str, np.ndarray], qualities: list[int], repeats: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def codec_table(frames_by_set: dict[str, np.ndarray], qualities: list[int],
+                repeats: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Every candidate on each set's frames: bytes/frame, MAE, PSNR, encode and decode ms/frame (one thread).
-
-    Times are the best of ``repeats`` rounds, and each round times every candidate once, in turn:
-    on a shared machine a neighbour's burst then slows one round of all candidates, not all rounds
-    of one.
-    """
+    The best of ``repeats`` rounds, each timing every candidate in turn (a burst slows one round of all)."""
     found, missing = candidates(qualities)
     rows = []
     for set_name, frames in frames_by_set.items():
-        encoded, decoded = [], []
-        encode_best = [float("inf")] * len(found)
-        decode_best = [float("inf")] * len(found)
-        for cand in found:
-            encoded.append([cand.encode(frame) for frame in frames])
-            decoded.append(np.empty_like(frames))
+        encoded = [[cand.encode(frame) for frame in frames] for cand in found]
+        decoded = [np.empty_like(frames) for _ in found]
+        encode_best, decode_best = [float("inf")] * len(found), [float("inf")] * len(found)
         for _ in tqdm(range(repeats), desc=f"codecs ({set_name})", unit="round", leave=False):
             for k, cand in enumerate(found):
                 started = time.perf_counter()
@@ -441,49 +391,59 @@ def codec_table(frames_by_set: dict[str, np.ndarray], qualities: list[int], repe
                 cand.decode(encoded[k], decoded[k])
                 decode_best[k] = min(decode_best[k], time.perf_counter() - started)
         for k, cand in enumerate(found):
-            diff = decoded[k].astype(np.float64) - frames.astype(np.float64)
-            mse = float((diff**2).mean())
-            size = sum(len(r) for r in encoded[k])
+            error, size = error_stats([(decoded[k], frames)]), sum(len(r) for r in encoded[k])
             rows.append({"set": set_name, "library": cand.library, "codec": cand.codec, "quality": cand.quality,
                          "note": cand.note, "frames": len(frames), "bytes_per_frame": size / len(frames),
-                         "ratio_vs_raw": size / frames.nbytes, "mae": float(np.abs(diff).mean()),
-                         "psnr_db": 10 * np.log10(255**2 / mse) if mse else None,
+                         "ratio_vs_raw": size / frames.nbytes, "mae": error["mae"],
+                         "psnr_db": error["psnr_db"] if error["psnr_db"] != float("inf") else None,
                          "encode_ms_per_frame": 1e3 * encode_best[k] / len(frames),
                          "decode_ms_per_frame": 1e3 * decode_best[k] / len(frames)})
     return rows, missing
 
 
 # ----------------------------------------------------------------------------- one set
-def measure_set(name: str, sources: dict[str, list[Path]], args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Both stores of one set's videos, their bytes, pixel error, and the three loaders' throughput.
+def source_videos(name: str, args: argparse.Namespace) -> tuple[dict[str, list[Path]], str]:
+    """A set's source videos by encoding label (the natural set: one per GOP, the same content), and what
+    they are."""
+    if name == "natural":
+        return (make_natural_videos(args.work / "natural", args.videos, args.source_frames, args.gops),
+                f"pan/zoom over photographs + moving blob + noise (sigma 2), 320x240, {args.source_frames} "
+                "frames at 25 fps, h264 crf 23 veryfast")
+    paths = make_synthetic_videos(args.work / "synthetic", args.videos, args.synthetic_frames, args.size)
+    return ({"x264 default GOP": paths}, f"built-in synthetic renderer, {args.size}x{args.size}, "
+            f"{args.synthetic_frames} frames at 8 fps, h264 crf 18")
 
-    ``sources``: the same videos encoded with different key-frame settings, by label; the first
-    builds the stores, decord is timed on each.
-    """
+
+def measure_set(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Both stores of one set's videos (from its first encoding), their bytes, pixel error, and the
+    loaders' throughput (decord on each encoding)."""
     from madapter.data.store.codec import JpegCodec
+    from madapter.data.store.frame_store import FrameStore
 
+    sources, note = source_videos(name, args)
     paths = next(iter(sources.values()))
     started = time.perf_counter()
     videos = decode_frames(paths, args.frames_per_video, args.size)
     decode_s = time.perf_counter() - started
-    names = [p.name for p in paths]
-    builds = {fmt: write_store(work / f"{name}-{fmt}", fmt, args.quality, videos, names) for fmt in FORMATS}
+    roots = {kind: args.work / f"{name}-{kind}" for kind in FORMATS}
+    builds = {kind: write_store(roots[kind], kind, args.quality, videos, [p.name for p in paths])
+              for kind in FORMATS}
     codec = JpegCodec(args.quality)
     started = time.perf_counter()
     for frames in videos:  # what the JPEG format adds to the decode stage, per video
         for frame in frames:
             codec.encode(frame)
     encode_s = time.perf_counter() - started
-    error = pixel_error(builds["raw"].root, builds["jpeg"].root)
-    loaders: dict[str, dict[str, Loader]] = {fmt: store_loaders(builds[fmt].root, args.num_frames, args.crop)
-                                             for fmt in FORMATS}
+    raw, jpeg = (FrameStore(roots[kind], "train") for kind in FORMATS)
+    error = error_stats((jpeg.frames(i), raw.frames(i)) for i in range(len(raw)))
+    loaders = {kind: store_loaders(roots[kind], args.num_frames, args.crop) for kind in FORMATS}
     for label, encoded in sources.items():
         loaders[f"decord {label}"] = decord_loaders(encoded, args.num_frames, args.size, args.crop)
     speed = throughput(loaders, len(paths), args.repeats)
-    per_video = {fmt: builds[fmt].bytes / len(paths) for fmt in FORMATS}
+    per_video = {kind: builds[kind][0] / len(paths) for kind in FORMATS}
     fastest_decord = max(speed[f"decord {label}"]["clip"]["clips_per_s"] for label in sources)
-    return {
-        "videos": len(paths), "source": _source_note(name, args), "encodings": list(sources),
+    result = {
+        "videos": len(paths), "source": note, "encodings": list(sources),
         "source_bytes_per_video": {label: sum(p.stat().st_size for p in encoded) / len(encoded)
                                    for label, encoded in sources.items()},
         "bytes_per_video": per_video,
@@ -491,26 +451,20 @@ def measure_set(name: str, sources: dict[str, list[Path]], args: argparse.Namesp
         "size_ratio_jpeg_vs_raw": per_video["jpeg"] / per_video["raw"],
         "pixel_error": error,
         "decode_stage": {"decode_s_per_video": decode_s / len(paths),
-                         "write_s_per_video": {fmt: builds[fmt].write_s / len(paths) for fmt in FORMATS},
+                         "write_s_per_video": {kind: builds[kind][1] / len(paths) for kind in FORMATS},
                          "jpeg_encode_s_per_video": encode_s / len(paths)},
         "throughput": speed,
         "speedup_jpeg_vs_decord": speed["jpeg"]["clip"]["clips_per_s"] / fastest_decord,
         "speedup_raw_vs_decord": speed["raw"]["clip"]["clips_per_s"] / fastest_decord,
-        "projected_gb": {dataset: {fmt: per_video[fmt] * n / 1e9 for fmt in FORMATS} for dataset, n in PROJECTIONS.items()},
+        "projected_gb": {dataset: {kind: per_video[kind] * n / 1e9 for kind in FORMATS}
+                         for dataset, n in PROJECTIONS.items()},
     }
-
-
-def _source_note(name: str, args: argparse.Namespace) -> str:
     if name == "natural":
-        return (f"pan/zoom over photographs + moving blob + noise (sigma 2), 320x240, {args.source_frames} frames at "
-                f"25 fps, h264 crf 23 veryfast")
-    return f"built-in synthetic renderer, {args.size}x{args.size}, {args.synthetic_frames} frames at 8 fps, h264 crf 18"
+        result["source_codec_error"] = source_codec_error(args.codec_videos, args, roots["raw"])
+    return result
 
 
 # ----------------------------------------------------------------------------- report
-
-
-
 def build_report(parts: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """The JSON's numbers (the harness adds the provenance keys)."""
     natural = parts["sets"]["natural"]
@@ -522,7 +476,8 @@ def build_report(parts: dict[str, Any], args: argparse.Namespace) -> dict[str, A
                   "synthetic_frames": args.synthetic_frames, "gops": args.gops,
                   "threads": "1 torch thread, 1 decord thread, one process (per core)",
                   "throughput": "loaders interleaved clip by clip; per clip the fastest of the passes, summed",
-                  "clip": f"ClipDataset(train=True): {args.num_frames} TSN frames, random {args.crop} crop, normalised float"},
+                  "clip": f"ClipDataset(train=True): {args.num_frames} TSN frames, random {args.crop} crop, "
+                          "normalised float"},
         "sets": parts["sets"],
         "targets": {"size_ratio": TARGET_SIZE_RATIO, "speedup": TARGET_SPEEDUP,
                     "size_met": ok and natural["size_ratio_jpeg_vs_raw"] <= TARGET_SIZE_RATIO,
@@ -536,11 +491,8 @@ def build_report(parts: dict[str, Any], args: argparse.Namespace) -> dict[str, A
 
 def headline(nat: dict[str, Any], codecs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     """Every number the docs' prose quotes about the store (natural set), derived from the measured ones.
-
-    The per-clip costs come from the two loader kinds: ``frames`` (the uint8 frames alone) and
-    ``clip`` (frames + crop + normalisation): the JPEG decode is the difference of the two stores'
-    ``frames`` times, the clip transform the difference of the uint8 store's ``clip`` and ``frames``.
-    """
+    Per clip, the JPEG decode is the difference of the two stores' ``frames`` (uint8 frames alone) times,
+    the clip transform (crop, normalisation) that of the uint8 store's ``clip`` and ``frames`` times."""
     tp = nat["throughput"]
 
     def ms(loader: str, kind: str) -> float:
@@ -593,77 +545,78 @@ def codec_headline(rows: list[dict[str, Any]], quality: int) -> dict[str, Any] |
 def markdown(report: dict[str, Any], json_path: str) -> str:
     """The tables of docs/benchmarks.md, from the report alone."""
     s, t = report["setup"], report["targets"]
-    lines = [
-        f"| {s['videos_per_set']} videos per set, {s['frames_per_video']} stored frames at {s['size']} px | set | bytes per "
-        f"video | vs uint8 | clips/s per core (training clip) | uint8 frames only | pixel MAE vs uint8 |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for set_name, res in report["sets"].items():
         if "error" in res:
-            lines.append(f"| failed: {res['error']} | {set_name} | | | | | |")
+            rows.append([f"failed: {res['error']}", set_name, None, None, None, None, None])
             continue
-        tp, pe = res["throughput"], res["pixel_error"]
-        raw_b = res["bytes_per_video"]["raw"]
-        lines.append(f"| uint8 store (`decode.format: raw`) | {set_name} | {_mb(raw_b)} | 1 | {tp['raw']['clip']['clips_per_s']:.1f} | "
-                     f"{tp['raw']['frames']['clips_per_s']:.0f} | 0 |")
-        lines.append(f"| JPEG store (`jpeg`, quality {s['quality']}) | {set_name} | {_mb(res['bytes_per_video']['jpeg'])} | "
-                     f"**1/{1 / res['size_ratio_jpeg_vs_raw']:.1f}** | **{tp['jpeg']['clip']['clips_per_s']:.1f}** | "
-                     f"{tp['jpeg']['frames']['clips_per_s']:.0f} | {pe['mae']:.2f} (PSNR {pe['psnr_db']:.1f} dB) |")
-        for label in res["encodings"]:
-            lines.append(f"| decord from the source ({label}) | {set_name} | {_mb(res['source_bytes_per_video'][label])} "
-                         f"(the video) | | {tp[f'decord {label}']['clip']['clips_per_s']:.1f} | "
-                         f"{tp[f'decord {label}']['frames']['clips_per_s']:.0f} | (source) |")
+        tp, pe, size = res["throughput"], res["pixel_error"], res["bytes_per_video"]
+        rows += [["uint8 store (`decode.format: raw`)", set_name, _mb(size["raw"]), 1, *_rates(tp["raw"]), 0],
+                 [f"JPEG store (`jpeg`, quality {s['quality']})", set_name, _mb(size["jpeg"]),
+                  f"**1/{1 / res['size_ratio_jpeg_vs_raw']:.1f}**", *_rates(tp["jpeg"], "**"),
+                  f"{pe['mae']:.2f} (PSNR {pe['psnr_db']:.1f} dB)"]]
+        rows += [[f"decord from the source ({label})", set_name,
+                  f"{_mb(res['source_bytes_per_video'][label])} (the video)", None,
+                  *_rates(tp[f"decord {label}"]), "(source)"] for label in res["encodings"]]
+    head = [f"{s['videos_per_set']} videos per set, {s['frames_per_video']} stored frames at {s['size']} px",
+            "set", "bytes per video", "vs uint8", "clips/s per core (training clip)", "uint8 frames only",
+            "pixel MAE vs uint8"]
+    lines = table(head, rows)
     nat, h = report["sets"]["natural"], report["headline"]
     if h is None:  # the natural set failed: nothing below can be computed
-        return "\n".join([*lines, "", footer(report, json_path)]) + "\n"
+        return page(lines, report, json_path)
+    syn = report["sets"].get("synthetic", {})
+    projected = [[f"{dataset}, {n:,} videos", f"{nat['projected_gb'][dataset]['raw']:.0f} GB",
+                  f"{nat['projected_gb'][dataset]['jpeg']:.1f} GB",
+                  f"{syn['projected_gb'][dataset]['jpeg']:.1f} GB" if "projected_gb" in syn else "-"]
+                 for dataset, n in PROJECTIONS.items()]
+    codecs = [[f"{r['library']} {r['codec']}", r["set"], r["quality"], f"{r['bytes_per_frame'] / 1e3:.1f} kB",
+               f"1/{1 / r['ratio_vs_raw']:.1f}", f"{r['mae']:.2f}", fmt(r["psnr_db"], ".1f", " dB", "inf dB"),
+               f"{r['encode_ms_per_frame']:.2f}", f"{r['decode_ms_per_frame']:.3f}", r["note"]]
+              for r in report["codecs"]]
+    dec, source = nat["decode_stage"], nat.get("source_codec_error")
+    for_scale = (f"For scale: the natural videos' own h264 (crf 23) is off the rendered frames by MAE "
+                 f"{source['mae']:.2f} (PSNR {source['psnr_db']:.1f} dB) at the stored frames, before JPEG "
+                 f"adds its {nat['pixel_error']['mae']:.2f}." if source else "")
+    missing = "; ".join(f"{k}: {v}" for k, v in report["codecs_not_measured"].items())
     lines += [
         "",
-        f"Targets (natural set): JPEG store / uint8 store = 1/{1 / nat['size_ratio_jpeg_vs_raw']:.1f} (target <= 1/8: "
-        f"{'met' if t['size_met'] else 'NOT met'}); JPEG store clips/s = {nat['speedup_jpeg_vs_decord']:.1f}x decord's "
-        f"fastest GOP (target >= 2x: {'met' if t['speed_met'] else 'NOT met'}); the uint8 store: "
+        f"Targets (natural set): JPEG store / uint8 store = 1/{1 / nat['size_ratio_jpeg_vs_raw']:.1f} "
+        f"(target <= 1/8: {_met(t['size_met'])}); JPEG store clips/s = {nat['speedup_jpeg_vs_decord']:.1f}x "
+        f"decord's fastest GOP (target >= 2x: {_met(t['speed_met'])}); the uint8 store: "
         f"{nat['speedup_raw_vs_decord']:.1f}x.",
         "",
         f"Per clip (natural set): JPEG decoding costs {h['jpeg_decode_ms_per_clip']:.1f} ms "
-        f"({h['jpeg_decode_ms_per_frame']:.2f} ms a frame) over the memory-mapped uint8 store; cropping and normalising "
-        f"to a float tensor {h['clip_transform_ms']:.1f} ms; per training clip the JPEG store runs at "
-        f"{h['jpeg_vs_raw_clip_rate']:.2f}x the uint8 store's rate.",
+        f"({h['jpeg_decode_ms_per_frame']:.2f} ms a frame) over the memory-mapped uint8 store; cropping and "
+        f"normalising to a float tensor {h['clip_transform_ms']:.1f} ms; per training clip the JPEG store "
+        f"runs at {h['jpeg_vs_raw_clip_rate']:.2f}x the uint8 store's rate.",
         "",
-        "| projected store | uint8 | JPEG (natural set) | JPEG (synthetic set) |",
-        "|---|---|---|---|",
-    ]
-    for dataset in PROJECTIONS:
-        syn_set = report["sets"].get("synthetic", {})
-        syn = f"{syn_set['projected_gb'][dataset]['jpeg']:.1f} GB" if "projected_gb" in syn_set else "-"
-        lines.append(f"| {dataset}, {PROJECTIONS[dataset]:,} videos | {nat['projected_gb'][dataset]['raw']:.0f} GB | "
-                     f"{nat['projected_gb'][dataset]['jpeg']:.1f} GB | {syn} |")
-    dec = nat["decode_stage"]
-    lines += [
+        *table(["projected store", "uint8", "JPEG (natural set)", "JPEG (synthetic set)"], projected),
         "",
         f"Decode stage (natural set): decoding a source video to its {s['frames_per_video']} stored frames took "
-        f"{1e3 * dec['decode_s_per_video']:.0f} ms, encoding them as JPEG {1e3 * dec['jpeg_encode_s_per_video']:.1f} ms. "
-        + (f"For scale: the natural videos' own h264 (crf 23) is off the rendered frames by MAE "
-           f"{nat['source_codec_error']['mae']:.2f} (PSNR {nat['source_codec_error']['psnr_db']:.1f} dB) at the stored frames, "
-           f"before JPEG adds its {nat['pixel_error']['mae']:.2f}." if "source_codec_error" in nat else ""),
+        f"{1e3 * dec['decode_s_per_video']:.0f} ms, encoding them as JPEG "
+        f"{1e3 * dec['jpeg_encode_s_per_video']:.1f} ms. {for_scale}",
         "",
-        "| codec (one core) | set | quality | bytes/frame | vs uint8 | MAE | PSNR | encode ms/frame | decode ms/frame | note |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *table(["codec (one core)", "set", "quality", "bytes/frame", "vs uint8", "MAE", "PSNR",
+                "encode ms/frame", "decode ms/frame", "note"], codecs),
+        "",
+        f"Not measured: {missing}.",
+        *(f"Failed: {part}: {err}" for part, err in report["errors"].items()),
     ]
-    for row in report["codecs"]:
-        lines.append(f"| {row['library']} {row['codec']} | {row['set']} | {row['quality']} | {row['bytes_per_frame'] / 1e3:.1f} kB | "
-                     f"1/{1 / row['ratio_vs_raw']:.1f} | {row['mae']:.2f} | {_num(row['psnr_db'])} dB | "
-                     f"{row['encode_ms_per_frame']:.2f} | {row['decode_ms_per_frame']:.3f} | {row['note']} |")
-    missing = "; ".join(f"{k}: {v}" for k, v in report["codecs_not_measured"].items())
-    lines += ["", f"Not measured: {missing}."]
-    lines += [f"Failed: {part}: {err}" for part, err in report["errors"].items()]
-    return "\n".join([*lines, "", footer(report, json_path)]) + "\n"
+    return page(lines, report, json_path)
+
+
+def _rates(loader: dict[str, Any], bold: str = "") -> list[str]:
+    """A loader's clips/s: the training clip's (``bold`` around it) and the uint8 frames alone's."""
+    return [f"{bold}{loader['clip']['clips_per_s']:.1f}{bold}", f"{loader['frames']['clips_per_s']:.0f}"]
+
+
+def _met(met: bool) -> str:
+    return "met" if met else "NOT met"
 
 
 def _mb(n: float) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
-
-
-def _num(value: float | None) -> str:
-    return "inf" if value is None else f"{value:.1f}"
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -675,9 +628,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     width = 0.8 / 3
     for k, set_name in enumerate(sets):
         res = report["sets"][set_name]
-        for j, fmt in enumerate(FORMATS):
-            ax_bytes.bar(k + (j - 0.5) * width, res["bytes_per_video"][fmt] / 1e6, width, color=colours[fmt],
-                         label=fmt if k == 0 else None)
+        for j, kind in enumerate(FORMATS):
+            ax_bytes.bar(k + (j - 0.5) * width, res["bytes_per_video"][kind] / 1e6, width,
+                         color=colours[kind], label=kind if k == 0 else None)
         keys = ["raw", "jpeg", *[f"decord {label}" for label in res["encodings"]]]
         w = 0.8 / len(keys)
         for j, key in enumerate(keys):
@@ -703,42 +656,27 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 # ----------------------------------------------------------------------------- driver
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Both sets, then the codec table; a failing set or table is recorded as an error and the rest still runs.
-
-    A :class:`BenchmarkError` (the machine cannot run the benchmark at all) still stops everything."""
+    """Both sets, then the codec table; a failed set or table is recorded as an error, the rest still runs."""
     import torch
 
+    from madapter.data.store.frame_store import FrameStore
+
     torch.set_num_threads(1)  # per core
-    work = args.work
     parts: dict[str, Any] = {"sets": {}, "errors": {}, "codecs": [], "codecs_missing": {}}
-    makers = {"natural": lambda: make_natural_videos(work / "natural", args.videos, args.source_frames, args.gops, 0),
-              "synthetic": lambda: {"x264 default GOP": make_synthetic_videos(work / "synthetic", args.videos,
-                                                                              args.synthetic_frames, args.size, 0)}}
-    for name, make in makers.items():
+    for name in ("natural", "synthetic"):
         logger.info("set %s: videos, stores, pixel error, throughput", name)
         with recorded(parts["errors"], f"set {name}"):
-            parts["sets"][name] = measure_set(name, make(), args, work)
-            if name == "natural":
-                parts["sets"][name]["source_codec_error"] = source_codec_error(args.codec_videos, args, work / "natural-raw")
+            parts["sets"][name] = measure_set(name, args)
         if f"set {name}" in parts["errors"]:
             parts["sets"][name] = {"error": parts["errors"][f"set {name}"]}
     ok = [name for name, res in parts["sets"].items() if "error" not in res]
     if args.codecs and ok:
         with recorded(parts["errors"], "codec table"):
-            parts["codecs"], parts["codecs_missing"] = codec_table(codec_frames(work, ok, args.codec_videos),
-                                                                   args.qualities, args.codec_repeats)
+            stores = {name: FrameStore(args.work / f"{name}-raw", "train") for name in ok}
+            frames = {name: np.concatenate([s.frames(i) for i in range(min(args.codec_videos, len(s)))])
+                      for name, s in stores.items()}  # each set's first videos' stored frames
+            parts["codecs"], parts["codecs_missing"] = codec_table(frames, args.qualities, args.codec_repeats)
     return build_report(parts, args)
-
-
-def codec_frames(work: Path, sets: list[str], videos: int) -> dict[str, np.ndarray]:
-    """The first ``videos`` videos' stored frames of each set's uint8 store: the codec table's input."""
-    from madapter.data.store.frame_store import FrameStore
-
-    frames = {}
-    for name in sets:
-        store = FrameStore(work / f"{name}-raw", "train")
-        frames[name] = np.concatenate([store.frames(i) for i in range(min(videos, len(store)))])
-    return frames
 
 
 def options(parser: ArgumentParser) -> None:
@@ -751,9 +689,9 @@ def options(parser: ArgumentParser) -> None:
     parser.add_argument("--num-frames", type=int, default=8, help="model.num_frames: frames per training clip")
     parser.add_argument("--crop", type=int, default=224, help="training crop (the model's input size)")
     parser.add_argument("--quality", type=int, default=90, help="decode.quality of the JPEG store")
-    parser.add_argument("--qualities", type=lambda s: [int(v) for v in s.split(",")], default=[75, 85, 90, 95],
+    parser.add_argument("--qualities", type=int_list, default=[75, 85, 90, 95],
                         help="qualities of the codec table")
-    parser.add_argument("--gops", type=lambda s: [int(v) for v in s.split(",")], default=[12, 250],
+    parser.add_argument("--gops", type=int_list, default=[12, 250],
                         help="key-frame intervals of the natural source videos (the first builds the stores)")
     parser.add_argument("--repeats", type=positive, default=4, help="passes over the videos; per clip the fastest counts")
     parser.add_argument("--codec-videos", type=int, default=6, help="videos per set whose frames the codec table uses")
@@ -764,8 +702,6 @@ def options(parser: ArgumentParser) -> None:
 def resolve(args: argparse.Namespace, parser: ArgumentParser) -> None:
     for key, value in {"smoke": SMOKE, "quick": QUICK}.get(args.configuration, {}).items():
         setattr(args, key, value)
-    if args.smoke:
-        args.source_frames = args.synthetic_frames = SMOKE["frames"]
     if args.videos < 2 or args.frames_per_video < args.num_frames or args.crop > args.size:
         parser.error("need --videos >= 2, --frames-per-video >= --num-frames, --crop <= --size")
 

@@ -1,20 +1,14 @@
 """Training throughput and peak memory per Ray worker: 1 vs 2 CPU workers, for every tuning mode.
 
-One invocation runs the real train stage (Ray Train ``TorchTrainer``, gloo, per-epoch
-checkpoints, MLflow logging to a scratch SQLite store) on a tiny synthetic set made by the real
-data stages, for each (tuning, workers) point, and reads the numbers the workers log: clips/s
-(all workers together) and the peak RSS of the hungriest worker process.  Each number is the
-median over epochs 2..N: the first epoch warms up, and on a shared machine a neighbour's burst
-hits single epochs.
-
-Runs::
+The real train stage (Ray Train, gloo, per-epoch checkpoints, MLflow to a scratch store) on a tiny
+synthetic set, per (tuning, workers) point, reading what the workers log: clips/s (all workers)
+and the hungriest worker's peak RSS, medians of epochs 2..N (the first warms up; a neighbour's
+burst hits single epochs).  A 2-core shared box, random-init ViT-Ti at 32 px: compare modes and
+worker counts with each other, not with GPU numbers.  Ray Train's start-up (~20 s) is most of a
+point's wall time, hence few, short points.
 
     .venv/bin/python -m benchmarks.train_scaling          # ~4 min; benchmarks/results/train_scaling.{json,png,md}
     .venv/bin/python -m benchmarks.train_scaling --quick  # ~1 min: madapter and full on 1 worker only
-
-The absolute numbers are a 2-core shared CPU box with a random-init ViT-Ti at 32 px: compare
-the modes and worker counts with each other, not with GPU numbers.  Most of each point's wall
-time is Ray Train starting its workers (~20 s), which is why the points are few and short.
 """
 
 from __future__ import annotations
@@ -28,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from benchmarks.harness import Benchmark, data_stages, footer, isolate, last_line, pyplot, save
+from benchmarks.harness import Benchmark, attempt, data_stages, isolate, page, pyplot, save, table
 from madapter.config import Params, params_from_dict
 
 logger = logging.getLogger("benchmarks.train_scaling")
@@ -65,8 +59,13 @@ def bench_params(work: Path, tuning: str, workers: int, settings: dict[str, Any]
     }, "benchmarks/train_scaling.py")
 
 
-def point_row(tuning: str, workers: int, history: list[dict[str, float]], wall_s: float) -> dict[str, Any]:
-    """One point's numbers from the worker's per-epoch history: medians over epochs 2..N."""
+def point_row(tuning: str, workers: int, settings: dict[str, Any], work: Path) -> dict[str, Any]:
+    """One point's run of the train stage; its numbers from the worker's history: medians over epochs 2..N."""
+    from madapter.train.driver import train
+
+    started = time.perf_counter()
+    history = train(bench_params(work, tuning, workers, settings)).history
+    wall_s = time.perf_counter() - started
     measured = history[1:] or history
     clips = statistics.median(h["clips_per_s"] for h in measured)
     return {
@@ -84,7 +83,6 @@ def run_points(work: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
     import ray
 
     from madapter.ray_runtime import worker_runtime_env
-    from madapter.train.driver import train
 
     data_stages(bench_params(work, "madapter", 1, settings))  # once: every point reads it
     ray.init(address="local", num_cpus=RAY_CPUS, object_store_memory=200 * 2**20, include_dashboard=False,
@@ -92,14 +90,9 @@ def run_points(work: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     try:
         for tuning, workers in tqdm(settings["points"], desc="training points", unit="point"):
-            started = time.perf_counter()
-            try:
-                result = train(bench_params(work, tuning, workers, settings))
-                rows.append(point_row(tuning, workers, result.history, time.perf_counter() - started))
-                logger.info("%s", rows[-1])
-            except Exception as err:  # noqa: BLE001 - one failing point must not lose the others
-                logger.error("%s with %d worker(s) failed: %s", tuning, workers, err)
-                rows.append({"tuning": tuning, "workers": workers, "error": last_line(err)})
+            rows.append({"tuning": tuning, "workers": workers, **attempt(
+                f"{tuning} with {workers} worker(s)", point_row, tuning, workers, settings, work)})
+            logger.info("%s", rows[-1])
     finally:
         ray.shutdown()
     return rows
@@ -136,19 +129,15 @@ def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(report: dict[str, Any], json_path: str) -> str:
     """The table of docs/benchmarks.md's "Training throughput" section, from the report alone."""
     s, h = report["settings"], report["headline"]
-    lines = [
-        "| tuning | workers | clips/s (total) | clips/s per worker | peak RSS per worker (MB) | epoch (s) | wall (s) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in report["rows"]:
-        if "error" in r:
-            lines.append(f"| {r['tuning']} | {r['workers']} | failed: {r['error']} | | | | |")
-            continue
-        lines.append(f"| {r['tuning']} | {r['workers']} | {r['clips_per_s']:.1f} | {r['clips_per_s_per_worker']:.1f} | "
-                     f"{r['peak_memory_mb_per_worker']:.0f} | {r['epoch_time_s']:.2f} | {r['wall_s']:.0f} |")
+    head = ["tuning", "workers", "clips/s (total)", "clips/s per worker", "peak RSS per worker (MB)",
+            "epoch (s)", "wall (s)"]
+    rows = [[r["tuning"], r["workers"], f"failed: {r['error']}", None, None, None, None] if "error" in r else
+            [r["tuning"], r["workers"], f"{r['clips_per_s']:.1f}", f"{r['clips_per_s_per_worker']:.1f}",
+             f"{r['peak_memory_mb_per_worker']:.0f}", f"{r['epoch_time_s']:.2f}", f"{r['wall_s']:.0f}"]
+            for r in report["rows"]]
     fb, two = h["frozen_vs_backprop_1_worker"], h["two_vs_one_worker_total"]
-    lines += [
-        "",
+    lines = [
+        *table(head, rows), "",
         f"Synthetic set {s['classes']} classes x {s['videos_per_class']} videos, {s['backbone']} at {s['img_size']} px, "
         f"T={s['num_frames']}, batch {s['batch_size_per_worker']} per worker, {s['epochs']} epochs; median of epochs "
         f"2-{s['epochs']}; Ray with {s['ray_cpus']} CPUs, {s['cpus_per_worker']} per worker.",
@@ -159,8 +148,7 @@ def markdown(report: dict[str, Any], json_path: str) -> str:
     if two:
         lines.append("Two workers vs one (total clips/s): "
                      + ", ".join(f"{mode} {v:.2f}x" for mode, v in two.items() if v is not None) + ".")
-    lines += ["", footer(report, json_path)]
-    return "\n".join(lines) + "\n"
+    return page(lines, report, json_path)
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

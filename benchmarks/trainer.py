@@ -1,42 +1,30 @@
 """What the accuracy and ablation benchmarks share: the data, the frozen features, and ONE training loop
 per source, all in-process (no Ray, no MLflow) but on the code paths users run.
 
-* **data**: the real data stages (download -> index -> scan -> decode) make the synthetic set in a
-  scratch directory (:func:`prepare_data`), for ``dataset.synthetic.task`` ``order`` or ``appearance``.
-* **views, once**: :func:`extract_set` asks the features stage's own per-actor callable
-  (:class:`~madapter.data.features.extractor.BackboneExtractor`) for every stored view: ``train``
-  views ``v = 0..V-1`` are ``ClipDataset`` epoch ``v``'s clips, ``test`` the evaluation protocol's
-  views of the source videos.  It keeps the CLIPS (for the modes that backpropagate through the
-  backbone) and runs the frozen backbone on them once, tapping EVERY block, so the frozen modes of
-  every seed and every ablation train on cached features and a level subset is a selection
-  (:func:`select_levels`), not a new extraction.
-* **training**: one loop, :func:`train_run`, for both sources.  The model is the pipeline's:
-  :func:`~madapter.models.headless.build_feature_classifier` (``madapter``/``linear`` on features,
-  as ``train.source: features``) or :func:`~madapter.models.build.build_model` (``inserted``/``full``
-  on clips, as ``train.source: frames``); the epoch is :func:`madapter.train.step.train_epoch` and
-  the optimiser :class:`madapter.train.optim.Optimisation` for both.  Epoch ``e`` trains on stored
-  view ``e % V`` of every video (the features source's rule; the frames source is given the SAME
-  clips, so "the same budget" means the same clips, epochs, batch, schedule and learning rate).
-* **parallel**: :func:`run_jobs` runs independent trainings in 2 spawned processes with 1 torch
-  thread each (these small models barely use a second thread); each process loads the set's tensors
-  from the scratch directory once.
-* **the runner**: :func:`study` is the whole run of both benchmarks (one budget, the same flags:
-  :data:`STUDY`): the sets made once, the benchmark's jobs trained, their rows summarised; each
-  benchmark only says which sets and jobs, and what its table and verdicts are.
+* **views, once**: :func:`make_set` makes a synthetic set with the data stages and asks the features
+  stage's per-actor callable for every stored view.  It keeps the CLIPS (for the modes that
+  backpropagate through the backbone) and runs the frozen backbone on them once, tapping EVERY
+  block: every seed and ablation of the frozen modes trains on cached features, and a level subset
+  is a selection, not a new extraction.
+* **training**: one loop, :func:`train_run`, on the pipeline's model, epoch and optimiser.  Epoch
+  ``e`` trains on stored view ``e % V`` of every video (the features source's rule; the frames
+  source gets the SAME clips: "the same budget" means the same clips, epochs, batch and schedule).
+* **the runner**: :func:`study` is the whole run of both benchmarks (one budget, the flags of
+  :data:`STUDY`), 2 trainings at a time in spawned processes, 1 torch thread each.
 
-The benchmarks that use it: :mod:`benchmarks.accuracy` and :mod:`benchmarks.ablations`
-(``benchmarks/recipe_sweep.py`` trains through :func:`fit` and :func:`scores`).  It imports
-nothing of the package at module level: ``recipe_sweep.py`` still runs as a script.
+``recipe_sweep.py`` trains through :func:`fit` and :func:`scores` too, so nothing of the package
+is imported at module level.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
+import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +32,6 @@ logger = logging.getLogger("benchmarks.trainer")
 
 FROZEN = ("madapter", "linear")
 """Modes that train on cached features (the backbone never changes)."""
-PACKAGES = ("torch", "timm", "numpy", "av", "decord")
-"""Versions recorded with the results."""
-
 BUDGET_FULL: dict[str, Any] = {
     # Why these (accuracy.py and ablations.py share them: one budget): a full/inserted training step
     # costs ~0.024 s per clip (64 px, T=4, ViT-Ti, 1 thread, forward + backward), and 12 such runs
@@ -105,66 +90,62 @@ def set_params(work: Path, task: str, setup: dict[str, Any], overrides: dict[str
     return params_from_dict(data, "benchmarks/trainer.py")
 
 
-def extract_set(params, out: Path) -> dict[str, Any]:
-    """Clips and frozen features (every block tapped, full grids) of the train and test splits -> ``out``.
-
-    Returns what it measured: videos per split, seconds of the view building and of the backbone.
-    """
+def make_set(work: Path, task: str, setup: dict[str, Any]) -> tuple[str, dict[str, Any], list[str]]:
+    """One task's set made by the data stages, then its clips and frozen features (every block tapped,
+    full grids) of the train and test splits saved: the tensors file, what it cost, the class names."""
     import torch
 
+    from benchmarks.harness import data_stages
     from madapter.data.features.extractor import BackboneExtractor
     from madapter.data.features.stage import plan_videos
     from madapter.models.backbone import Backbone
     from madapter.paths import StagePaths
 
+    started = time.perf_counter()
+    params = set_params(work, task, setup)
+    data_stages(params)
+    cost: dict[str, Any] = {"data_stages_s": round(time.perf_counter() - started, 1)}
     depth = Backbone(params.model.backbone, img_size=params.model.img_size, pretrained=False).depth
     data = params.model_dump(mode="json")
     data["model"].update(levels=list(range(depth)), level_pool=None, tuning="madapter")
     plan = plan_videos(params, StagePaths.from_params(params))
     extractor = BackboneExtractor(data, plan, 1, torch.get_num_threads())
-    saved: dict[str, Any] = {"classes": None, "depth": depth}
+    saved: dict[str, Any] = {"depth": depth}
     timing = {"views_s": 0.0, "backbone_s": 0.0}
     for split in ("train", "test"):
-        started = time.perf_counter()
-        clips = torch.stack([extractor.views(split, i) for i in range(len(plan.jobs[split]))])  # [N, V, T, 3, S, S]
-        timing["views_s"] += time.perf_counter() - started
-        started = time.perf_counter()
+        jobs = plan.jobs[split]
+        mark = time.perf_counter()
+        clips = torch.stack([extractor.views(split, i) for i in range(len(jobs))])  # [N, V, T, 3, S, S]
+        timing["views_s"] += time.perf_counter() - mark
+        mark = time.perf_counter()
         levels, pooled = extractor.features(clips.flatten(0, 1))
-        timing["backbone_s"] += time.perf_counter() - started
+        timing["backbone_s"] += time.perf_counter() - mark
         n, v = clips.shape[:2]
-        saved[split] = {
-            "clips": clips, "labels": torch.tensor([job.label for job in plan.jobs[split]]),
-            "levels": [torch.from_numpy(lv).unflatten(0, (n, v)) for lv in levels],
-            "pooled": torch.from_numpy(pooled).unflatten(0, (n, v)),
-        }
-        names = {job.label: job.label_name for job in plan.jobs[split]}
+        saved[split] = {"clips": clips, "labels": torch.tensor([job.label for job in jobs]),
+                        "levels": [torch.from_numpy(lv).unflatten(0, (n, v)) for lv in levels],
+                        "pooled": torch.from_numpy(pooled).unflatten(0, (n, v))}
+        names = {job.label: job.label_name for job in jobs}
         saved["classes"] = [names[k] for k in sorted(names)]
+    out = work / f"{task}.pt"
     torch.save(saved, out)
-    return {"depth": depth, "classes": saved["classes"], "train_videos": len(plan.jobs["train"]), "test_videos": len(plan.jobs["test"]),
-            **{k: round(s, 1) for k, s in timing.items()}}
-
-
-def select_levels(levels: list, indices: list[int]) -> list:
-    """The tapped blocks ``indices`` out of the every-block extraction (``levels[k]`` is block ``k``)."""
-    return [levels[i] for i in indices]
+    cost = {"depth": depth, **cost, "train_videos": len(plan.jobs["train"]),
+            "test_videos": len(plan.jobs["test"]), **{k: round(s, 1) for k, s in timing.items()},
+            "threads": torch.get_num_threads(), "total_s": round(time.perf_counter() - started, 1)}
+    return str(out), cost, saved["classes"]
 
 
 # ----------------------------------------------------------------------------- one training
-_LOADED: dict[str, Any] = {}
-
-
+@functools.lru_cache(maxsize=1)
 def _load(path: str) -> dict[str, Any]:
     """A set's tensors, loaded once per process."""
     import torch
 
-    if path not in _LOADED:
-        _LOADED.clear()
-        _LOADED[path] = torch.load(path, weights_only=False)
-    return _LOADED[path]
+    return torch.load(path, weights_only=False)
 
 
 def _inputs(data: dict[str, Any], split: str, tuning: str, level_idx: list[int], level_pool: int | None):
-    """The model inputs of every video and view of ``split``: clips, or (levels, pooled) features."""
+    """The model inputs of every video and view of ``split``: clips, or (levels, pooled) features
+    (``levels[k]`` of the every-block extraction is block ``k``)."""
     from madapter.models.classifier import pool_level_grids
 
     part = data[split]
@@ -173,9 +154,8 @@ def _inputs(data: dict[str, Any], split: str, tuning: str, level_idx: list[int],
     if tuning == "linear":
         return ([], part["pooled"])
     n, v = part["pooled"].shape[:2]
-    grids = [g.flatten(0, 1) for g in select_levels(part["levels"], level_idx)]
-    grids = [g.unflatten(0, (n, v)) for g in pool_level_grids(grids, level_pool)]
-    return (grids, part["pooled"])
+    grids = pool_level_grids([part["levels"][i].flatten(0, 1) for i in level_idx], level_pool)
+    return ([g.unflatten(0, (n, v)) for g in grids], part["pooled"])
 
 
 def _view(inputs, idx, view: int) -> tuple:
@@ -186,58 +166,43 @@ def _view(inputs, idx, view: int) -> tuple:
     return (inputs[idx, view],)
 
 
-def build(params, data: dict[str, Any], level_idx: list[int]):
-    """The pipeline's model of ``params.model.tuning``: the head alone (frozen modes) or the full model."""
+def train_run(params, data: dict[str, Any]) -> dict[str, Any]:
+    """Train the pipeline's model of ``params.model.tuning`` (the head alone for the frozen modes) for
+    ``train.epochs``; test top-1 overall and per pair.  ``seconds``: build + epochs + test, 1 thread."""
     import torch
 
-    from madapter.models.backbone import LevelInfo
-    from madapter.models.build import build_model
+    from madapter.models.backbone import LevelInfo, resolve_levels
+    from madapter.models.build import build_model, count_parameters
     from madapter.models.headless import build_feature_classifier
 
-    torch.manual_seed(params.base.seed)
-    classes = len(data["classes"])
-    if params.model.tuning in FROZEN:
-        levels = [LevelInfo(i, int(data["train"]["levels"][i].shape[-1])) for i in level_idx]
-        return build_feature_classifier(params.model, levels, int(data["train"]["pooled"].shape[-1]), classes, {})
-    return build_model(params.model, classes)
-
-
-def train_run(params, data: dict[str, Any]) -> dict[str, Any]:
-    """Train one model for ``train.epochs`` on stored view ``epoch % V``; test top-1 (overall, per pair).
-
-    ``seconds`` is the training wall time (model build + epochs + test), in this process, 1 thread.
-    """
-    from madapter.models.backbone import resolve_levels
-    from madapter.models.build import count_parameters
-
     started = time.perf_counter()
-    cfg, tuning = params.train, params.model.tuning
+    cfg, tuning, level_pool = params.train, params.model.tuning, params.model.level_pool
     level_idx = resolve_levels(params.model.levels, data["depth"])
-    model = build(params, data, level_idx)
-    train_in = _inputs(data, "train", tuning, level_idx, params.model.level_pool)
+    torch.manual_seed(params.base.seed)
+    if tuning in FROZEN:
+        levels = [LevelInfo(i, int(data["train"]["levels"][i].shape[-1])) for i in level_idx]
+        pooled_dim = int(data["train"]["pooled"].shape[-1])
+        model = build_feature_classifier(params.model, levels, pooled_dim, len(data["classes"]), {})
+    else:
+        model = build_model(params.model, len(data["classes"]))
+    train_in = _inputs(data, "train", tuning, level_idx, level_pool)
     train_acc = fit(model, cfg, params.base.seed, train_in, data["train"]["labels"], cfg.batch_size)
     train_s = time.perf_counter() - started
-    probs = scores(model, _inputs(data, "test", tuning, level_idx, params.model.level_pool))
     test_labels = data["test"]["labels"]
-    hit = probs.argmax(1) == test_labels
-    counts = count_parameters(model)
+    hit = scores(model, _inputs(data, "test", tuning, level_idx, level_pool)).argmax(1) == test_labels
     return {
         "test_top1": round(float(hit.float().mean()), 4),
         "test_per_pair": per_pair(hit, test_labels, data["classes"]),
         "train_acc_last": train_acc[-1], "train_acc": train_acc,
-        "trainable_params": counts["trainable"], "levels": level_idx,
+        "trainable_params": count_parameters(model)["trainable"], "levels": level_idx,
         "train_s": round(train_s, 1), "seconds": round(time.perf_counter() - started, 1),
     }
 
 
 def fit(model, cfg, seed: int, inputs, labels, batch_size: int) -> list[float]:
-    """Train ``model`` for ``cfg.epochs``: epoch ``e`` on stored view ``e % V`` of every video, shuffled
-    with a generator seeded by ``seed``, batches of ``batch_size``, through the pipeline's
-    :func:`~madapter.train.step.train_epoch` and :class:`~madapter.train.optim.Optimisation`.
-
-    ``inputs``: clips ``[N, V, ...]`` or ``(levels, pooled)`` features ``[N, V, ...]``.  Returns the
-    training accuracy of every epoch.
-    """
+    """Train ``model`` for ``cfg.epochs`` (the pipeline's ``train_epoch`` and ``Optimisation``): epoch ``e``
+    on stored view ``e % V`` of ``inputs`` (clips or ``(levels, pooled)``, each ``[N, V, ...]``), shuffled by
+    ``seed``, in batches of ``batch_size``.  Returns the training accuracy of every epoch."""
     import torch
 
     from madapter.train.optim import Optimisation
@@ -263,8 +228,7 @@ def scores(model, inputs) -> Any:
     import torch
 
     model.eval()
-    first = inputs[1] if isinstance(inputs, tuple) else inputs
-    n, views = first.shape[:2]
+    n, views = (inputs[1] if isinstance(inputs, tuple) else inputs).shape[:2]
     probs = None
     with torch.no_grad():
         for v in range(views):
@@ -278,15 +242,13 @@ def scores(model, inputs) -> Any:
 
 def per_pair(hit, labels, classes: list[str]) -> dict[str, float]:
     """Top-1 per pair of labels ``2k, 2k+1`` (the order set's reversal pairs)."""
-    out = {}
-    for k in range(0, len(classes) - 1, 2):
-        mask = (labels == k) | (labels == k + 1)
-        out[f"{classes[k]}/{classes[k + 1]}"] = round(float(hit[mask].float().mean()), 4)
-    return out
+    pairs = {f"{classes[k]}/{classes[k + 1]}": (labels == k) | (labels == k + 1)
+             for k in range(0, len(classes) - 1, 2)}
+    return {pair: round(float(hit[mask].float().mean()), 4) for pair, mask in pairs.items()}
 
 
-# ----------------------------------------------------------------------------- jobs in 2 processes
-def run_job(job: Job, data_files: dict[str, str], work: str, setup: dict[str, Any]) -> dict[str, Any]:
+# ----------------------------------------------------------------------------- the runner
+def run_job(job: Job, data_file: str, work: str, setup: dict[str, Any]) -> dict[str, Any]:
     """One training in this (worker) process: the row for the report, or the error that stopped it."""
     import torch
 
@@ -294,8 +256,7 @@ def run_job(job: Job, data_files: dict[str, str], work: str, setup: dict[str, An
     row = {k: job[k] for k in ("name", "set", "tuning", "seed")} | {"overrides": job.get("overrides", {})}
     try:
         overrides = {"model.tuning": job["tuning"], "base.seed": job["seed"], **job.get("overrides", {})}
-        params = set_params(Path(work), job["set"], setup, overrides)
-        row.update(train_run(params, _load(data_files[job["set"]])))
+        row.update(train_run(set_params(Path(work), job["set"], setup, overrides), _load(data_file)))
     except Exception as exc:  # noqa: BLE001 -- one failing point is reported, the rest still runs
         logger.exception("job %s failed", job["name"])
         row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[-1][:300]
@@ -304,86 +265,14 @@ def run_job(job: Job, data_files: dict[str, str], work: str, setup: dict[str, An
 
 def _init_worker() -> None:
     """A spawned worker: 1 torch thread (2 workers share 2 cores), and only warnings in the log."""
-    import torch
+    from benchmarks.harness import one_thread
 
-    torch.set_num_threads(1)
+    one_thread()
     logging.basicConfig(level=logging.WARNING)
-
-
-def run_jobs(jobs: list[Job], data_files: dict[str, str], work: Path, setup: dict[str, Any], processes: int,
-             on_done: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Run ``jobs`` in ``processes`` spawned processes (1: in this one), longest first; rows in job order."""
-    import multiprocessing
-
-    from tqdm import tqdm
-
-    cost = {"full": 4, "inserted": 4}
-    ordered = sorted(range(len(jobs)), key=lambda i: -cost.get(jobs[i]["tuning"], 1))
-    rows: dict[int, dict[str, Any]] = {}
-    bar = tqdm(total=len(jobs), desc="trainings", unit="run")
-
-    def done(i: int, row: dict[str, Any]) -> None:
-        rows[i] = row
-        bar.update()
-        logger.info("%s: %s", row["name"], row.get("error") or f"test top-1 {row['test_top1']:.3f} "
-                    f"per pair {row['test_per_pair']} ({row['seconds']:.0f} s)")
-        if on_done:
-            on_done(row)
-
-    if processes <= 1:
-        for i in ordered:
-            done(i, run_job(jobs[i], data_files, str(work), setup))
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker) as pool:
-            futures = {pool.submit(run_job, jobs[i], data_files, str(work), setup): i for i in ordered}
-            for future in as_completed(futures):
-                done(futures[future], future.result())
-    bar.close()
-    return [rows[i] for i in range(len(jobs))]
-
-
-def make_set(work: Path, task: str, setup: dict[str, Any]) -> tuple[str, dict[str, Any], list[str]]:
-    """Make one task's set with the data stages and extract it: tensors file, what it cost, class names."""
-    import torch
-
-    from benchmarks.harness import data_stages
-
-    started = time.perf_counter()
-    params = set_params(work, task, setup)
-    data_stages(params)
-    data_s = time.perf_counter() - started
-    out = work / f"{task}.pt"
-    info = extract_set(params, out)
-    classes = info.pop("classes")
-    cost = {"depth": info.pop("depth"), "data_stages_s": round(data_s, 1), **info, "threads": torch.get_num_threads(),
-            "total_s": round(time.perf_counter() - started, 1)}
-    return str(out), cost, classes
-
-
-def make_sets(work: Path, tasks: Iterable[str], setup: dict[str, Any],
-              processes: int = 1) -> tuple[dict[str, str], dict[str, Any], dict[str, list[str]]]:
-    """Every task's set, made and extracted once (in parallel processes when asked):
-    ``{task: tensors file}``, what each cost, their class names."""
-    import multiprocessing
-
-    tasks = list(tasks)
-    if processes > 1 and len(tasks) > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(processes, len(tasks)), mp_context=ctx, initializer=_init_worker) as pool:
-            made = list(pool.map(make_set, [work] * len(tasks), tasks, [setup] * len(tasks)))
-    else:
-        made = [make_set(work, task, setup) for task in tasks]
-    for task, (_, cost, _) in zip(tasks, made, strict=True):
-        logger.info("set %s made and extracted: %s", task, cost)
-    return ({t: m[0] for t, m in zip(tasks, made, strict=True)}, {t: m[1] for t, m in zip(tasks, made, strict=True)},
-            {t: m[2] for t, m in zip(tasks, made, strict=True)})
 
 
 def summarise(rows: list[dict[str, Any]], key: Callable[[dict[str, Any]], tuple]) -> list[dict[str, Any]]:
     """Mean and std (over seeds) of test top-1 and per pair, per ``key`` group of the rows without errors."""
-    import statistics
-
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         if "error" not in row:
@@ -391,46 +280,58 @@ def summarise(rows: list[dict[str, Any]], key: Callable[[dict[str, Any]], tuple]
     out = []
     for group, members in groups.items():
         tops = [r["test_top1"] for r in members]
-        pairs = members[0]["test_per_pair"]
+        pairs = {p: [r["test_per_pair"][p] for r in members] for p in members[0]["test_per_pair"]}
         out.append({
             "group": list(group), "seeds": [r["seed"] for r in members], "n": len(members),
             "top1_mean": round(statistics.fmean(tops), 4),
             "top1_std": round(statistics.stdev(tops), 4) if len(tops) > 1 else 0.0,
-            "per_pair_mean": {p: round(statistics.fmean(r["test_per_pair"][p] for r in members), 4) for p in pairs},
-            "per_pair_min": {p: round(min(r["test_per_pair"][p] for r in members), 4) for p in pairs},
-            "per_pair_max": {p: round(max(r["test_per_pair"][p] for r in members), 4) for p in pairs},
+            **{f"per_pair_{name}": {p: round(stat(v), 4) for p, v in pairs.items()}
+               for name, stat in (("mean", statistics.fmean), ("min", min), ("max", max))},
             "trainable_params": members[0]["trainable_params"],
             "seconds_mean": round(statistics.fmean(r["seconds"] for r in members), 1),
         })
     return out
 
 
-# ----------------------------------------------------------------------------- the runner
 def options(parser: argparse.ArgumentParser) -> None:
     from benchmarks.harness import positive
 
     parser.add_argument("--processes", type=positive, default=2, help="trainings run in parallel, 1 torch thread each")
 
 
-STUDY: dict[str, Any] = {"packages": PACKAGES, "quick": "1 seed and 10 epochs (the same data)", "options": options,
-                         "smoke": True, "work_dir": True}
+STUDY: dict[str, Any] = {"packages": ("torch", "timm", "numpy", "av", "decord"), "options": options,
+                         "quick": "1 seed and 10 epochs (the same data)", "smoke": True, "work_dir": True}
 """What accuracy's and ablations' declarations share (:class:`benchmarks.harness.Benchmark`): flags and budget."""
 
 
 def study(args: argparse.Namespace, sets: Sequence[str], jobs: Callable[[dict[str, Any], dict[str, Any]], list[Job]],
           group: Callable[[dict[str, Any]], tuple]) -> dict[str, Any]:
     """One run: the full budget (``--quick``/``--smoke`` changes on top), every set of ``sets`` made and
-    extracted once, ``jobs(setup, data_cost)`` trained (``--processes`` at a time, 1 torch thread each),
-    the rows summarised per ``group(row)``."""
+    extracted once, ``jobs(setup, data_cost)`` trained (``--processes`` at a time, longest first, 1 torch
+    thread each), the rows summarised per ``group(row)``."""
     import torch
+    from tqdm import tqdm
+
+    from benchmarks.harness import in_processes
 
     torch.set_num_threads(1)
     setup = {**BUDGET_FULL, **(BUDGET_SMOKE if args.smoke else BUDGET_QUICK if args.quick else {})}
-    files, cost, classes = make_sets(args.work, sets, setup, args.processes)
+    made = dict(in_processes(make_set, [(args.work, task, setup) for task in sets],
+                             args.processes if len(sets) > 1 else 1, _init_worker))
+    files, cost, classes = ({task: made[i][k] for i, task in enumerate(sets)} for k in range(3))
+    for task in sets:
+        logger.info("set %s made and extracted: %s", task, cost[task])
     todo = jobs(setup, cost)
-    runs = run_jobs(todo, files, args.work, setup, args.processes)
-    for job, row in zip(todo, runs, strict=True):
-        row.update({k: v for k, v in job.items() if k not in row})  # e.g. an ablation's configuration
+    cost_of = {"full": 4, "inserted": 4}  # a training's relative cost: the longest ones start first
+    order = sorted(range(len(todo)), key=lambda i: -cost_of.get(todo[i]["tuning"], 1))
+    runs: list[dict[str, Any]] = [{} for _ in todo]
+    trained = in_processes(run_job, [(todo[i], files[todo[i]["set"]], str(args.work), setup) for i in order],
+                           args.processes, _init_worker)
+    for k, row in tqdm(trained, total=len(todo), desc="trainings", unit="run"):
+        job = todo[order[k]]  # what the row lacks, e.g. an ablation's configuration:
+        runs[order[k]] = row | {key: v for key, v in job.items() if key not in row}
+        logger.info("%s: %s", row["name"], row.get("error") or f"test top-1 {row['test_top1']:.3f} "
+                    f"per pair {row['test_per_pair']} ({row['seconds']:.0f} s)")
     return {"setup": setup, "setup_text": setup_text(setup), "classes": classes, "data_cost": cost,
             "summary": summarise(runs, group), "runs": runs, "errors": [r["name"] for r in runs if "error" in r]}
 
