@@ -9,9 +9,8 @@ servers starting, subprocess pipelines and polling.  Two workers fill that, as l
   ``--dist loadscope``;
 * **the modules that reuse one expensive session fixture share a worker**: every module that uses
   a fixture of :data:`WORKER_SHARED_FIXTURES` goes into one unit named after it (the finished
-  pipeline is a minute of Prefect + DVC + Ray Train, and its flow-run state lives in that worker's
-  Prefect API); likewise the modules that start a multi-node Ray cluster (one at a time on the
-  machine, as in a serial run);
+  pipeline, the trained model); likewise the modules that start a multi-node Ray cluster (one at a
+  time on the machine, as in a serial run);
 * **the long scenarios start first**: units are handed out in collection order, and
   :func:`pytest_collection_modifyitems` puts integration modules before unit modules (stable
   otherwise), so the many short unit tests fill in at the end instead of a 3-minute scenario
@@ -24,12 +23,13 @@ from __future__ import annotations
 
 import pytest
 
-WORKER_SHARED_FIXTURES = ("finished_pipeline", "cluster", "two_node_ray", "credential_free_ray")
-"""Fixtures whose users run on one worker, in one unit per fixture (the first one a test uses).
+WORKER_SHARED_FIXTURES = ("finished_pipeline", "trained", "cluster", "two_node_ray", "credential_free_ray")
+"""Fixtures whose users run on one worker: a module that uses one joins the unit named after it.
 
-``finished_pipeline``: built once per worker, so all its users belong together.  The cluster
-fixtures (tests/multinode, tests/data_video, tests/infra) each start a multi-node Ray on this
-machine: kept off the other worker's time, as a serial run would."""
+``finished_pipeline`` (a minute of Prefect + DVC + Ray Train, its flow-run state in that worker's
+Prefect API) and ``trained`` (features + a 2-worker run) are session fixtures, built once per
+worker: all their users belong together.  The cluster fixtures (tests/multinode, tests/data_video,
+tests/infra) each start a multi-node Ray on this machine: one at a time, as in a serial run."""
 
 CLUSTERS = ("cluster", "two_node_ray", "credential_free_ray")
 
@@ -40,16 +40,22 @@ def _unit_name(fixture: str) -> str:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Integration modules first (a stable sort); tag the users of a shared fixture with its unit.
+    """Integration modules first (a stable sort); every test of a module that uses a shared fixture
+    gets that fixture's unit (the whole module: its module fixtures are then built once).
 
     ``tryfirst``: xdist's worker turns ``xdist_group`` marks into node-id suffixes in its own
     hook of the same name, which must see the marks added here.
     """
     items.sort(key=lambda item: item.get_closest_marker("integration") is None)
+    units: dict[str, str] = {}
     for item in items:
+        module = item.nodeid.split("::", 1)[0]
         used = [name for name in WORKER_SHARED_FIXTURES if name in getattr(item, "fixturenames", ())]
-        if used:
-            item.add_marker(pytest.mark.xdist_group(_unit_name(used[0])))
+        if used and module not in units:
+            units[module] = _unit_name(used[0])
+    for item in items:
+        if (unit := units.get(item.nodeid.split("::", 1)[0])) is not None:
+            item.add_marker(pytest.mark.xdist_group(unit))
 
 
 def unit_of(nodeid: str) -> str:

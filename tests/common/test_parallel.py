@@ -38,9 +38,10 @@ def test_starts_a_cluster(cluster):
 """
 
 
-def test_integration_comes_first_and_shared_fixture_users_are_grouped(pytester: pytest.Pytester):
+def collect(pytester: pytest.Pytester, **files: str) -> list[pytest.Item]:
+    """The items of an inner session that loads the schedule plugin, in their final order."""
     pytester.makeini("[pytest]\nmarkers =\n    integration: real processes\n")
-    pytester.makepyfile(test_inner=INNER)
+    pytester.makepyfile(**files)
     collected: list[pytest.Item] = []
 
     class Keep:
@@ -50,12 +51,29 @@ def test_integration_comes_first_and_shared_fixture_users_are_grouped(pytester: 
 
     pytester.runpytest_inprocess("-p", "tests.common.parallel", "-p", "no:cacheprovider", "--collect-only",
                                  plugins=[Keep()])
-    assert [item.name for item in collected] == [
+    return collected
+
+
+def groups(items: list[pytest.Item]) -> dict[str, list[str]]:
+    return {item.name: [m.args[0] for m in item.iter_markers("xdist_group")] for item in items}
+
+
+def test_integration_comes_first_and_a_shared_fixtures_module_is_one_unit(pytester: pytest.Pytester):
+    items = collect(pytester, test_inner=INNER)
+    assert [item.name for item in items] == [
         "test_scenario", "test_uses_the_finished_pipeline", "test_starts_a_cluster", "test_unit_first_in_the_file",
     ]
-    groups = {item.name: [m.args[0] for m in item.iter_markers("xdist_group")] for item in collected}
-    assert groups == {"test_scenario": [], "test_uses_the_finished_pipeline": ["finished_pipeline"],
-                      "test_starts_a_cluster": ["ray-clusters"], "test_unit_first_in_the_file": []}
+    # the whole module joins the unit of the first shared fixture it uses: it stays on one worker
+    assert set(map(tuple, groups(items).values())) == {("finished_pipeline",)}, groups(items)
+
+
+def test_a_module_without_shared_fixtures_is_its_own_unit(pytester: pytest.Pytester):
+    plain = "import pytest\n\n@pytest.mark.integration\ndef test_a():\n    pass\n\ndef test_b():\n    pass\n"
+    cluster = INNER.replace("finished_pipeline", "unshared_fixture")
+    items = collect(pytester, test_plain=plain, test_cluster=cluster)
+    assert groups(items) == {"test_a": [], "test_b": [], "test_scenario": ["ray-clusters"],
+                             "test_uses_the_unshared_fixture": ["ray-clusters"],
+                             "test_starts_a_cluster": ["ray-clusters"], "test_unit_first_in_the_file": ["ray-clusters"]}
 
 
 @pytest.mark.parametrize(("nodeid", "unit"), [
