@@ -21,6 +21,7 @@ import json
 import logging
 import shlex
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,7 @@ import yaml
 from madapter.config import ConfigError, Params
 from madapter.errors import expected_failure_line
 from madapter.overrides import preset_set_params, resolve_params
+from madapter.stage_summary import summarize
 from madapter.stages import STAGES, Stage
 
 logger = logging.getLogger(__name__)
@@ -114,7 +116,12 @@ def _params(params_file: Path, presets: list[Path] | None, sets: list[str] | Non
 
 # --------------------------------------------------------------------------- pipeline stages
 def _stage_command(stage: Stage) -> None:
-    """Register ``python -m madapter <stage>`` calling ``<module>.<function>(params)``."""
+    """Register ``python -m madapter <stage>`` calling ``<module>.<function>(params)``.
+
+    The command's last line is ``stage <name>: done in <s>: <summary>``: the result's key figures and
+    where it is written (:func:`madapter.stage_summary.summarize`), never its ``repr`` (a train
+    result holds every epoch).  :mod:`pipelines.console` picks that line for the terminal.
+    """
 
     def command(
         params_file: ParamsOption = Path("params.yaml"),
@@ -125,8 +132,10 @@ def _stage_command(stage: Stage) -> None:
         fn = getattr(importlib.import_module(stage.module), stage.function)
         with stage_errors(stage.name, params):
             logger.info("stage %s: start (dataset=%s)", stage.name, params.dataset.name)
+            started = time.monotonic()
             result = fn(params)
-            logger.info("stage %s: done -> %s", stage.name, result)
+            logger.info("stage %s: done in %.1fs: %s", stage.name, time.monotonic() - started,
+                        summarize(stage.name, result, params))
 
     command.__name__ = f"{stage.name}_command"
     app.command(name=stage.name, help=stage.help)(command)

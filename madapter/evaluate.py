@@ -77,7 +77,8 @@ def protocol_logits(model: torch.nn.Module, dataset: SourceVideoDataset, batch_s
                         pin_memory=model_device(model).type == "cuda", worker_init_fn=_one_thread,
                         multiprocessing_context="spawn" if loader_workers > 0 else None)
     parts, labels = [], []
-    for views, y in tqdm(loader, desc=f"evaluate {dataset.protocol.name}", unit="batch", leave=False):
+    for views, y in tqdm(loader, desc=f"evaluate {dataset.protocol.name}", unit="batch", leave=False,
+                           disable=None):
         parts.append(view_logits(model, views))
         labels.append(y.numpy())
     return np.concatenate(parts), np.concatenate(labels)
@@ -188,7 +189,8 @@ def feature_protocol_logits(head: FeatureClassifier, store: FeatureStore,
         raise ConfigError("evaluate: the split has no videos to evaluate (see the scan report and features.json)")
     dataset = FeatureDataset(store, train=False, view=None, with_levels=head.uses_levels)
     parts, labels = [], []
-    for start in tqdm(range(0, len(dataset), batch_size), desc="evaluate features", unit="batch", leave=False):
+    for start in tqdm(range(0, len(dataset), batch_size), desc="evaluate features", unit="batch", leave=False,
+                      disable=None):
         (levels, pooled), y = collate_features([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         parts.append(head_view_logits(head, levels, pooled))
         labels.append(y.numpy())

@@ -22,8 +22,13 @@ started with the dashboard (``ray start --head``, KubeRay) the queries succeed a
 does not occur.  So this one message, and nothing else, is dropped at its source: a
 ``logging.Filter`` on the cleaner's logger, installed in every Ray worker process by Ray's
 documented ``worker_process_setup_hook``.  The cleaner's other warnings (e.g. that it is
-cleaning up after a dead controller), Ray's own warnings, the training progress bars and the
-per-epoch lines are untouched.
+cleaning up after a dead controller), Ray's own warnings and the per-epoch lines are untouched.
+
+The same hook keeps Ray Train's per-epoch "Reporting training result" line at WARNING
+(:func:`quiet_train_reports`; Ray Train's other INFO lines are off the console through its own
+``LoggingConfig``, :data:`TRAIN_LOG_LEVEL`): each was forwarded to the driver's terminal with a
+``(RayTrainWorker pid=...)`` prefix.  Ray's session logs (``logs/train/``) keep the ``ray.train``
+lines; the report line is dropped (its metrics are the epoch's history record, in MLflow).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,10 +76,90 @@ class DropCleanerRetries(logging.Filter):
 
 
 def setup_worker_process() -> None:
-    """Ray's ``worker_process_setup_hook``: install :class:`DropCleanerRetries` once per process."""
+    """Ray's ``worker_process_setup_hook``: install :class:`DropCleanerRetries` once per process and
+    keep Ray Train's per-report INFO line off the console (:func:`quiet_train_reports`)."""
     cleaner_logger = logging.getLogger(CLEANER_LOGGER)
     if not any(isinstance(f, DropCleanerRetries) for f in cleaner_logger.filters):
         cleaner_logger.addFilter(DropCleanerRetries())
+    quiet_train_reports()
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""The format of ``madapter``'s lines in a Ray worker: the CLI's (:mod:`madapter.cli`)."""
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (Ray redirects a worker's streams)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.setStream(sys.stderr)
+        super().emit(record)
+
+
+def tag_package_lines() -> None:
+    """Give ``madapter``'s lines in a Ray Train worker their level and logger name, as in the driver.
+
+    Ray Train's worker logging prints a record's message alone, so a worker's warning reached the
+    driver as ``(RayTrainWorker pid=...) <message>``, indistinguishable from its INFO lines: the
+    terminal (:mod:`pipelines.console`), which shows warnings, could not tell.  The ``madapter``
+    logger gets its own stderr handler in the CLI's format and no longer propagates; its level is
+    left as it is, so a worker shows the same lines as before, tagged.  Called by the worker loop
+    (:mod:`madapter.train.loop`) once Ray Train has configured the worker's logging, never in a
+    driver or a test process, whose handlers (pytest's ``caplog``) are on the root logger.
+    """
+    package_logger = logging.getLogger("madapter")
+    if any(isinstance(handler, _StderrHandler) for handler in package_logger.handlers):
+        return
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
+    package_logger.addHandler(handler)
+    package_logger.propagate = False
+
+
+TRAIN_LOG_LEVEL = "WARNING"
+"""Ray Train's own console level (``RunConfig(logging_config=LoggingConfig(...))``, :mod:`madapter.train.driver`).
+
+At INFO each epoch printed "Checkpoint successfully created at ...", and each run "Setting up process
+group", "Moving model to device", ...: Ray's bookkeeping, repeated on the terminal with a
+``(RayTrainWorker pid=...)`` prefix.  Ray Train's system log files (``logs/train/`` of the Ray
+session) keep every level; warnings and errors still reach the terminal."""
+
+
+def quiet_train_reports() -> None:
+    """Ray Train's "Reporting training result <n>: ..." (one per epoch) at :data:`TRAIN_LOG_LEVEL`.
+
+    Its logger is named after its file (``logging.getLogger(__file__)`` in Ray 2.60's
+    ``ray/train/v2/_internal/execution/context.py``), not ``ray.train.*``, so ``LoggingConfig``'s
+    level does not reach it.  Only the logger's level is set: the module is not imported here, and
+    a Ray Data or task worker that never trains pays nothing.
+    """
+    import ray
+
+    report_logger = Path(ray.__file__).parent / "train" / "v2" / "_internal" / "execution" / "context.py"
+    logging.getLogger(str(report_logger)).setLevel(TRAIN_LOG_LEVEL)
+
+
+AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+AUTH_DEFAULT_MESSAGE = "Token authentication is enabled for this Ray cluster"
+
+
+class DropAuthDefaultNotice(logging.Filter):
+    """Drop Ray's notice that a new local cluster got token authentication by default."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(AUTH_DEFAULT_MESSAGE)
+
+
+def quiet_auth_default() -> None:
+    """Ray 2.60 turns token authentication on for every new local cluster and says so as a WARNING
+    each time: a line on the terminal per stage that starts Ray, about a default that protects the
+    cluster and that we keep.  Only that notice is dropped (a filter on its logger); the warning that
+    a cluster runs WITHOUT authentication stays.  Setting ``RAY_AUTH_MODE=token`` ourselves instead
+    is not equivalent: Ray reads its config when imported, and a GCS started in token mode then
+    refused the driver's connection."""
+    auth_logger = logging.getLogger(AUTH_LOGGER)
+    if not any(isinstance(f, DropAuthDefaultNotice) for f in auth_logger.filters):
+        auth_logger.addFilter(DropAuthDefaultNotice())
 
 
 def package_root() -> Path:
@@ -125,6 +211,7 @@ def start_ray(params: Params, cpus_needed: float | None = None, object_store_mb:
         return
     needed = params.train.num_workers * params.train.cpus_per_worker if cpus_needed is None else cpus_needed
     store_mb = params.train.object_store_mb if object_store_mb is None else object_store_mb
+    quiet_auth_default()
     ray.init(
         # "local": always a new instance. Without it Ray joins whatever `ray start` or test
         # cluster it finds in /tmp/ray/ray_current_cluster on this machine (and then refuses num_cpus).

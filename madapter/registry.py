@@ -17,6 +17,17 @@ Incomplete runs are never champion: a version whose training run was stopped by
 can be inspected and served on purpose) but tagged ``incomplete=true`` with ``incomplete_reason``,
 and gets ``challenger`` at most (:func:`madapter.run_status.incomplete_reason`).  Registering
 never changes the training run's status: logging the model into a KILLED run leaves it KILLED.
+
+A registered version explains itself: its description is the model card (:mod:`madapter.model_card`),
+also logged as ``MODEL_CARD.md`` in the logged model's directory (beside ``MLmodel``); the training
+run gets the data it trained on as its dataset input (:mod:`madapter.lineage`); the model carries an
+input example (one real video's bytes, :mod:`madapter.input_example`) and typed ``predict``.
+
+"Models from code": the pyfunc is logged as the file :data:`MODEL_CODE` (MLflow runs it on load and
+it calls ``mlflow.models.set_model``), not as a CloudPickle of a :class:`VideoClassifierPyfunc`
+object, which MLflow warns about (unpickling runs arbitrary code, and a pickle breaks when the class
+moves).  Versions registered before keep loading: their pickle names
+``madapter.registry.VideoClassifierPyfunc``, which stays here.
 """
 
 from __future__ import annotations
@@ -30,14 +41,19 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
+import pandas as pd
 
 from madapter.config import ConfigError, Params
 from madapter.fileio import write_json_atomic
 from madapter.paths import StagePaths
 from madapter.run_status import incomplete_reason
+
+if TYPE_CHECKING:
+    from madapter.lineage import DataLineage
+    from madapter.model_card import ModelFacts
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +63,8 @@ DEVICE_ENV = "MADAPTER_DEVICE"
 COMPARABLE_TAGS = ("protocol", "dataset", "split")
 WEIGHTS_ARTIFACT = "backbone_weights"
 """The registered model's copy of the backbone weights (``register.backbone_weights: artifact``)."""
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+"""The file MLflow logs as the pyfunc's code ("models from code") and runs when it loads a version."""
 WEIGHTS_SHA_KEY = "backbone_weights_sha256"
 """Its sha256, in the settings artifact: checked when the model is loaded (a truncated copy must not
 load as a silently different backbone)."""
@@ -82,9 +100,9 @@ class VideoClassifierPyfunc(mlflow.pyfunc.PythonModel):
             context.artifacts["checkpoint"], ViewProtocol.from_dict(settings), device=device, backbone_weights=weights
         )
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
-        import pandas as pd
-
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Typed: MLflow reads the input type hint (a DataFrame: validated against the logged signature,
+        the columns being optional) and warns about a ``predict`` without one."""
         from madapter.predict import error_line
 
         k = int((params or {}).get("top_k") or self.top_k)
@@ -232,7 +250,9 @@ def _read_json(path: Path, stage: str) -> dict[str, Any]:
 
 
 def register(params: Params) -> RegisterResult:
-    """Log + register the evaluated checkpoint; set ``champion`` or ``challenger``; write registration.json."""
+    """Log + register the evaluated checkpoint with its card and data lineage; set ``champion`` or
+    ``challenger``; write registration.json."""
+    from madapter.lineage import data_lineage
     from madapter.tracking import get_client
 
     paths = StagePaths.from_params(params)
@@ -245,7 +265,10 @@ def register(params: Params) -> RegisterResult:
     run_status = training_run.info.status
     incomplete = incomplete_reason(run, run_status, dict(training_run.data.tags))
     version_tags = _version_tags(metric, evaluation, run, run_status, incomplete)
-    version = _log_model(params, client, run_id, paths.train / "checkpoint.pt", evaluation)
+    lineage = data_lineage(params, _train_source(training_run, params), evaluation["checkpoint_md5"])
+    logged = _log_pyfunc(params, client, run_id, paths.train / "checkpoint.pt", evaluation, lineage)
+    version = logged.version
+    _publish_card(client, name, logged, _card(params, logged, run, training_run, evaluation, lineage, incomplete))
     for key, value in version_tags.items():
         client.set_model_version_tag(name, version, key, value)
     champion = _current_champion(client, name)
@@ -273,6 +296,35 @@ def register(params: Params) -> RegisterResult:
     )
     write_json_atomic(paths.register / "registration.json", asdict(result))
     return result
+
+
+def _train_source(training_run, params: Params) -> str:
+    """What the run trained on (``frames`` / ``features``) as it logged it; these params' when it logged nothing."""
+    return training_run.data.params.get("train.source") or training_run.data.tags.get("train_source") \
+        or params.train.source
+
+
+def _card(params: Params, logged: LoggedPyfunc, run: dict[str, Any], training_run, evaluation: dict[str, Any],
+          lineage: DataLineage, incomplete: str | None) -> str:
+    """The version's model card, from the logged model's facts, the run, the evaluation and the lineage."""
+    from madapter.model_card import evaluation_rows, recipe, render_card
+
+    rows = evaluation_rows(evaluation, dict(training_run.data.metrics))
+    trained = recipe(run, dict(training_run.data.params), params)
+    return render_card(params.register.model_name, logged.version, logged.facts, trained, rows, lineage,
+                       params.register.top_k, incomplete)
+
+
+def _publish_card(client, name: str, logged: LoggedPyfunc, card: str) -> None:
+    """The card as the version's description (the registry UI renders it) and as ``MODEL_CARD.md`` in the
+    logged model's directory (beside ``MLmodel``: downloaded with the model, shown on its artifacts page)."""
+    from madapter.model_card import CARD_FILE, as_description
+
+    client.update_model_version(name, logged.version, description=as_description(card))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / CARD_FILE
+        path.write_text(card, encoding="utf-8")
+        client.log_model_artifact(logged.model_id, str(path))
 
 
 def _checked_metric(params: Params, evaluation: dict[str, Any], metrics_file: Path) -> str:
@@ -335,16 +387,40 @@ def _serving_settings(params: Params, model, evaluation: dict[str, Any]) -> dict
     return settings
 
 
+@dataclass(frozen=True)
+class LoggedPyfunc:
+    """A pyfunc logged and registered: its version, its MLflow logged-model id, what its card says of it."""
+
+    version: str
+    model_id: str
+    facts: ModelFacts
+    """What the card says of the model the checkpoint rebuilds."""
+
+
 def _log_model(params: Params, client, run_id: str, checkpoint: Path, evaluation: dict[str, Any]) -> str:
-    """Log the pyfunc (checkpoint, settings, its own ``madapter`` copy) into the training run and
-    register it as a new version of ``register.model_name``; returns the version."""
+    """Log and register the pyfunc of ``checkpoint`` (no card, no lineage); returns the version."""
+    return _log_pyfunc(params, client, run_id, checkpoint, evaluation).version
+
+
+def _log_pyfunc(params: Params, client, run_id: str, checkpoint: Path, evaluation: dict[str, Any],
+                lineage: DataLineage | None = None) -> LoggedPyfunc:
+    """Log the pyfunc (models from code: checkpoint, settings, its own ``madapter`` copy, an input example)
+    into the training run and register it as a new version of ``register.model_name``; with ``lineage``
+    also the run's dataset input."""
     import madapter
+    from madapter.data.clips import ViewProtocol
     from madapter.fileio import file_digest
+    from madapter.input_example import input_example
+    from madapter.lineage import log_dataset_input
+    from madapter.model_card import model_facts
     from madapter.models.checkpoint import load_checkpoint
+    from madapter.predict import VideoPredictor
     from madapter.tracking import fluent_tracking, resolve_tracking_uri
 
-    model, _ = load_checkpoint(checkpoint, map_location="cpu")
+    model, ckpt = load_checkpoint(checkpoint, map_location="cpu")
     settings = _serving_settings(params, model, evaluation)
+    example = input_example(params, evaluation.get("split", "test"),
+                            VideoPredictor(model, ckpt["classes"], ViewProtocol.from_dict(settings)))
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {"checkpoint": str(checkpoint)}
         weights = backbone_weights_file(model, Path(tmp)) if params.register.backbone_weights == "artifact" else None
@@ -355,16 +431,20 @@ def _log_model(params: Params, client, run_id: str, checkpoint: Path, evaluation
         settings_file.write_text(json.dumps(settings, indent=2))
         artifacts["settings"] = str(settings_file)
         with fluent_tracking(resolve_tracking_uri(params)), _logging_into_run(client, run_id):
+            if lineage is not None:
+                log_dataset_input(lineage)
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=VideoClassifierPyfunc(),
+                python_model=str(MODEL_CODE),
                 artifacts=artifacts,
                 code_paths=[str(Path(madapter.__file__).parent)],
                 signature=model_signature(params.register.top_k),
+                input_example=example,
                 pip_requirements=_pip_requirements(),
                 registered_model_name=params.register.model_name,
             )
-    return str(info.registered_model_version)
+    return LoggedPyfunc(str(info.registered_model_version), info.model_id,
+                        model_facts(model, settings.get(WEIGHTS_SHA_KEY)))
 
 
 def _record_decision(client, name: str, version: str, run_id: str, decision: GateDecision) -> str:

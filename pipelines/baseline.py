@@ -24,6 +24,7 @@ from typing import Any
 
 from madapter.config import Params
 from madapter.tracking import resolve_tracking_uri
+from pipelines.console import StageOutput, stage_log_path
 from pipelines.dvc_stages import subprocess_env
 
 logger = logging.getLogger(__name__)
@@ -69,11 +70,28 @@ def run_baseline(params: Params, repo: Path) -> dict[str, Any] | None:
         return None
     overrides = baseline_overrides(params, repo)
     sets = [arg for key, value in overrides.items() for arg in ("-S", f"{key}={value}")]
+    logger.info("order-blind baseline: model.tuning=linear on the same features, %s epochs",
+                overrides["train.epochs"])
     for stage in ("train", "evaluate"):
-        logger.info("order-blind baseline: %s (model.tuning=linear on the same features)", stage)
         command = [sys.executable, "-m", "madapter", stage, "--params", str(repo / "params.yaml"), *sets]
-        subprocess.run(command, cwd=repo, env=subprocess_env(), check=True)
+        _run_logged(f"baseline-{stage}", command, repo)
     return read_baseline_metrics(params, repo)
+
+
+def _run_logged(name: str, command: list[str], repo: Path) -> None:
+    """Run a baseline command as a pipeline stage is run: its whole output to
+    ``outputs/logs/<name>.log``, its start, epochs, warnings and one-line result to the terminal
+    (:mod:`pipelines.console`).  Raises ``CalledProcessError`` when it fails."""
+    with StageOutput(name, logger, log_file=stage_log_path(repo, name)) as output:
+        output.begin(" ".join(command))
+        with subprocess.Popen(command, cwd=repo, env=subprocess_env(), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                output.line(line)
+        if proc.returncode != 0:
+            raise subprocess.CalledProcessError(proc.returncode, command, "\n".join(output.tail))
+        output.end(ran=True)
 
 
 def read_baseline_metrics(params: Params, repo: Path) -> dict[str, Any] | None:

@@ -3,8 +3,11 @@ outputs to the default DVC remote), train the order-blind baseline on the same c
 (:mod:`pipelines.baseline`), then say where to look.
 
 The flow runs every DVC stage (which runs every library stage) against Prefect's local API, so
-the run also appears in the Prefect UI afterwards.  The closing message is printed to the
-terminal on purpose: it is this command's product, not a log line.
+the run also appears in the Prefect UI afterwards.  The terminal shows a line when each stage
+starts and ends (with its one-line result), the training epochs and the warnings
+(:mod:`pipelines.console`); each stage's whole output is in ``outputs/logs/<stage>.log`` and in the
+Prefect task run's logs.  The closing message is printed to the terminal on purpose: it is this
+command's product, not a log line.
 
 Ctrl-C ends everything within seconds and prints one line saying where to resume:
 
@@ -23,7 +26,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +37,7 @@ from rich.markdown import Markdown
 
 from madapter.config import ConfigError, Params, load_params
 from pipelines.baseline import baseline_overrides, run_baseline
-from pipelines.dvc_stages import REPO_ROOT, dvc_command, subprocess_env
+from pipelines.dvc_stages import REPO_ROOT
 from pipelines.flows import madapter_pipeline
 from pipelines.prefect_server import local_prefect_api
 from pipelines.summary import collect_summary, to_markdown
@@ -43,13 +45,6 @@ from pipelines.summary import collect_summary, to_markdown
 logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def _dvc_metrics_show() -> str:
-    proc = subprocess.run(
-        dvc_command("metrics", "show"), cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True
-    )
-    return (proc.stdout or proc.stderr).rstrip()
 
 
 # ----------------------------------------------------------------------------- interrupts
@@ -153,7 +148,7 @@ def _print_closing(console: Console, params: Params, runs: list, elapsed: float)
     baseline_dir = Path(baseline_overrides(params, REPO_ROOT)["base.outputs_dir"])
     summary = collect_summary(params, REPO_ROOT, [(r.stage, r.ran, r.seconds) for r in runs], baseline_dir)
     console.rule(f"madapter demo finished in {elapsed / 60:.1f} min")
-    console.print(Markdown(to_markdown(summary)))
+    console.print(Markdown(to_markdown(summary, details=False)))
     console.rule("where to look")
     reg = summary.registration
     name, alias = reg.get("model_name", params.register.model_name), reg.get("alias", "champion")
@@ -165,6 +160,7 @@ def _print_closing(console: Console, params: Params, runs: list, elapsed: float)
                 f"Registered model:  {name} version {reg.get('version', '?')}, alias '{alias}'"
                 f"  -> models:/{name}@{alias}",
                 "Metrics:  outputs/evaluate/metrics.json   plots: outputs/evaluate/, outputs/train/",
+                "Logs of every stage:  outputs/logs/<stage>.log (and the Prefect task runs)",
                 "Prefect UI (this flow run, its task runs and the summary artifact):",
                 "  .venv/bin/prefect server start   then open http://127.0.0.1:4200",
                 "DVC:  .venv/bin/dvc metrics show | dvc plots show | dvc dag | dvc exp run -S train.lr=3e-4",
@@ -174,13 +170,14 @@ def _print_closing(console: Console, params: Params, runs: list, elapsed: float)
         ),
         soft_wrap=True,
     )
-    console.rule("dvc metrics show")
-    console.print(_dvc_metrics_show(), soft_wrap=True, markup=False)
 
 
 def main() -> int:
     """Run the demo; the exit code is 0, 2 for a bad params.yaml, 128 + the signal when interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Importing Prefect gave the root logger its console handler at WARNING (so basicConfig above
+    # was a no-op): the demo's own lines (the baseline's start, epochs and result) are INFO.
+    logging.getLogger("pipelines").setLevel(logging.INFO)
     # Offline demo: no telemetry from the local Prefect server or Ray (nothing to send it to).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

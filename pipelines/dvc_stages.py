@@ -10,6 +10,10 @@ Ray's raylet and workers).  A Ctrl-C therefore reaches the orchestrator alone, w
 SIGINT to the whole stage and waits for it with a deadline (SIGTERM, then SIGKILL, after that):
 the stage is always stopped and reaped before the interrupt propagates, whether the signal came
 from a terminal, a Prefect cancellation (SIGTERM) or ``kill``.
+
+What the stage prints goes whole to ``outputs/logs/<stage>.log`` (and the Prefect task run's
+logs); the terminal gets its start, its end with the one-line result, its epochs and its
+warnings (:mod:`pipelines.console`).
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from madapter.stages import STAGE_NAMES
+from pipelines.console import Log, StageOutput, shown_path, stage_log_path
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +100,15 @@ def run_dvc_stage(
     stage: str,
     repo: Path = REPO_ROOT,
     force: bool = False,
-    log: logging.Logger | logging.LoggerAdapter | None = None,
+    log: Log | None = None,
+    full_log: Log | None = None,
 ) -> StageRun:
-    """``dvc repro --single-item [--force] <stage>`` in ``repo``, streaming its output to ``log``.
+    """``dvc repro --single-item [--force] <stage>`` in ``repo``; its output to ``log``, in short.
+
+    Every line DVC and the stage print goes to ``outputs/logs/<stage>.log`` and to ``full_log``
+    (a Prefect task's API-only logger: the task run's logs keep everything); ``log`` (the
+    terminal) gets a line when the stage starts, one when it ends with its duration and one-line
+    result, its epochs and its warnings (:mod:`pipelines.console`).
 
     Raises :class:`StageFailed` when DVC exits non-zero; the stage's outputs from earlier,
     successful runs stay in DVC's cache, so nothing already done is lost.  Interrupted (Ctrl-C,
@@ -109,70 +120,64 @@ def run_dvc_stage(
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGE_NAMES)}")
     log = log or logger
     args = ["repro", "--single-item"] + (["--force"] if force else []) + [stage]
-    started = time.monotonic()
-    tail: deque[str] = deque(maxlen=40)
-    ran = False
-    log.info("dvc %s (in %s)", " ".join(args), repo)
-    proc = subprocess.Popen(
-        dvc_command(*args),
-        cwd=repo,
-        env=subprocess_env(),
-        stdin=subprocess.DEVNULL,  # a stage in a background process group must never read the terminal
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-        process_group=0,  # the terminal's Ctrl-C reaches us only; we forward it (see module docstring)
-    )
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            ran = _record(line, stage, tail, log) or ran
-        returncode = proc.wait()
-    except BaseException as interrupt:  # KeyboardInterrupt, Prefect's TerminationSignal, ...
-        stop_stage(proc, stage, tail, log)
-        if isinstance(interrupt, KeyboardInterrupt) and not isinstance(interrupt, StageInterrupted):
-            raise StageInterrupted(stage) from interrupt
-        interrupt.stage = stage  # type: ignore[attr-defined] - where it stopped, for the caller's message
-        raise
-    proc.stdout.close()
-    seconds = time.monotonic() - started
-    if returncode != 0:
-        raise StageFailed(f"dvc stage '{stage}' failed (exit {returncode}): {_last_error(tail)}")
-    log.info("stage %s %s in %.1fs", stage, "ran" if ran else "was up to date (skipped)", seconds)
-    return StageRun(stage=stage, ran=ran, seconds=seconds, output_tail="\n".join(tail))
-
-
-def _record(line: str, stage: str, tail: deque[str], log: logging.Logger | logging.LoggerAdapter) -> bool:
-    """Log one output line of the stage, keep it in ``tail``; True when it says DVC ran the stage."""
-    line = line.rstrip()
-    if not line:
-        return False
-    tail.append(line)
-    log.info("[%s] %s", stage, line)
-    return bool(_RAN.search(line))
+    log_file = stage_log_path(repo, stage)
+    with StageOutput(stage, log, full_log, log_file) as output:
+        output.begin(f"dvc {' '.join(args)} (in {repo})")
+        proc = subprocess.Popen(
+            dvc_command(*args),
+            cwd=repo,
+            env=subprocess_env(),
+            stdin=subprocess.DEVNULL,  # a stage in a background process group must never read the terminal
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            process_group=0,  # the terminal's Ctrl-C reaches us only; we forward it (see module docstring)
+        )
+        assert proc.stdout is not None
+        ran = False
+        try:
+            for line in proc.stdout:
+                output.line(line)
+                ran = ran or bool(_RAN.search(line))
+            returncode = proc.wait()
+        except BaseException as interrupt:  # KeyboardInterrupt, Prefect's TerminationSignal, ...
+            stop_stage(proc, stage, output, log)
+            if isinstance(interrupt, KeyboardInterrupt) and not isinstance(interrupt, StageInterrupted):
+                raise StageInterrupted(stage) from interrupt
+            interrupt.stage = stage  # type: ignore[attr-defined] - where it stopped, for the caller's message
+            raise
+        proc.stdout.close()
+        tail = "\n".join(output.tail)
+        if returncode != 0:
+            raise StageFailed(
+                f"dvc stage '{stage}' failed (exit {returncode}): {_last_error(output.tail)} "
+                f"(full log: {shown_path(log_file)})"
+            )
+        seconds = output.end(ran)
+    return StageRun(stage=stage, ran=ran, seconds=seconds, output_tail=tail)
 
 
 def stop_stage(
     proc: subprocess.Popen,
     stage: str,
-    tail: deque[str],
-    log: logging.Logger | logging.LoggerAdapter,
+    output: StageOutput,
+    log: Log,
     grace_s: float = STOP_GRACE_S,
     kill_after_s: float = STOP_KILL_AFTER_S,
 ) -> None:
     """Stop the stage's process group: SIGINT, then SIGTERM after ``grace_s``, then SIGKILL.
 
     Returns once DVC has exited and no process of the group is left (or after the SIGKILL), so
-    nothing of the stage outlives the caller.  The stage's output keeps being logged meanwhile
-    (a full pipe would block it from exiting).  A further Ctrl-C here skips straight to SIGKILL.
+    nothing of the stage outlives the caller.  The stage's output keeps going to ``output``
+    meanwhile (a full pipe would block it from exiting).  A further Ctrl-C here skips straight to
+    SIGKILL.
     """
     group = proc.pid  # process_group=0: the group id is DVC's pid
+    output.status.stop()  # the lines below, not a status line redrawn under them
     log.warning("stopping stage %s: SIGINT to its processes (DVC, the stage command, Ray)", stage)
     _signal_group(group, signal.SIGINT)
-    reader = threading.Thread(
-        target=_drain, args=(proc, stage, tail, log), name=f"{stage}-output", daemon=True
-    )
+    reader = threading.Thread(target=_drain, args=(proc, output), name=f"{stage}-output", daemon=True)
     reader.start()
     for wait_s, escalate in ((grace_s, signal.SIGTERM), (kill_after_s, signal.SIGKILL), (kill_after_s, None)):
         try:
@@ -216,19 +221,18 @@ def _wait_group(proc: subprocess.Popen, group: int, timeout_s: float) -> bool:
         time.sleep(0.1)
 
 
-def _drain(
-    proc: subprocess.Popen, stage: str, tail: deque[str], log: logging.Logger | logging.LoggerAdapter
-) -> None:
-    """Keep logging what the stopping stage prints (its last words say what was saved)."""
+def _drain(proc: subprocess.Popen, output: StageOutput) -> None:
+    """Keep recording what the stopping stage prints (its last words say what was saved)."""
     try:
         for line in proc.stdout:  # type: ignore[union-attr]
-            _record(line, stage, tail, log)
+            output.line(line)
     except (OSError, ValueError):  # pipe closed under us
         pass
 
 
-def _last_error(lines: deque[str]) -> str:
+def _last_error(lines: Iterable[str]) -> str:
     """DVC's own ``ERROR:`` line if there is one, else the stage's last ``error:`` line or output line."""
+    lines = list(lines)
     for prefix in ("ERROR:", "error:"):
         for line in reversed(lines):
             if line.startswith(prefix):
@@ -236,7 +240,7 @@ def _last_error(lines: deque[str]) -> str:
     return lines[-1] if lines else "no output"
 
 
-def dvc_push(repo: Path = REPO_ROOT, log: logging.Logger | logging.LoggerAdapter | None = None) -> str:
+def dvc_push(repo: Path = REPO_ROOT, log: Log | None = None) -> str:
     """``dvc push`` the pipeline's cached outputs to the default remote (``.dvc/config``)."""
     log = log or logger
     proc = subprocess.run(

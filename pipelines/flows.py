@@ -50,8 +50,37 @@ def validate_params(repo: str) -> Params:
 
 @task(name="dvc-stage", task_run_name="dvc-{stage}", cache_policy=NO_CACHE)
 def dvc_stage(stage: str, repo: str, force: bool = False) -> StageRun:
-    """Run one DVC stage; Prefect marks the task Failed with DVC's error line when it fails."""
-    return run_dvc_stage(stage, Path(repo), force=force, log=get_run_logger())
+    """Run one DVC stage; Prefect marks the task Failed with DVC's error line when it fails.
+
+    The terminal gets the stage's few chosen lines (:mod:`pipelines.console`); the task run's logs
+    in the Prefect UI get every line, like ``outputs/logs/<stage>.log``.
+    """
+    run_logger = get_run_logger()
+    return run_dvc_stage(stage, Path(repo), force=force, log=run_logger, full_log=api_only(run_logger))
+
+
+API_ONLY_LOGGER = "prefect.task_runs.stage_output"
+"""The logger of the stage output lines that go to the Prefect API only (not to the terminal)."""
+
+
+def api_only(run_logger: logging.Logger | logging.LoggerAdapter) -> logging.LoggerAdapter:
+    """A logger for this task run whose records reach the Prefect API (the UI's task run logs) only.
+
+    ``get_run_logger()`` writes to the API (``APILogHandler`` on ``prefect.task_runs``) and, by
+    propagation, to the terminal (``PrefectConsoleHandler`` on the root logger).  This logger
+    carries the run logger's context (flow and task run ids, which ``APILogHandler`` reads from
+    the record) to an ``APILogHandler`` of its own and does not propagate.
+    """
+    from prefect.logging.handlers import APILogHandler
+    from prefect.logging.loggers import PrefectLogAdapter
+
+    api_logger = logging.getLogger(API_ONLY_LOGGER)
+    if not any(isinstance(handler, APILogHandler) for handler in api_logger.handlers):
+        api_logger.addHandler(APILogHandler())
+        api_logger.setLevel(logging.INFO)
+        api_logger.propagate = False
+    extra = dict(getattr(run_logger, "extra", None) or {})
+    return PrefectLogAdapter(api_logger, extra=extra)
 
 
 @task(name="dvc-push", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
@@ -118,15 +147,17 @@ def madapter_pipeline(
 
 
 @flow(name="madapter-evaluation", validate_parameters=True)
-def madapter_evaluation(repo_dir: str = str(REPO_ROOT), register: bool = False) -> list[StageRun]:
+def madapter_evaluation(repo_dir: str = str(REPO_ROOT), also_register: bool = False) -> list[StageRun]:
     """Re-evaluate the current checkpoint on demand (forced), optionally re-running registration.
 
     Useful after changing ``evaluate.*`` (views, split) or to re-check a model: DVC records the
-    new metrics in ``dvc.lock`` like any other run.
+    new metrics in ``dvc.lock`` like any other run.  (``also_register``, not ``register``: Prefect
+    validates parameters with a pydantic model, whose own ``register`` attribute a field of that
+    name would shadow, with a warning at every import.)
     """
     params = validate_params(repo_dir)
     runs = [dvc_stage("evaluate", repo_dir, force=True)]
-    if register:
+    if also_register:
         runs.append(dvc_stage("register", repo_dir, force=True))
     publish_summary(params, repo_dir, runs)
     return runs

@@ -146,15 +146,29 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def to_markdown(summary: RunSummary) -> str:
-    """The Prefect artifact: stage table, metrics table, MLflow run link, registry alias."""
+HEADLINE_METRICS = ("top1", "top5", "mean_class_acc", "protocol", "split", "num_videos", "num_classes", "source",
+                    "dataset")
+"""The metrics a person reads at the end of ``make demo``; the rest of ``metrics.json`` (where and in what
+precision it ran, the checkpoint's digest, the run id) is provenance, in the Prefect artifact."""
+
+
+def to_markdown(summary: RunSummary, details: bool = True) -> str:
+    """The Prefect artifact: stage table, metrics table, MLflow run link, registry alias.
+
+    ``details=False`` is the end of ``make demo``'s terminal (:mod:`pipelines.demo`): no stage table
+    (each stage's end line, just above it, says whether it ran and how long it took) and only the
+    :data:`HEADLINE_METRICS` rows of the metrics table (the whole record is
+    ``outputs/evaluate/metrics.json``).
+    """
     lines = ["# madapter pipeline run", ""]
-    if summary.stages:
+    if summary.stages and details:
         lines += ["## Stages", "", "| stage | result | seconds |", "|---|---|---:|"]
         lines += [f"| {s} | {'ran' if ran else 'up to date'} | {sec:.1f} |" for s, ran, sec in summary.stages]
         lines.append("")
     lines += ["## Metrics", ""]
     scalars = scalar_metrics(summary.metrics)
+    if not details:
+        scalars = {k: v for k, v in scalars.items() if k in HEADLINE_METRICS}
     if scalars:
         lines += ["| metric | value |", "|---|---:|"] + [f"| {k} | {_fmt(v)} |" for k, v in scalars.items()]
     else:

@@ -198,7 +198,7 @@ def _collect(ds, total: int):
 
     parts = []
     errors = 0
-    with tqdm(total=total, desc="batch-predict", unit="video") as bar:
+    with tqdm(total=total, desc="batch-predict", unit="video", disable=None) as bar:  # no bar lines on a pipe
         for part in ds.iter_batches(batch_size=None, batch_format="pandas", prefetch_batches=1):
             parts.append(part)
             errors += int((part["error"] != "").sum())

@@ -32,6 +32,7 @@ from madapter.config import ConfigError, Params
 from madapter.errors import StageError, first_line
 from madapter.fileio import write_json_atomic
 from madapter.paths import StagePaths
+from madapter.ray_runtime import TRAIN_LOG_LEVEL
 from madapter.ray_runtime import start_ray as _start_ray
 from madapter.train.identity import ray_run_name
 from madapter.train.state import export_model, latest_checkpoint_dir, load_train_state, read_meta
@@ -186,9 +187,10 @@ def _trainer(params: Params, config: WorkerConfig, ray_name: str, storage: str, 
     config travels pickled with the function), ``train.num_workers`` workers (gloo on CPU, nccl on
     GPU), the run's storage (a path or a URI, passed as it is), retries after worker failures (a
     lost node is one: the group restarts from the last registered checkpoint once it can be placed
-    again), how many epoch checkpoints to keep, and the Ray Train ``callbacks`` (the epoch metrics'
-    MLflow log, a sweep's ``TuneReportCallback``)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    again), how many epoch checkpoints to keep, the Ray Train ``callbacks`` (the epoch metrics'
+    MLflow log, a sweep's ``TuneReportCallback``), and Ray Train's console level (warnings only:
+    :data:`madapter.ray_runtime.TRAIN_LOG_LEVEL`)."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from madapter.train.loop import train_loop_per_worker
@@ -207,6 +209,7 @@ def _trainer(params: Params, config: WorkerConfig, ray_name: str, storage: str, 
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
             callbacks=list(callbacks),
+            logging_config=LoggingConfig(log_level=TRAIN_LOG_LEVEL),  # Ray Train's INFO chatter: its log files only
         ),
     )
 

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from madapter.config import TrainSection
+from madapter.ray_runtime import tag_package_lines
+from madapter.stage_summary import epoch_is_logged, epoch_line
 from madapter.train.mlflow_log import RunLog
 from madapter.train.optim import Optimisation
 from madapter.train.state import report_epoch, restore, save_epoch
@@ -117,6 +119,7 @@ def train_loop_per_worker(config: WorkerConfig) -> None:
 
     params = config.params
     cfg, seed = params.train, params.base.seed
+    tag_package_lines()  # the driver's terminal tells this worker's warnings from its INFO lines
     worker = Worker.join(cfg.cpus_per_worker, config.status_dir)
     placement = worker.placement()
     torch.manual_seed(seed)  # identical init on every rank (DDP also broadcasts rank 0's)
@@ -146,7 +149,9 @@ def train_loop_per_worker(config: WorkerConfig) -> None:
         record, val_report = _train_and_validate(t, worker, cfg, epoch)
         history.append(record)
         if worker.rank == 0:
-            logger.info("epoch %d/%d: %s", epoch, cfg.epochs, {k: round(v, 4) for k, v in record.items()})
+            # at most ~EPOCH_LINES lines per run reach the terminal; every record is in history.json
+            shown = epoch_is_logged(epoch, cfg.epochs, first=resume.epoch + 1)
+            logger.log(logging.INFO if shown else logging.DEBUG, "%s", epoch_line(record, cfg.epochs))
         # MLflow gets the record from the Ray Train controller once it has registered this epoch's
         # checkpoint (madapter.train.epoch_metrics), so an epoch trained again after a lost node is
         # never logged twice.
@@ -215,7 +220,10 @@ def _train_and_validate(t: Training, worker: Worker, cfg: TrainSection, epoch: i
     t.sampler.set_epoch(epoch - 1)
     t.source.train_ds.set_epoch(epoch - 1)
     t.model.train()
-    batches = tqdm(t.loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=worker.rank != 0, leave=False)
+    # disable=None: a bar only on a terminal (a Ray worker's stderr is a file, a DVC stage's a pipe);
+    # a bar redrawn into a file or pipe became one logged line per refresh
+    batches = tqdm(t.loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=True if worker.rank != 0 else None,
+                   leave=False)
 
     def on_step(step: int) -> None:
         worker.status.update(epoch=epoch, step=step, steps=len(t.loader), state="training")
@@ -239,4 +247,4 @@ def _checkpoint(t: Training, worker: Worker, record: dict, history: list[dict], 
     report_epoch(record, save if worker.rank == 0 else None)
     worker.status.update(epoch=epoch, step=len(t.loader), steps=len(t.loader), state="checkpointed")
     if worker.rank == 0:
-        logger.info("epoch %d: checkpoint + report took %.2fs", epoch, time.perf_counter() - started)
+        logger.debug("epoch %d: checkpoint + report took %.2fs", epoch, time.perf_counter() - started)

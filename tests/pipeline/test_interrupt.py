@@ -25,12 +25,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
 
 import pytest
 
 from madapter.config import load_params
+from pipelines.console import StageOutput
 from pipelines.demo import resume_hint
 from pipelines.dvc_stages import stop_stage
 from tests.common.processes import REPO, clean_env
@@ -244,6 +244,34 @@ def test_rerun_completes_resuming_from_the_checkpoint(interrupted):
     assert (repo / "outputs/evaluate/metrics.json").is_file() and (
         repo / "outputs/register/registration.json"
     ).is_file()
+    _assert_a_terminal_a_person_reads(output, repo)
+
+
+TERMINAL_LINES = 150
+"""The whole ``make demo`` after the install (issue 22); this rerun trains, evaluates and registers,
+skips the five data stages, then trains and evaluates the baseline and prints the summary."""
+LONGEST_LINE = 300
+
+
+def _assert_a_terminal_a_person_reads(output: str, repo: Path) -> None:
+    """The demo's captured output (a pipe: no status line, no bars) fits the budget, dumps no result
+    object, and every stage's whole output is in ``outputs/logs/<stage>.log``."""
+    lines = output.splitlines()
+    assert len(lines) <= TERMINAL_LINES, f"{len(lines)} lines on the terminal:\n{output[-6000:]}"
+    longest = max(lines, key=len)
+    assert len(longest) <= LONGEST_LINE, f"a {len(longest)}-character line: {longest[:500]}"
+    for dump in ("TrainResult(", "EvaluateResult(", "RegisterResult(", "'history': [", "%|"):
+        assert dump not in output, f"{dump!r} on the terminal:\n{output[-6000:]}"
+    assert "RayTrainWorker" not in output.replace("WARNING", "").split("interrupt-test after epoch")[-1] or all(
+        "WARNING" in line or "ERROR" in line for line in lines if "RayTrainWorker" in line
+    ), "only a Ray worker's warnings and errors may reach the terminal"
+    for stage in ("train", "evaluate", "register"):
+        assert re.search(rf"{stage}: done in [\d.]+s: \S", output), f"no one-line result for {stage}:\n{output[-6000:]}"
+        log = (repo / "outputs" / "logs" / f"{stage}.log").read_text()
+        assert f"Running stage '{stage}'" in log and f"stage {stage}: done in" in log, log[-3000:]
+    assert "didn't change, skipping" in (repo / "outputs/logs/features.log").read_text()
+    train_log = (repo / "outputs/logs/train.log").read_text()
+    assert f"epoch {EPOCHS}/{EPOCHS}: {{" in train_log and "Running stage 'train'" in train_log
 
 
 # ----------------------------------------------------------------------------- the parts, quickly
@@ -268,7 +296,8 @@ def test_stop_stage_escalates_to_sigterm_then_sigkill_and_leaves_no_process(capl
         assert proc.stdout.readline().strip() == "child ready"
         started = time.monotonic()
         with caplog.at_level("WARNING"):
-            stop_stage(proc, "train", deque(), logging.getLogger("test"), grace_s=1.0, kill_after_s=2.0)
+            log = logging.getLogger("test")
+            stop_stage(proc, "train", StageOutput("train", log), log, grace_s=1.0, kill_after_s=2.0)
         assert time.monotonic() - started < 8
         assert proc.returncode == -signal.SIGTERM
         with pytest.raises(ProcessLookupError):

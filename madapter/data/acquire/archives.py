@@ -240,7 +240,7 @@ def _inside(root: Path, path: Path) -> bool:
 
 def _write_entries(entries: list[_Entry], staging: Path, archive: Path) -> None:
     total = sum(e.size for e in entries)
-    with tqdm(total=total, unit="B", unit_scale=True, desc=f"extract {archive.name}", leave=False) as bar:
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"extract {archive.name}", leave=False, disable=None) as bar:
         for e in entries:
             out = staging / e.path
             if not _inside(staging, out.parent):
@@ -322,7 +322,7 @@ def _extract_nested(files: list[Path], depth: int) -> list[Path]:
     result = [f for f in files if f not in set(inner)]
     if inner and depth > _MAX_NESTING:
         raise ArchiveError(f"{inner[0]}: archives nested more than {_MAX_NESTING} deep; refusing to go on")
-    for arc in tqdm(inner, desc="nested archives", unit="archive", leave=False):
+    for arc in tqdm(inner, desc="nested archives", unit="archive", leave=False, disable=None):
         extracted = extract_archive(arc, arc.parent)
         arc.unlink()
         result.extend(_extract_nested(extracted, depth + 1))

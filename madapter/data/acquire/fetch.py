@@ -152,7 +152,7 @@ def _write_body(resp: requests.Response, part: Path, have: int, expected: int | 
     try:
         with (
             open(part, "ab" if have else "wb") as fh,
-            tqdm(total=expected, initial=have, unit="B", unit_scale=True, desc=part.name[:-5], leave=False) as bar,
+            tqdm(total=expected, initial=have, unit="B", unit_scale=True, desc=part.name[:-5], leave=False, disable=None) as bar,
         ):
             # We check the length ourselves: urllib3's own check would raise *and* drop the
             # bytes it had buffered, so a dropped connection would lose what already arrived.

@@ -429,7 +429,7 @@ def generate_synthetic(root: Path, cfg: SyntheticSection, seed: int) -> Path:
     classes = class_names(cfg)
     lines: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     jobs = [(c, v) for c in range(len(classes)) for v in range(cfg.videos_per_class)]
-    for class_index, video_index in tqdm(jobs, desc="synthetic videos", unit="video", leave=False):
+    for class_index, video_index in tqdm(jobs, desc="synthetic videos", unit="video", leave=False, disable=None):
         name = classes[class_index]
         rel = f"{name}/{name}_{video_index:03d}.mp4"
         encode_video(root / rel, render(class_index, video_index, cfg, seed), cfg.fps)

@@ -71,6 +71,9 @@ from madapter.paths import StagePaths
 
 logger = logging.getLogger(__name__)
 
+RAY_DATA_PROGRESS_LOGGER = "ray.data._internal.progress"
+"""Ray Data's logger (2.60) of "Progress bars disabled. To enable, set ..." (we disable them on purpose)."""
+
 RUN_CONTROL_KEYS = frozenset({"batch_size", "actors", "object_store_mb"})
 """``features`` keys that change how fast the stage runs, never what it writes (not DVC params).
 ``use_gpu`` is not one: on a GPU (and with ``model.half_precision``) the backbone computes other values."""
@@ -186,6 +189,8 @@ def _rows(params: Params, plan: Plan, num_classes: int) -> Iterator[dict[str, np
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # the driver writes in plan order: deterministic bytes
     ctx.enable_progress_bars = False  # the driver's tqdm counts views
+    # ... so Ray Data's warning that its bars are off (once per process) says nothing to the user
+    logging.getLogger(RAY_DATA_PROGRESS_LOGGER).setLevel(logging.ERROR)
     dataset = ray.data.from_items(work_items(plan, cfg.batch_size)).map_batches(
         BackboneExtractor,
         batch_size=1,  # one work item per call: the driver, not Ray's block layout, decides what runs together
@@ -215,7 +220,7 @@ def _write_all(params: Params, plan: Plan, spec: ModelSpec, building: Path, num_
     # closing(): on an error (a bad shard, Ctrl-C) the Ray Data stream is shut down at once, its actors
     # with it; left to the garbage collector (a traceback keeps it alive), they hold their CPUs.
     rows = contextlib.closing(_rows(params, plan, num_classes) if plan.total_views else (row for row in ()))
-    with tqdm(total=plan.total_views, desc="features", unit="view", leave=False) as bar, rows as stream:
+    with tqdm(total=plan.total_views, desc="features", unit="view", leave=False, disable=None) as bar, rows as stream:
         for batch in stream:
             computed.update(zip(batch[DEVICE_COLUMN].tolist(), batch[PRECISION_COLUMN].tolist(), strict=True))
             for r in range(len(batch["view"])):

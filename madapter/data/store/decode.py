@@ -179,7 +179,7 @@ def decode_all(jobs: list[DecodeJob], frames_per_video: int, size: int, backend:
         results = map(_decode_star, tasks)
     else:
         results = pool.map(_decode_star, tasks, chunksize=4)
-    yield from tqdm(results, total=len(jobs), desc=desc, unit="video", leave=False)
+    yield from tqdm(results, total=len(jobs), desc=desc, unit="video", leave=False, disable=None)
 
 
 def repeated_split(rows: list[Row], decoded: dict[str, list[Row]]) -> str | None:

@@ -241,7 +241,7 @@ def _run_slots(jobs: list[tuple[str, str]], workers: int, timeout_s: float,
     results: dict[int, ProbeResult] = {}
     lock = threading.Lock()
     queue: Iterator[tuple[int, tuple[str, str]]] = iter(enumerate(jobs))
-    bar = tqdm(total=len(jobs), desc="scan", unit="video", leave=False)
+    bar = tqdm(total=len(jobs), desc="scan", unit="video", leave=False, disable=None)
 
     def run_slot() -> None:
         slot = new_slot()
