@@ -17,9 +17,19 @@ servers starting, subprocess pipelines and polling.  Two workers fill that, as l
   starting last on one worker while the other is idle.
 
 Run serially (no ``-n``), nothing here changes anything but the order: integration first.
+
+And one guard (:class:`OrphanedChannelWatch`): a worker that dies while a process it forked lives on
+ends in a crash report, not in a controller that waits forever.
 """
 
 from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -67,12 +77,69 @@ def unit_of(nodeid: str) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(_ModuleScheduling(), "madapter-module-scheduling")
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_XdistController(), "madapter-xdist-controller")
 
 
-class _ModuleScheduling:
-    """The xdist hook, registered only when xdist is installed (its import is optional)."""
+def pipe_holders(inode: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every other process with an end of the pipe ``inode`` open (Linux /proc)."""
+    link, holders = f"pipe:[{inode}]", []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        pid = int(fd_dir.parent.name)
+        try:
+            if pid != os.getpid() and any(os.readlink(fd) == link for fd in fd_dir.iterdir()):
+                cmdline = (fd_dir.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                holders.append((pid, cmdline.strip()[:160]))
+        except OSError:  # the process ended while we looked, or is not ours to read
+            continue
+    return holders
+
+
+class OrphanedChannelWatch:
+    """Ends the wait on a dead worker whose channel a leftover process keeps open.
+
+    The controller learns that a worker died from the end of the worker's stdout pipe.  A process
+    the worker *forked* (a ``multiprocessing`` Manager, a fork-started pool) holds a copy of that
+    pipe; when the worker dies before it, the pipe never ends, and ``make test`` hung for an hour
+    once (a worker exited with status 1 inside a test that had started a Manager).  This thread
+    waits for the worker process to end, gives a normal exit :data:`GRACE_S` to close the pipe, and
+    otherwise kills the processes still holding it, with one line naming them: the controller then
+    reports the crashed test as xdist does for any worker crash.
+    """
+
+    POLL_S = 2.0
+    GRACE_S = 10.0
+
+    def __init__(self, gateway) -> None:
+        self.name = gateway.id
+        self.popen = gateway._io.popen  # execnet's Popen2IOMaster: the worker process
+        self.inode = os.fstat(self.popen.stdout.fileno()).st_ino
+        threading.Thread(target=self._watch, name=f"orphaned-channel-watch-{self.name}", daemon=True).start()
+
+    def _watch(self) -> None:
+        while self.popen.poll() is None:
+            time.sleep(self.POLL_S)
+        time.sleep(self.GRACE_S)
+        holders = pipe_holders(self.inode)
+        if not holders:
+            return
+        names = "; ".join(f"{pid} ({cmd})" for pid, cmd in holders)
+        sys.stderr.write(f"\npytest-xdist worker {self.name} exited with status {self.popen.returncode} while "
+                         f"{len(holders)} process(es) it had forked kept its channel open; killing them: {names}\n")
+        sys.stderr.flush()
+        for pid, _ in holders:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+class _XdistController:
+    """The controller's xdist hooks, registered only when xdist is installed (its import is optional)."""
+
+    def pytest_xdist_newgateway(self, gateway) -> None:
+        if hasattr(gateway._io, "popen") and Path("/proc/self/fd").is_dir():
+            OrphanedChannelWatch(gateway)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log):

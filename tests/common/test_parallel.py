@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.common.parallel import unit_of
+from tests.common.processes import REPO
 
 INNER = """
 import pytest
@@ -85,3 +86,32 @@ def test_a_module_without_shared_fixtures_is_its_own_unit(pytester: pytest.Pytes
 ])
 def test_a_unit_is_the_group_else_the_module(nodeid: str, unit: str):
     assert unit_of(nodeid) == unit
+
+
+DIES_LEAVING_A_FORK = """
+import os
+import time
+
+def test_dies_leaving_a_forked_child():
+    if os.fork() == 0:  # the child holds the worker's channel to the controller, and outlives it
+        time.sleep(600)
+        os._exit(0)
+    os._exit(1)
+
+def test_on_another_worker():
+    pass
+"""
+
+
+@pytest.mark.integration
+def test_a_dead_worker_with_a_forked_child_left_is_reported_not_waited_for(pytester: pytest.Pytester,
+                                                                           monkeypatch: pytest.MonkeyPatch):
+    """Without the watch, the controller waits on the orphan's copy of the channel until the timeout."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    pytester.makepyfile(test_inner=DIES_LEAVING_A_FORK)
+    result = pytester.runpytest_subprocess("-p", "tests.common.parallel", "-p", "no:cacheprovider", "-n", "2",
+                                           "--max-worker-restart=0", timeout=120)
+    output = result.stdout.str() + result.stderr.str()
+    assert "exited with status 1 while 1 process(es) it had forked kept its channel open" in output, output[-3000:]
+    assert "crashed while running" in output and "test_dies_leaving_a_forked_child" in output, output[-3000:]
+    assert result.ret != 0

@@ -9,22 +9,19 @@ three steps, in one spawn.
 
 from __future__ import annotations
 
-import datetime
-import os
-import socket
 import traceback
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from madapter.models.backbone import LevelInfo
 from madapter.models.build import build_model
 from madapter.models.checkpoint import load_checkpoint, save_checkpoint
 from madapter.models.madapter import Fusion, MAdapterBranch
+from tests.common.ranks import run_ranks
 
 from .conftest import clip, tiny_cfg
 
@@ -34,12 +31,6 @@ COMBOS = [(f, t, cls) for f in FUSIONS for t in TEMPORALS for cls in (True, Fals
 LEVELS = [LevelInfo(2, 8), LevelInfo(5, 12), LevelInfo(8, 20)]
 GRIDS = [6, 3, 4]  # shrink (average pool), then grow (bilinear): both resampling paths
 FRAMES, BATCH, WIDTH, CLS_DIM, CLASSES, STEPS = 4, 2, 16, 12, 3, 3
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _batch(rank: int, step: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -73,34 +64,28 @@ def _train_one(rank: int, world: int, fusion: str, temporal: str, use_cls: bool)
     }
 
 
-def _worker(rank: int, world: int, port: int, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
-    try:
-        for combo in COMBOS:
-            try:
-                results[(rank, *combo)] = _train_one(rank, world, *combo)
-            except Exception as err:  # noqa: BLE001 - reported per combination by the test
-                results[(rank, *combo)] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0]}",
-                                           "trace": traceback.format_exc(limit=3)}
-    finally:
-        dist.destroy_process_group()
+def _train_every_combo(rank: int, world: int) -> dict:
+    """One rank's outcome for every combination (an error is reported per combination by the test)."""
+    results = {}
+    for combo in COMBOS:
+        try:
+            results[combo] = _train_one(rank, world, *combo)
+        except Exception as err:  # noqa: BLE001 - reported per combination by the test
+            results[combo] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0]}",
+                              "trace": traceback.format_exc(limit=3)}
+    return results
 
 
 @pytest.mark.timeout(180)
 def test_ddp_trains_every_fusion_and_temporal_kind_without_unused_parameters() -> None:
     world = 2
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.start_processes(_worker, args=(world, _free_port(), results), nprocs=world, start_method="spawn")
-        got = dict(results)
-    failed = {combo: got[(rank, *combo)]["error"][:90] for combo in COMBOS for rank in range(world)
-              if "error" in got[(rank, *combo)]}
+    per_rank = run_ranks(_train_every_combo, world)
+    failed = {combo: per_rank[rank][combo]["error"][:90] for combo in COMBOS for rank in range(world)
+              if "error" in per_rank[rank][combo]}
     assert not failed, f"DDP failed for {len(failed)} combinations: {failed}"
     for combo in COMBOS:
         for rank in range(world):
-            res = got[(rank, *combo)]
+            res = per_rank[rank][combo]
             assert res["max_rank_diff"] == 0.0, f"{combo}: parameters differ across ranks"
             assert res["unchanged"] == [], f"{combo}: parameters never updated: {res['unchanged']}"
 
