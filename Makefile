@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo serve deploy lint dvc-deps clean gpu-check tune bench bench-quick
+.PHONY: install test test-fast demo serve serve-model deploy lint dvc-deps clean gpu-check tune bench bench-quick
 
 $(STAMP): pyproject.toml constraints.txt scripts/setup-system.sh
 	bash scripts/setup-system.sh
@@ -38,6 +38,11 @@ demo: install
 # Serve the deployments of prefect.yaml (weekly retrain + on-demand evaluation) from this checkout.
 serve: install
 	$(PY) -m pipelines.serve
+
+# The champion (params.yaml serve.model) behind Ray Serve on http://127.0.0.1:8000 (POST /predict a video;
+# it follows the alias). Not the Prefect `make serve` above. Another model: make serve-model SERVE_ARGS='--model m.pt'
+serve-model: install
+	$(PY) -m madapter serve $(SERVE_ARGS)
 
 # Register prefect.yaml's deployments on a Prefect server (PREFECT_API_URL) for the process work pool.
 deploy: install

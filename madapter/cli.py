@@ -288,6 +288,31 @@ def tune(
     typer.echo(f"MLflow: parent run {result.parent_run_id} at {result.tracking_uri}")
 
 
+@app.command("serve")
+def serve_model(
+    model: Annotated[str | None, typer.Option("--model", help="models:/<name>@<alias> (followed), models:/<name>/<version> "
+                                              "or a checkpoint.pt (default serve.model, else the champion).")] = None,
+    params_file: ParamsOption = Path("params.yaml"),
+    preset: PresetOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Serve a registered model (or a checkpoint) behind Ray Serve on HTTP (params 'serve' section).
+
+    POST /predict takes one video (raw body or multipart upload), POST /predict/batch several; GET /readyz
+    says when the model is warm, GET / what is served.  Following an alias, a move to a new version takes
+    effect without dropping a request.  Ctrl-C stops it.
+    """
+    params = _params(params_file, preset, set_)
+    from madapter.serving.server import block_until_interrupted, start
+
+    with stage_errors("serve", params):
+        serving = start(params, model)
+    follows = f", following alias {serving.source.alias}" if serving.source.alias else ""
+    typer.echo(f"serving {serving.source.uri} (version {serving.version}{follows}) at {serving.url}")
+    typer.echo(f"  curl --data-binary @clip.mp4 {serving.url}/predict      (Ctrl-C stops)")
+    block_until_interrupted()
+
+
 # --------------------------------------------------------------------------- entry point
 def main() -> None:
     """The entry point of both ``madapter`` (the console script) and ``python -m madapter``.

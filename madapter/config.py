@@ -265,6 +265,53 @@ class RegisterSection(_Section):
     is loaded (a few MB instead of the backbone's size; the file must then be readable there)."""
 
 
+class ServeSection(_Section):
+    """``python -m madapter serve``: the model behind Ray Serve (not a pipeline stage: editing it reruns nothing)."""
+
+    model: str | None = None
+    """``models:/<name>@<alias>`` (follows the alias), ``models:/<name>/<version>`` or a ``checkpoint.pt``;
+    ``null``: ``models:/<register.model_name>@champion``."""
+    host: str = "127.0.0.1"
+    """Loopback by default: on a cluster it goes behind the scale stack's authentication (docs/operations.md)."""
+    port: int = Field(8000, ge=1, le=65535)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    top_k: int | None = Field(None, ge=1)
+    """Labels per answer (a request may ask ``?top_k=``); ``null``: ``register.top_k``."""
+    model_replicas: int = Field(1, ge=1)
+    max_model_replicas: int | None = Field(None, ge=1)
+    """Above ``model_replicas``: Ray Serve autoscales the model replicas up to this on ongoing requests."""
+    gpus_per_model_replica: float = Field(0.0, ge=0)
+    """1 on a GPU machine: each model replica gets a GPU and classifies there (``device: auto``)."""
+    decode_replicas: int = Field(1, ge=1)
+    """CPU replicas that decode uploads, each one decoding process (killed and replaced when a decode hangs)."""
+    max_batch_size: int = Field(8, ge=1)
+    """Videos classified in one forward pass, gathered across requests (``@serve.batch``)."""
+    batch_wait_timeout_s: float = Field(0.02, ge=0)
+    max_ongoing_requests: int = Field(16, ge=1)
+    """Requests in flight per replica; beyond them up to ``max_queued_requests`` wait, then 503 + Retry-After."""
+    max_queued_requests: int = Field(64, ge=1)
+    retry_after_s: float = Field(1.0, ge=0)
+    max_upload_mb: float = Field(64.0, gt=0)
+    max_decode_s: float = Field(30.0, gt=0)
+    """A video whose probing and decoding take longer is refused (422); its decoding process is replaced."""
+    max_frames: int = Field(20_000, ge=1)
+    """Frames a video may declare (about 11 min at 30 fps): a longer container is refused before decoding."""
+    max_frame_pixels: int = Field(4096 * 2160, ge=1)
+    """Width x height a video's frames may have (4K): a 10,000 x 10,000 stream is refused before decoding."""
+    allow_paths_under: Path | None = None
+    """Server-side video paths (``{"path": ...}``) are refused unless they resolve under this directory;
+    the served MLflow pyfunc takes the same switch (``$MADAPTER_ALLOW_PATHS_UNDER``)."""
+    alias_poll_s: float = Field(10.0, gt=0)
+    """How often the alias is looked up: when it moves, new requests go to the new version, none is dropped."""
+
+    @model_validator(mode="after")
+    def _batches_can_fill(self) -> ServeSection:
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(f"serve.max_ongoing_requests ({self.max_ongoing_requests}) must be at least "
+                             f"serve.max_batch_size ({self.max_batch_size}): a model replica would never see a full batch")
+        return self
+
+
 class TuneSpaceSection(_Section):
     """What a sweep searches, one entry per branch hyperparameter (read by :mod:`madapter.tune.space`).
 
@@ -368,6 +415,7 @@ class Params(_Section):
     mlflow: MlflowSection = MlflowSection()
     register: RegisterSection = RegisterSection()
     tune: TuneSection = TuneSection()
+    serve: ServeSection = ServeSection()
 
     @model_validator(mode="after")
     def _stored_grid_allows_jitter(self) -> Params:

@@ -130,13 +130,23 @@ def predict(
             pyfunc = mlflow.pyfunc.load_model(model, model_config={"device": params.evaluate.device})
     except Exception as err:  # noqa: BLE001 - MlflowException, missing alias, unreachable server
         raise ConfigError(f"{model}: cannot load the model from {uri}: {first_line(err)}") from None
-    frame = pd.DataFrame({"video": [str(v) for v in videos]})
-    out = pyfunc.predict(frame, params={"top_k": top_k})
-    results: list[list[dict] | dict] = []
-    for _, row in out.iterrows():
-        if row["error"]:
-            logger.error(row["error"])
-            results.append({"error": row["error"]})
-        else:
-            results.append([{"label": lbl, "score": float(s)} for lbl, s in zip(row["labels"], row["scores"], strict=True)])
+    # The files' bytes, named by their paths: a served pyfunc refuses paths (any client could name any
+    # file on the server); here the user names their own files, so this process reads them.
+    results: list[list[dict] | dict | None] = [None] * len(videos)
+    readable: dict[int, bytes] = {}
+    for i, video in enumerate(videos):
+        try:
+            readable[i] = Path(video).read_bytes()
+        except OSError as err:
+            results[i] = {"error": error_line(video, err)}
+            logger.error(results[i]["error"])
+    if readable:
+        frame = pd.DataFrame({"video": [str(videos[i]) for i in readable], "video_bytes": list(readable.values())})
+        out = pyfunc.predict(frame, params={"top_k": top_k})
+        for i, (_, row) in zip(readable, out.iterrows(), strict=True):
+            if row["error"]:
+                logger.error(row["error"])
+                results[i] = {"error": row["error"]}
+            else:
+                results[i] = [{"label": lbl, "score": float(s)} for lbl, s in zip(row["labels"], row["scores"], strict=True)]
     return results

@@ -3,7 +3,9 @@
 The pyfunc (:class:`VideoClassifierPyfunc`) takes a DataFrame with a ``video`` column (file
 paths) and/or a ``video_bytes`` column (raw file contents, base64 in JSON requests) and returns
 top-k labels with scores per row; a row that cannot be decoded gets an ``error`` instead of
-failing the whole request.  It carries its own copy of the ``madapter`` package
+failing the whole request.  Paths are refused unless the loader allows a directory
+(``model_config={"allow_paths_under": ...}`` or ``$MADAPTER_ALLOW_PATHS_UNDER``): served, a path is
+a file on the server that any client could name.  It carries its own copy of the ``madapter`` package
 (``code_paths``), so ``mlflow models serve -m models:/<name>@champion --env-manager local``
 works from any directory.
 
@@ -60,6 +62,9 @@ logger = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 DEVICE_ENV = "MADAPTER_DEVICE"
 """Device of a served model (auto | cpu | cuda) when the loader passes no ``model_config``."""
+ALLOW_PATHS_ENV = "MADAPTER_ALLOW_PATHS_UNDER"
+"""The directory under which a served pyfunc may open ``video`` paths (``model_config["allow_paths_under"]``
+wins); unset, paths are refused: behind ``mlflow models serve`` any client could name any file."""
 COMPARABLE_TAGS = ("protocol", "dataset", "split")
 WEIGHTS_ARTIFACT = "backbone_weights"
 """The registered model's copy of the backbone weights (``register.backbone_weights: artifact``)."""
@@ -99,11 +104,14 @@ class VideoClassifierPyfunc(mlflow.pyfunc.PythonModel):
         self.predictor = VideoPredictor.from_checkpoint(
             context.artifacts["checkpoint"], ViewProtocol.from_dict(settings), device=device, backbone_weights=weights
         )
+        allowed = (context.model_config or {}).get("allow_paths_under") or os.environ.get(ALLOW_PATHS_ENV)
+        self.paths_root = Path(allowed).resolve() if allowed else None
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Typed: MLflow reads the input type hint (a DataFrame: validated against the logged signature,
         the columns being optional) and warns about a ``predict`` without one."""
         from madapter.predict import error_line
+        from madapter.serving.uploads import allowed_path
 
         k = int((params or {}).get("top_k") or self.top_k)
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -116,7 +124,7 @@ class VideoClassifierPyfunc(mlflow.pyfunc.PythonModel):
                 if isinstance(data, bytes | bytearray) and data:
                     top = self.predictor.predict_bytes(bytes(data), k)
                 elif isinstance(video, str) and video:
-                    top = self.predictor.predict_path(video, k)
+                    top = self.predictor.predict_path(allowed_path(video, getattr(self, "paths_root", None)), k)
                 else:
                     raise ValueError("row has neither a 'video' path nor 'video_bytes'")
                 rows.append({"video": name, "labels": [t["label"] for t in top],
@@ -440,6 +448,9 @@ def _log_pyfunc(params: Params, client, run_id: str, checkpoint: Path, evaluatio
                 code_paths=[str(Path(madapter.__file__).parent)],
                 signature=model_signature(params.register.top_k),
                 input_example=example,
+                # the keys a loader may set (load_model(model_config=...)); MLflow ignores any other.
+                # Empty: $MADAPTER_DEVICE / $MADAPTER_ALLOW_PATHS_UNDER, else auto / paths refused.
+                model_config={"device": "", "allow_paths_under": ""},
                 pip_requirements=_pip_requirements(),
                 registered_model_name=params.register.model_name,
             )

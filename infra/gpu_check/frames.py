@@ -243,7 +243,8 @@ def check_serve(ctx: Context) -> str:
     free_before = torch.cuda.mem_get_info()[0]
     logger.info("serving %s on port %d (log: %s)", uri, port, log)
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ctx.work, env=child_env(MLFLOW_TRACKING_URI=resolve_tracking_uri(ctx.params), MADAPTER_DEVICE="cuda"),
+        proc = subprocess.Popen(cmd, cwd=ctx.work, env=child_env(MLFLOW_TRACKING_URI=resolve_tracking_uri(ctx.params), MADAPTER_DEVICE="cuda",
+                                                             MADAPTER_ALLOW_PATHS_UNDER=str(Path(ctx.videos[0]).parent.parent)),
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_ping(f"http://127.0.0.1:{port}/ping", proc, log, TIMEOUTS["serve_start"])

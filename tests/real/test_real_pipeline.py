@@ -151,7 +151,8 @@ def test_registered_model_loads_elsewhere_after_the_weights_file_moved(real_run,
         elsewhere.mkdir()
         script = (
             "import json, sys, mlflow, pandas as pd\n"
-            f"model = mlflow.pyfunc.load_model('models:/{MODEL_NAME}@champion', model_config={{'device': 'cpu'}})\n"
+            f"model = mlflow.pyfunc.load_model('models:/{MODEL_NAME}@champion',"
+            f" model_config={{'device': 'cpu', 'allow_paths_under': {str(segments)!r}}})\n"
             "out = model.predict(pd.DataFrame({'video': json.loads(sys.argv[1])}), params={'top_k': 3})\n"
             "print(json.dumps([{'labels': list(r.labels), 'scores': [float(s) for s in r.scores], 'error': r.error}"
             " for r in out.itertuples()]))\n"

@@ -167,7 +167,9 @@ def test_mlflow_models_serve_answers_a_video_request(gate, trained, mlflow_serve
     port = free_port()
     log = tmp_path / "serve.log"
     # the scoring server execs `uvicorn` from PATH: put the venv first, as an activated venv would
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    # paths are refused unless the operator allows their directory
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "MADAPTER_ALLOW_PATHS_UNDER": str(StagePaths.from_params(params).raw)}
     cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager", "local",
            "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
     with log.open("w") as out:
@@ -186,6 +188,32 @@ def test_mlflow_models_serve_answers_a_video_request(gate, trained, mlflow_serve
         assert prediction["scores"] == pytest.approx([p["score"] for p in local], abs=1e-5)
     finally:
         stop(proc)
+
+
+def test_the_pyfunc_opens_paths_only_under_the_allowed_directory(gate, trained, mlflow_server: str,
+                                                                  tmp_path: Path) -> None:
+    """Served, a ``video`` path is a file on the server any client could name: refused unless allowed."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from madapter.tracking import fluent_tracking
+
+    params, _ = trained
+    videos, _, _ = _videos(params)
+    outside = tmp_path / "secret.mp4"
+    outside.write_bytes(Path(videos[0]).read_bytes())
+    frame = pd.DataFrame({"video": [videos[0], str(outside), "/dev/zero"]})
+    with fluent_tracking(mlflow_server):
+        default = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion", model_config={"device": "cpu"})
+        allowed = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion", model_config={
+            "device": "cpu", "allow_paths_under": str(StagePaths.from_params(params).raw)})
+    refused = default.predict(frame, params={"top_k": 2})
+    assert all(e.startswith(f"{v}: server-side paths are refused") for v, e in zip(frame.video, refused.error, strict=True))
+    assert all("\n" not in e for e in refused.error)
+    answered = allowed.predict(frame, params={"top_k": 2})
+    assert answered.error[0] == "" and len(answered.labels[0]) == 2
+    assert answered.error[1] == f"{outside}: not under the allowed directory"
+    assert answered.error[2] == "/dev/zero: not under the allowed directory"
 
 
 def test_cli_predict_prints_each_good_video_and_one_line_per_bad_one(trained, tmp_path: Path) -> None:
