@@ -307,3 +307,15 @@ def build_app(params: Params, source: ModelSource):
     decoder = Decoder.options(num_replicas=cfg.decode_replicas).bind(limits)
     return Ingress.options(**queueing).bind(decoder, classifier, source, limits,
                                             cfg.top_k or params.register.top_k, cfg.alias_poll_s)
+
+
+def app_from_args(args: dict[str, str]):
+    """Ray Serve's application builder, for a Serve config (a KubeRay RayService's ``serveConfigV2``):
+    ``import_path: madapter.serving.app:app_from_args`` with ``args: {params: <params.yaml>, model: <uri>}``.
+    The config's ``http_options`` and ``deployments:`` entries then override params.yaml ``serve:``."""
+    from pathlib import Path
+
+    from madapter.config import load_params
+
+    params = load_params(Path(args.get("params", "params.yaml")))
+    return build_app(params, ModelSource.from_params(params, args.get("model")))

@@ -1,9 +1,10 @@
-"""JSON schemas (draft 2020-12) of the KubeRay ``ray.io/v1`` RayCluster and RayJob fields.
+"""JSON schemas (draft 2020-12) of the KubeRay ``ray.io/v1`` RayCluster, RayJob and RayService fields.
 
 Why hand-written: no KubeRay CRD schema can be installed offline (the CRDs ship with the operator's
 Helm chart, not on PyPI), and the generated CRD embeds a full copy of the Kubernetes pod schema per
 template, 20k+ lines.  This is the part KubeRay itself defines, transcribed from its API types
-(``ray-operator/apis/ray/v1/raycluster_types.go`` and ``rayjob_types.go``, KubeRay 1.1 to 1.6): the
+(``ray-operator/apis/ray/v1/raycluster_types.go``, ``rayjob_types.go`` and ``rayservice_types.go``,
+KubeRay 1.1 to 1.6): the
 spec objects list every field KubeRay knows (``additionalProperties: false``, so a misspelt key fails
 as it would in ``kubectl apply --validate=strict``), with types and enums; fields we do not use are
 typed loosely.  The pod templates inside (``template``, ``submitterPodTemplate``) are left open here
@@ -115,6 +116,22 @@ RAY_JOB_SPEC: dict[str, Any] = {
     },
 }
 
+RAY_SERVICE_SPEC: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["rayClusterConfig"],
+    "properties": {
+        "serveConfigV2": {"type": "string"},  # Serve config YAML: test_kuberay.py checks it with Serve's schema
+        "rayClusterConfig": RAY_CLUSTER_SPEC,
+        "serveService": _OBJ,
+        "upgradeStrategy": _OBJ,
+        "rayClusterDeletionDelaySeconds": _INT32,
+        "serviceUnhealthySecondThreshold": _INT32,
+        "deploymentUnhealthySecondThreshold": _INT32,
+        "excludeHeadPodFromServeSvc": {"type": "boolean"},
+    },
+}
+
 _METADATA = {
     "type": "object",
     "required": ["name"],
@@ -145,5 +162,6 @@ def resource_schema(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
 SCHEMAS: dict[str, dict[str, Any]] = {
     "RayCluster": resource_schema("RayCluster", RAY_CLUSTER_SPEC),
     "RayJob": resource_schema("RayJob", RAY_JOB_SPEC),
+    "RayService": resource_schema("RayService", RAY_SERVICE_SPEC),
 }
 """Schema per KubeRay kind."""

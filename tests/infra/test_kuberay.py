@@ -11,6 +11,7 @@ Each check is shown to fail on a broken copy.
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,23 @@ def manifests() -> dict[str, dict[str, Any]]:
     return found
 
 
+CLUSTER_KEY = {"RayCluster": None, "RayJob": "rayClusterSpec", "RayService": "rayClusterConfig"}
+"""Where each kind holds its Ray cluster's spec (``None``: the spec is the cluster's)."""
+
+
+def cluster_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    key = CLUSTER_KEY[obj["kind"]]
+    return obj["spec"] if key is None else obj["spec"].get(key, obj["spec"])
+
+
 def pod_templates(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str]]:
-    """(where, pod template, role) of a RayCluster or RayJob; role is head, worker or submitter."""
+    """(where, pod template, role) of a RayCluster, RayJob or RayService; role is head, worker or submitter."""
     spec = obj["spec"]
-    cluster = spec.get("rayClusterSpec", spec) if obj["kind"] == "RayJob" else spec
+    cluster = cluster_spec(obj)
     if obj["kind"] == "RayJob" and "submitterPodTemplate" in spec:
         yield "spec.submitterPodTemplate", spec["submitterPodTemplate"], "submitter"
-    prefix = "spec.rayClusterSpec" if obj["kind"] == "RayJob" else "spec"
+    key = CLUSTER_KEY[obj["kind"]]
+    prefix = "spec" if key is None else f"spec.{key}"
     yield f"{prefix}.headGroupSpec.template", cluster["headGroupSpec"]["template"], "head"
     for i, group in enumerate(cluster.get("workerGroupSpecs", [])):
         yield f"{prefix}.workerGroupSpecs[{i}].template", group["template"], "worker"
@@ -88,8 +99,12 @@ def exposure_problems(objects: dict[str, dict[str, Any]]) -> list[str]:
     for name, obj in objects.items():
         if obj["kind"] not in SCHEMAS:
             continue
-        cluster = obj["spec"].get("rayClusterSpec", obj["spec"])
+        cluster = cluster_spec(obj)
         head = cluster["headGroupSpec"]
+        serve_service = obj["spec"].get("serveService", {}).get("spec", {})
+        if serve_service.get("type") not in PRIVATE_SERVICE_TYPES:
+            problems.append(f"{name}: serveService type {serve_service['type']} exposes the model server outside "
+                            "the cluster")
         if head.get("serviceType") not in PRIVATE_SERVICE_TYPES:
             problems.append(f"{name}: head serviceType {head['serviceType']} exposes Ray outside the cluster")
         if head.get("enableIngress"):
@@ -120,7 +135,8 @@ def exposure_problems(objects: dict[str, dict[str, Any]]) -> list[str]:
 
 def test_manifests_are_valid() -> None:
     objects = manifests()
-    assert {"raycluster.yaml:RayCluster", "rayjob.yaml:RayJob", "networkpolicy.yaml:NetworkPolicy"} <= set(objects)
+    assert {"raycluster.yaml:RayCluster", "rayjob.yaml:RayJob", "rayservice.yaml:RayService",
+            "networkpolicy.yaml:NetworkPolicy"} <= set(objects)
     for name, obj in objects.items():
         assert schema_errors(obj) == [], name
 
@@ -151,6 +167,11 @@ def _broken(name: str, edit) -> dict[str, Any]:
      "'name' is a required property"),
     ("networkpolicy.yaml:NetworkPolicy", lambda o: o["spec"].update(policyTypes="Ingress"),
      "'Ingress' is not of type 'array'"),
+    ("rayservice.yaml:RayService", lambda o: o["spec"].update(rayClusterSpec=o["spec"].pop("rayClusterConfig")),
+     "'rayClusterConfig' is a required property"),
+    ("rayservice.yaml:RayService",
+     lambda o: o["spec"]["rayClusterConfig"]["workerGroupSpecs"][1]["template"]["spec"].update(toleration=[]),
+     "'toleration' was unexpected"),
 ])
 def test_broken_manifest_fails_validation(name: str, edit, expected: str) -> None:
     errors = schema_errors(_broken(name, edit))
@@ -172,6 +193,11 @@ def _without_token(obj: dict[str, Any]) -> None:
     ("rayjob.yaml:RayJob", lambda o: o["spec"]["rayClusterSpec"]["headGroupSpec"]["template"].pop("metadata"),
      "not selected by any NetworkPolicy"),
     ("networkpolicy.yaml:NetworkPolicy", lambda o: o["spec"]["ingress"][0].pop("from"), "admits every source"),
+    ("rayservice.yaml:RayService", lambda o: o["spec"].update(serveService={"spec": {"type": "LoadBalancer"}}),
+     "serveService type LoadBalancer"),
+    ("rayservice.yaml:RayService",
+     lambda o: o["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"].pop("metadata"),
+     "not selected by any NetworkPolicy"),
 ])
 def test_exposed_manifest_is_caught(name: str, edit, expected: str) -> None:
     objects = manifests()
@@ -185,5 +211,35 @@ def test_every_manifest_file_is_checked() -> None:
     for path in KUBERAY.glob("*"):
         assert path.suffix == ".yaml", f"{path}: the tests only read *.yaml"
     kinds = {obj["kind"] for obj in manifests().values()}
-    assert kinds <= {"RayCluster", "RayJob", "NetworkPolicy"} | {"Secret", "Service", "PersistentVolumeClaim"}, kinds
+    assert kinds <= {"RayCluster", "RayJob", "RayService", "NetworkPolicy"} | {"Secret", "Service",
+                                                                              "PersistentVolumeClaim"}, kinds
     assert Path(KUBERAY / "networkpolicy.yaml").is_file()
+
+
+def serve_config() -> dict[str, Any]:
+    return yaml.safe_load(manifests()["rayservice.yaml:RayService"]["spec"]["serveConfigV2"])
+
+
+def test_the_rayservice_serve_config_is_valid_for_ray_serve_and_builds_the_application() -> None:
+    """``serveConfigV2`` against Ray Serve's own config schema, and its import path + args really build
+    the application of ``python -m madapter serve``, with the deployments the config names."""
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(serve_config())
+    (app,) = config.applications
+    module, builder = app.import_path.split(":")
+    application = getattr(importlib.import_module(module), builder)({**app.args, "params": str(REPO / "params.yaml")})
+    ingress = application._bound_deployment
+    built = {ingress.name} | {arg._bound_deployment.name for arg in ingress.init_args if hasattr(arg, "_bound_deployment")}
+    assert built == {"ingress", "decoder", "classifier"}
+    assert {d.name for d in app.deployments} <= built
+    assert config.http_options.port == 8000 and app.args["model"] == "models:/madapter@champion"
+
+
+def test_a_broken_serve_config_fails_validation() -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    broken = serve_config()
+    broken["applications"][0]["deployments"][1]["num_replicas"] = "many"
+    with pytest.raises(ValueError, match="num_replicas"):
+        ServeDeploySchema.model_validate(broken)
