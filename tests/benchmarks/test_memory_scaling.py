@@ -65,10 +65,16 @@ def test_slopes_and_verdict_are_computed_from_the_points(smoke: tuple[Path, dict
         fitted[mode] = np.polyfit(t, mb, 1)[0]
         assert report["slopes"][mode]["mb_per_frame"] == pytest.approx(fitted[mode])
         assert report["slopes"][mode]["s_per_frame"] == pytest.approx(np.polyfit(t, s, 1)[0])
-    ratio = float(fitted["madapter"] / fitted["full"])
+    # a ratio to a slope that is not positive means nothing: at the smoke size on a busy machine, full's
+    # few MB per frame can come out <= 0 from allocator noise, and the code then reports no ratio
+    ratio = float(fitted["madapter"] / fitted["full"]) if fitted["full"] > 0 else None
     head = report["headline"]
-    assert head["madapter_slope_ratio_to_full"] == pytest.approx(ratio)
-    assert head["target_met"] is (ratio <= 0.1) and head["verdict"] == ("met" if ratio <= 0.1 else "NOT met")
+    if ratio is None:
+        assert head["madapter_slope_ratio_to_full"] is None
+        assert head["target_met"] is None and head["verdict"] == "not measured"
+    else:
+        assert head["madapter_slope_ratio_to_full"] == pytest.approx(ratio)
+        assert head["target_met"] is (ratio <= 0.1) and head["verdict"] == ("met" if ratio <= 0.1 else "NOT met")
     small = report["by_backbone"]["vit_tiny_patch16_224"]
     by_mode = {p["mode"]: p for p in report["points"] if p["frames"] == 4}
     assert small["madapter_vs_full_memory"] == pytest.approx(by_mode["madapter"]["step_peak_mb"] / by_mode["full"]["step_peak_mb"])
@@ -80,7 +86,7 @@ def test_markdown_and_plot_are_pure_functions_of_the_json(scaling: ModuleType, s
     text = scaling.markdown(report, "benchmarks/results/memory_scaling.json")
     assert text == scaling.markdown(json.loads(out.read_text()), "benchmarks/results/memory_scaling.json")
     slope = report["slopes"]["full"]["mb_per_frame"]
-    assert f"| `full` | {slope:.1f} | 1.000x |" in text
+    assert f"| `full` | {slope:.1f} | {'1.000x' if slope > 0 else '-'} |" in text
     assert f"**{report['headline']['verdict']}**" in text
     assert text.rstrip().splitlines()[-1] == (
         f"Source: `benchmarks/results/memory_scaling.json`, written by `{report['command']}`.")
@@ -147,3 +153,18 @@ def test_the_features_child_feeds_the_head_what_the_features_stage_stores() -> N
         assert tensor.dtype == torch.float32 and torch.equal(tensor, tensor.half().float())
     assert not hasattr(model, "backbone") and backbone_params == sum(p.numel() for p in full.backbone.parameters())
     assert model(levels, pooled).shape == (2, 400)
+
+
+def test_a_full_slope_that_is_not_positive_gives_no_ratio_and_no_verdict(scaling: ModuleType,
+                                                                         smoke: tuple[Path, dict]) -> None:
+    """The guard the noisy smoke run may or may not reach, forced: full's memory shrinking with T."""
+    _, report = smoke
+    report = json.loads(json.dumps(report))
+    for point in report["points"]:
+        if point["mode"] == "full":
+            point["step_peak_mb"] = 500.0 - point["frames"]
+    analysed = scaling.analyse(report)
+    assert analysed["slopes"]["full"]["mb_per_frame"] == pytest.approx(-1.0)
+    assert analysed["slopes"]["madapter"]["ratio_to_full"] is None
+    assert analysed["headline"]["verdict"] == "not measured" and analysed["headline"]["target_met"] is None
+    assert "| `full` | -1.0 | - |" in scaling.markdown(analysed, "x.json")

@@ -38,7 +38,7 @@ def serve_params(root: Path) -> Params:
         "register": {"model_name": MODEL, "top_k": 3},
         "serve": {"port": free_port(), "device": "cpu", "max_upload_mb": 2, "max_decode_s": 60, "max_frames": 300,
                   "max_frame_pixels": 1920 * 1080, "max_batch_size": 4, "max_ongoing_requests": 8,
-                  "max_queued_requests": 4, "retry_after_s": 2, "alias_poll_s": 1},
+                  "max_queued_requests": 8, "retry_after_s": 2, "alias_poll_s": 1},
     })
 
 
