@@ -255,7 +255,7 @@ class Ingress:
                     raise Rejected(400, f"POST /predict takes one video, got {len(files)} files (use /predict/batch)")
                 name, data = files[0]
             elif kind.startswith("application/json"):
-                name, data = self._server_file(body)
+                name, data = await asyncio.to_thread(self._server_file, body)
             else:
                 name, data = "<upload>", body
             return JSONResponse(await self._answer(name, data, k))
