@@ -24,6 +24,7 @@ from infra.gpu_check.frames import (
     check_nccl,
     check_pipeline,
     check_predict,
+    check_ray_serve,
     check_serve,
 )
 
@@ -34,6 +35,7 @@ CHECKS: tuple[tuple[str, Callable[[Context], str], str | None], ...] = (
     ("evaluate", check_evaluate, "pipeline"),
     ("predict", check_predict, "pipeline"),
     ("serve", check_serve, "predict"),
+    ("ray_serve", check_ray_serve, "predict"),
     ("batch_predict", check_batch_predict, "predict"),
     ("nccl", check_nccl, "pipeline"),
     ("features", check_features, "pipeline"),

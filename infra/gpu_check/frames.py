@@ -1,5 +1,6 @@
 """The checks of the frames path (the presets' path): the device, the GPU memory benchmark, the whole
-pipeline under ``dvc repro``, then evaluate, predict, batch-predict, serve and NCCL on its products."""
+pipeline under ``dvc repro``, then evaluate, predict, batch-predict, serve (MLflow and Ray Serve) and NCCL
+on its products."""
 
 from __future__ import annotations
 
@@ -216,7 +217,7 @@ def _wait_ping(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise CheckFailed(f"mlflow models serve exited with {proc.returncode}: {last_line(log)} (log: {log})")
+            raise CheckFailed(f"the server exited with {proc.returncode}: {last_line(log)} (log: {log})")
         try:
             if requests.get(url, timeout=2).status_code == 200:
                 return
@@ -266,6 +267,41 @@ def check_serve(ctx: Context) -> str:
         raise CheckFailed(f"GPU memory in use grew by only {in_use:.0f} MiB while the server held the model "
                           f"(>= {SERVED_MIN_MIB} MiB expected): the served model is not on the GPU")
     return f"{uri} -> {served['labels'][0]} ({served['scores'][0]:.3f}) = predict; server took {in_use:.0f} MiB on the GPU"
+
+
+def check_ray_serve(ctx: Context) -> str:
+    """``python -m madapter serve`` with its model replica on the GPU: one upload's answer equals predict's,
+    and the GPU holds the model while it serves."""
+    import requests
+    import torch
+
+    port, log = free_port(), ctx.logs / "ray-serve.log"
+    cmd = [sys.executable, "-m", "madapter", "serve", "-S", f"serve.port={port}", "-S", "serve.device=cuda",
+           "-S", "serve.gpus_per_model_replica=1"]
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    free_before = torch.cuda.mem_get_info()[0]
+    logger.info("serving the champion on Ray Serve, port %d (log: %s)", port, log)
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ctx.repo, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        _wait_ping(f"http://127.0.0.1:{port}/readyz", proc, log, TIMEOUTS["serve_start"])
+        response = requests.post(f"http://127.0.0.1:{port}/predict?top_k=2", timeout=120,
+                                 data=Path(ctx.videos[0]).read_bytes())
+        in_use = (free_before - torch.cuda.mem_get_info()[0]) / 2**20
+    finally:
+        stop_group(proc)
+    if response.status_code != 200:
+        raise CheckFailed(f"HTTP {response.status_code}: {response.text[:300]}")
+    served, local = response.json()["top_k"][0], ctx.predictions[0][0]
+    if served["label"] != local["label"] or abs(served["score"] - local["score"]) > 1e-3:
+        raise CheckFailed(f"Ray Serve answered {served['label']} ({served['score']:.4f}) but predict gave "
+                          f"{local['label']} ({local['score']:.4f}) for {ctx.videos[0]}")
+    if in_use < SERVED_MIN_MIB:
+        raise CheckFailed(f"GPU memory in use grew by only {in_use:.0f} MiB while Ray Serve held the model "
+                          f"(>= {SERVED_MIN_MIB} MiB expected): the model replica is not on the GPU")
+    return f"{served['label']} ({served['score']:.3f}) = predict; the model replica took {in_use:.0f} MiB on the GPU"
 
 
 def check_nccl(ctx: Context) -> str:

@@ -68,7 +68,8 @@ def test_gpu_check_lists_its_checks_without_cuda_including_the_features_path() -
     proc, seconds = _run([sys.executable, "-m", "infra.gpu_check", "--list"])
     assert proc.returncode == 0, proc.stderr
     rows = [line.split(maxsplit=3) for line in proc.stdout.splitlines()]
-    assert [row[0] for row in rows] == ["cuda", "memory", "pipeline", "evaluate", "predict", "serve", "batch_predict", "nccl",
+    assert [row[0] for row in rows] == ["cuda", "memory", "pipeline", "evaluate", "predict", "serve", "ray_serve", "batch_predict",
+                                        "nccl",
                                         "features", "train_features", "evaluate_features"]
     needs = {row[0]: row[2] for row in rows}
     assert (needs["features"], needs["train_features"], needs["evaluate_features"]) == (
