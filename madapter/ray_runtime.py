@@ -19,7 +19,9 @@ the controller die, and a local Ray's placement groups go away with the driver (
 driver that stops Train runs itself, the Tune sweep, aborts them explicitly:
 :mod:`madapter.tune.stopping`).  On a cluster
 started with the dashboard (``ray start --head``, KubeRay) the queries succeed and the message
-does not occur.  So this one message, and nothing else, is dropped at its source: a
+does not occur.  (Unless ANOTHER Ray on the machine serves a State API: then the cleaner asks it, and
+Ray reads its "not found" as a dead controller; :class:`CleanerLivenessFix` makes that safe.)  So this
+one message, and nothing else, is dropped at its source: a
 ``logging.Filter`` on the cleaner's logger, installed in every Ray worker process by Ray's
 documented ``worker_process_setup_hook``.  The cleaner's other warnings (e.g. that it is
 cleaning up after a dead controller), Ray's own warnings and the per-epoch lines are untouched.
@@ -33,6 +35,8 @@ lines; the report line is dropped (its metrics are the epoch's history record, i
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
 import math
 import os
@@ -43,7 +47,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from madapter.config import Params
 
-CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+CLEANER_MODULE = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+CLEANER_LOGGER = CLEANER_MODULE
 CLEANER_RETRY_MESSAGE = "Failed to query Ray Train Controller actor state"
 SETUP_HOOK = f"{__name__}.setup_worker_process"
 """Import path Ray calls in every worker process it starts (``worker_process_setup_hook``)."""
@@ -76,12 +81,55 @@ class DropCleanerRetries(logging.Filter):
 
 
 def setup_worker_process() -> None:
-    """Ray's ``worker_process_setup_hook``: install :class:`DropCleanerRetries` once per process and
-    keep Ray Train's per-report INFO line off the console (:func:`quiet_train_reports`)."""
+    """Ray's ``worker_process_setup_hook``: install :class:`DropCleanerRetries` once per process, keep
+    Ray Train's per-report INFO line off the console (:func:`quiet_train_reports`) and make the
+    cleaner's liveness check safe (:class:`CleanerLivenessFix`)."""
     cleaner_logger = logging.getLogger(CLEANER_LOGGER)
     if not any(isinstance(f, DropCleanerRetries) for f in cleaner_logger.filters):
         cleaner_logger.addFilter(DropCleanerRetries())
     quiet_train_reports()
+    if not any(isinstance(f, CleanerLivenessFix) for f in sys.meta_path):
+        sys.meta_path.insert(0, CleanerLivenessFix())
+
+
+def controller_is_alive(actor_id: str, timeout: int) -> bool:
+    """Only a controller the State API reports DEAD is dead; "not found" is not an answer about it."""
+    from ray.util.state import get_actor
+
+    state = get_actor(actor_id, timeout=timeout)
+    return state is None or state.state != "DEAD"
+
+
+class CleanerLivenessFix(importlib.abc.MetaPathFinder):
+    """Ray 2.60's ``PlacementGroupCleaner`` removes a LIVE training run's placement group (its workers die:
+    "Destroying worker since its placement group was removed") when the State API does not find the
+    controller: ``is_actor_alive`` reads a missing actor as dead.
+
+    Why it does not find it: a worker resolves the State API by auto-detection, which picks the Ray
+    instance started LAST on the machine.  With ``ray[serve]`` installed the dashboard's dependencies
+    are there, so another Ray on the machine (a ``ray start``, a test cluster) serves a State API on
+    8265, and a dashboard-less Ray's cleaner asks it about a controller it has never heard of (seen:
+    a fresh-clone ``make test`` lost a training run; ``tests/train/test_cleaner_liveness.py`` reproduces
+    it).  Here the cleaner's check, once its module is imported in this process (nothing is imported
+    before), becomes :func:`controller_is_alive`; a controller that really died is still reported DEAD
+    by its own cluster's State API, and cleaned up after.
+    """
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None):
+        if fullname != CLEANER_MODULE:
+            return None
+        sys.meta_path.remove(self)  # the real finders locate it; this finder only patches once
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        load = spec.loader.exec_module
+
+        def exec_module(module) -> None:
+            load(module)
+            module.is_actor_alive = controller_is_alive
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

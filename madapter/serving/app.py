@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.config import BackpressureConfig
@@ -44,6 +45,22 @@ MAX_BATCH_FILES = 64
 """Files one ``/predict/batch`` upload may hold (each is also within the body's size limit)."""
 
 api = FastAPI(title="madapter", description="Video action recognition with a frozen image backbone and an M-adapter branch.")
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
+    """A bad query parameter (``?top_k=abc``): 400 and one line naming it, not FastAPI's list of dicts."""
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"][1:]) or "request"
+    return JSONResponse({"error": f"{where}: {first['msg']}"}, status_code=400)
+
+
+@api.exception_handler(Exception)
+async def _server_error(request: Request, err: Exception) -> JSONResponse:
+    """Anything unexpected: 500 and its first line (the traceback goes to the replica's log)."""
+    logger.exception("%s %s failed", request.method, request.url.path)
+    text = str(err).strip().splitlines()
+    return JSONResponse({"error": f"internal error: {text[0] if text else type(err).__name__}"}, status_code=500)
 
 
 @serve.deployment(name="decoder", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=4)

@@ -80,6 +80,7 @@ def test_bad_uploads_get_a_4xx_with_one_line_and_the_server_keeps_serving(app: A
         "server path": (b'{"path": "/etc/passwd"}', {"headers": {"Content-Type": "application/json"}}, 403,
                         "server-side paths are refused"),
         "bad top_k": (good, {"params": {"top_k": 0}}, 400, "top_k"),
+        "top_k not a number": (good, {"params": {"top_k": "many"}}, 400, "top_k: "),
     }
     for name, (body, kwargs, status, says) in cases.items():
         answer = post(app, body, **kwargs)
