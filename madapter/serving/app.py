@@ -100,7 +100,8 @@ class Classifier:
             if key not in self.predictors:
                 self.predictors[key] = await asyncio.to_thread(self.source.load, key, self.device)
                 while len(self.predictors) > VERSIONS_KEPT:
-                    self.predictors.popitem(last=False)
+                    evicted, _ = self.predictors.popitem(last=False)
+                    self.warm.discard(evicted)  # reloaded later, it is warmed up again
             self.predictors.move_to_end(key)
             return self.predictors[key]
 
