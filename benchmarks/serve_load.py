@@ -11,7 +11,8 @@ frame) to Ray Serve: every good request must succeed and every hostile one get a
 The Ray Serve application runs one decoding replica and one model replica (a CPU each) with
 batching across requests; ``mlflow models serve`` one worker that decodes and classifies each
 request in turn.  Targets (issue 23): no failed good request, and at 16 clients at least 2x
-``mlflow models serve``'s throughput.
+``mlflow models serve``'s throughput.  Last, with the servers stopped, the model's forward pass per
+video alone and in a full batch: what batching across requests can save on this machine.
 
     .venv/bin/python -m benchmarks.serve_load            # ~6 min; benchmarks/results/serve_load.{json,png,md}
     .venv/bin/python -m benchmarks.serve_load --quick    # ~3 min: 32 requests per point instead of 96
@@ -40,11 +41,11 @@ TARGET_RATIO = 2.0
 """Issue target: Ray Serve's throughput at the highest concurrency >= 2x mlflow models serve's."""
 MODEL = "serve-bench"
 FULL: dict[str, Any] = {"clients": [1, 4, 16], "requests": 96, "hostile_share": 0.1, "img_size": 64,
-                        "num_frames": 8, "clip_frames": 16, "clip_size": 64, "videos": 6}
+                        "num_frames": 8, "clip_frames": 16, "clip_size": 64, "videos": 6, "forward_repeats": 10}
 PROFILES: dict[str, dict[str, Any]] = {
     "full": FULL,
     "quick": {**FULL, "requests": 32},
-    "smoke": {**FULL, "clients": [1, 2], "requests": 4, "img_size": 32, "videos": 2},  # the test's, not a result
+    "smoke": {**FULL, "clients": [1, 2], "requests": 4, "img_size": 32, "videos": 2, "forward_repeats": 2},  # the test's
 }
 Post = Callable[[bytes], tuple[bool, int]]
 """One request with a video's bytes: (answered as a good video should be, HTTP status)."""
@@ -216,6 +217,46 @@ def mixed(post: Post, good: list[bytes], hostile: dict[str, bytes], clients: int
             "hostile_statuses": sorted(set(bad))}
 
 
+def per_video_costs(params, clip: Path, repeats: int) -> dict[str, Any]:
+    """What batching saves where the model replicas run: the served model's forward pass in ms per video,
+    one video alone and ``serve.max_batch_size`` at once, beside what decoding one clip costs (best of
+    ``repeats`` each), on the CPU with one thread, as a replica with one CPU runs it (Ray sets its
+    ``OMP_NUM_THREADS`` to 1).
+
+    Why: batching across requests is what the Ray Serve design adds, and it pays only where a forward
+    pass of N videos costs much less than N passes of one (a GPU); this says how much it can pay here.
+    """
+    import torch
+
+    from madapter.data.clips import ViewProtocol, load_video_views
+    from madapter.inference import view_logits
+    from madapter.models.build import build_model
+
+    model = build_model(params.model, num_classes=12).eval()
+    batch = params.serve.max_batch_size
+    size = params.model.img_size
+
+    def best_ms(work: Callable[[], Any]) -> float:
+        work()  # warm-up: first-call allocations are not the cost
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            work()
+            best = min(best, time.perf_counter() - started)
+        return best * 1000
+
+    def forward(videos: int) -> Callable[[], Any]:
+        views = torch.zeros(videos, 1, params.model.num_frames, 3, size, size)
+        return lambda: view_logits(model, views)
+
+    protocol = ViewProtocol(params.model.num_frames, 1, 1, size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    with torch.no_grad():
+        alone, batched = best_ms(forward(1)), best_ms(forward(batch)) / batch
+    return {"device": "cpu", "threads": torch.get_num_threads(), "batch": batch, "ms_per_video_alone": round(alone, 2),
+            "ms_per_video_batched": round(batched, 2), "saving": round(alone / batched, 2),
+            "decode_ms": round(best_ms(lambda: load_video_views(clip, protocol)), 2)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -247,10 +288,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mlflow_proc.kill()
         mlflow_proc.wait(30)
         server.stop()
-    return {"settings": s, "points": points, "mixed": hostile, "headline": headline(points, hostile)}
+    forward = per_video_costs(params, work / "clip0.mp4", s["forward_repeats"])  # after the servers stopped: the CPU is this run's alone
+    return {"settings": s, "points": points, "mixed": hostile, "forward": forward,
+            "headline": headline(points, hostile, forward)}
 
 
-def headline(points: list[dict[str, Any]], hostile: dict[str, Any]) -> dict[str, Any]:
+def headline(points: list[dict[str, Any]], hostile: dict[str, Any], forward: dict[str, Any]) -> dict[str, Any]:
     top = max(p["clients"] for p in points)
     at_top = {p["server"]: p for p in points if p["clients"] == top}
     ratio = div(at_top["ray_serve"]["videos_per_s"], at_top["mlflow"]["videos_per_s"])
@@ -258,7 +301,7 @@ def headline(points: list[dict[str, Any]], hostile: dict[str, Any]) -> dict[str,
     met = ratio is not None and ratio >= TARGET_RATIO and failed == 0 and hostile["hostile_4xx"] == hostile["hostile"]
     return {"clients": top, "throughput_ratio": ratio and round(ratio, 2), "target_ratio": TARGET_RATIO,
             "ray_serve_failed_good": failed, "hostile_all_4xx": hostile["hostile_4xx"] == hostile["hostile"],
-            "target_met": met}
+            "target_met": met, "batching_saving": forward["saving"]}
 
 
 # ----------------------------------------------------------------------------- report (pure)
@@ -278,7 +321,12 @@ def markdown(report: dict[str, Any], json_path: str) -> str:
         f"second of `mlflow models serve` (target >= {h['target_ratio']:.0f}x, no failed good request): "
         f"**{'met' if h['target_met'] else 'NOT met'}**. Same model (random-init ViT-tiny, {s['img_size']} px, "
         f"{s['num_frames']} frames), same {s['videos']} synthetic {s['clip_size']}-px clips, {s['requests']} "
-        "requests per point, loopback, one decoding and one model replica against one MLflow worker.",
+        "requests per point, loopback, one decoding and one model replica against one MLflow worker.", "",
+        f"What batching can save here: the model's forward pass costs {report['forward']['ms_per_video_batched']:.1f} ms "
+        f"per video in a batch of {report['forward']['batch']} against {report['forward']['ms_per_video_alone']:.1f} ms "
+        f"alone ({fmt(h['batching_saving'], '.2f', 'x')}; {report['forward']['device']}, "
+        f"{report['forward']['threads']} thread); decoding one clip into its view costs "
+        f"{report['forward']['decode_ms']:.1f} ms.",
     ], report, json_path, unit="s")
 
 

@@ -63,9 +63,14 @@ async def _server_error(request: Request, err: Exception) -> JSONResponse:
     return JSONResponse({"error": f"internal error: {text[0] if text else type(err).__name__}"}, status_code=500)
 
 
-@serve.deployment(name="decoder", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=4)
+@serve.deployment(name="decoder", ray_actor_options={"num_cpus": 1})
 class Decoder:
-    """Video bytes -> the protocol's views, one decoding child process per replica."""
+    """Video bytes -> the protocol's views, one decoding child process per replica.
+
+    It accepts as many requests as the ingress (``serve.max_ongoing_requests``) and queues them on its
+    lock: a replica that refused them instead would send each caller into Ray Serve's retry backoff,
+    which idled the decoder between requests in the load benchmark.
+    """
 
     def __init__(self, limits: UploadLimits) -> None:
         from madapter.serving.decoding import DecodingProcess
@@ -322,7 +327,7 @@ def build_app(params: Params, source: ModelSource):
     classifier = Classifier.options(
         ray_actor_options={"num_cpus": 1, "num_gpus": cfg.gpus_per_model_replica}, **scaling, **queueing,
     ).bind(source, cfg.device, cfg.max_batch_size, cfg.batch_wait_timeout_s)
-    decoder = Decoder.options(num_replicas=cfg.decode_replicas).bind(limits)
+    decoder = Decoder.options(num_replicas=cfg.decode_replicas, max_ongoing_requests=cfg.max_ongoing_requests).bind(limits)
     return Ingress.options(**queueing).bind(decoder, classifier, source, limits,
                                             cfg.top_k or params.register.top_k, cfg.alias_poll_s)
 

@@ -39,6 +39,10 @@ def test_both_servers_answer_every_request_and_the_report_keeps_its_contract(smo
     assert head["clients"] == 2 and head["throughput_ratio"] == pytest.approx(ratio, abs=0.01)
     assert head["target_met"] is (ratio >= serve_load.TARGET_RATIO and head["ray_serve_failed_good"] == 0
                                   and head["hostile_all_4xx"])
+    forward = report["forward"]
+    assert forward["batch"] == 8 and forward["threads"] == 1 and forward["ms_per_video_batched"] > 0 < forward["decode_ms"]
+    assert head["batching_saving"] == forward["saving"] == pytest.approx(
+        forward["ms_per_video_alone"] / forward["ms_per_video_batched"], abs=0.01)
     from benchmarks.harness import shown
 
     assert serve_load.markdown(report, shown(out)) == out.with_suffix(".md").read_text()
