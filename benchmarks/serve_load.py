@@ -78,22 +78,13 @@ def bench_params(work: Path, s: dict[str, Any]):
 
 def register_model(params) -> None:
     """One version of a random-init model, logged as the register stage logs it; alias ``champion``."""
-    from mlflow import MlflowClient
-
     from madapter.models.build import build_model
     from madapter.models.checkpoint import save_checkpoint
-    from madapter.registry import _log_pyfunc
-    from madapter.tracking import ensure_experiment
+    from madapter.registry import register_checkpoint
 
-    uri = params.mlflow.tracking_uri
-    client = MlflowClient(uri, registry_uri=uri)
     checkpoint = save_checkpoint(Path(params.base.outputs_dir) / "checkpoint.pt", build_model(params.model, num_classes=12),
                                  [f"class{i}" for i in range(12)])
-    run = client.create_run(ensure_experiment(client, params))
-    evaluation = {"frames": params.model.num_frames, "clips": 1, "crops": 1, "split": "test"}
-    version = _log_pyfunc(params, client, run.info.run_id, checkpoint, evaluation).version
-    client.set_terminated(run.info.run_id)
-    client.set_registered_model_alias(MODEL, "champion", version)
+    register_checkpoint(params, checkpoint, {"frames": params.model.num_frames, "clips": 1, "crops": 1, "split": "test"})
 
 
 def synthetic_clips(work: Path, s: dict[str, Any]) -> list[bytes]:

@@ -111,7 +111,7 @@ class VideoClassifierPyfunc(mlflow.pyfunc.PythonModel):
         """Typed: MLflow reads the input type hint (a DataFrame: validated against the logged signature,
         the columns being optional) and warns about a ``predict`` without one."""
         from madapter.predict import error_line
-        from madapter.serving.uploads import allowed_path
+        from madapter.request_checks import allowed_path
 
         k = int((params or {}).get("top_k") or self.top_k)
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -405,9 +405,21 @@ class LoggedPyfunc:
     """What the card says of the model the checkpoint rebuilds."""
 
 
-def _log_model(params: Params, client, run_id: str, checkpoint: Path, evaluation: dict[str, Any]) -> str:
-    """Log and register the pyfunc of ``checkpoint`` (no card, no lineage); returns the version."""
-    return _log_pyfunc(params, client, run_id, checkpoint, evaluation).version
+def register_checkpoint(params: Params, checkpoint: Path, evaluation: dict[str, Any], alias: str | None = CHAMPION,
+                        run_name: str | None = None) -> str:
+    """Register a checkpoint made outside the pipeline (a model from elsewhere, a test's, a benchmark's)
+    as the register stage logs it, in a finished run of its own, with no gate, card or lineage: the new
+    version gets ``alias`` (none when ``None``).  ``evaluation`` is the view protocol it is served
+    with (``frames``, ``clips``, ``crops``, ``split``).  Returns the version."""
+    from madapter.tracking import ensure_experiment, get_client
+
+    client = get_client(params)
+    run = client.create_run(ensure_experiment(client, params), run_name=run_name)
+    version = _log_pyfunc(params, client, run.info.run_id, checkpoint, evaluation).version
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    if alias is not None:
+        client.set_registered_model_alias(params.register.model_name, alias, version)
+    return version
 
 
 def _log_pyfunc(params: Params, client, run_id: str, checkpoint: Path, evaluation: dict[str, Any],

@@ -34,8 +34,8 @@ from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
 from madapter.config import Params
+from madapter.request_checks import Rejected, UploadLimits, server_path, too_large
 from madapter.serving.models import ModelSource
-from madapter.serving.uploads import Rejected, UploadLimits, server_path, too_large
 
 logger = logging.getLogger(__name__)
 

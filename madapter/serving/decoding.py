@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from madapter.serving.uploads import Rejected, UploadLimits, check_container
+from madapter.request_checks import Rejected, UploadLimits, check_container
 
 logger = logging.getLogger(__name__)
 

@@ -114,16 +114,11 @@ def checkpoint(dataset: Dataset) -> Path:
 @pytest.fixture(scope="session")
 def registered(dataset: Dataset, checkpoint: Path) -> str:
     """The checkpoint as the real madapter pyfunc, registered in a real MLflow registry; alias ``champion``."""
-    from madapter.registry import CHAMPION, _log_model
-    from madapter.tracking import ensure_experiment, get_client
+    from madapter.registry import CHAMPION, register_checkpoint
 
     params = dataset.params
-    client = get_client(params)
-    run = client.create_run(ensure_experiment(client, params), run_name="batch-predict-model")
     evaluation = {"frames": params.model.num_frames, "clips": params.evaluate.clips, "crops": params.evaluate.crops}
-    version = _log_model(params, client, run.info.run_id, checkpoint, evaluation)
-    client.set_terminated(run.info.run_id, status="FINISHED")
-    client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
+    register_checkpoint(params, checkpoint, evaluation, run_name="batch-predict-model")
     return f"models:/{MODEL_NAME}@{CHAMPION}"
 
 

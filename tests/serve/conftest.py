@@ -1,7 +1,7 @@
 """A real Ray Serve application on 127.0.0.1 over a real MLflow registry (SQLite) holding two versions.
 
 The two versions are random-init tiny models (different seeds, so they answer differently), logged the
-way the register stage logs them (:func:`madapter.registry._log_pyfunc`: models from code, the
+way the register stage logs them (:func:`madapter.registry.register_checkpoint`: models from code, the
 backbone's settings, the view protocol).  The application follows ``models:/served@champion`` with a
 one-second poll and test-sized limits.  It runs on the session's local Ray, which is shut down when
 the folder is done (Serve's detached controller and proxy must not outlive it).
@@ -66,22 +66,16 @@ class Registry:
 @pytest.fixture(scope="package")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     """Two registered versions of :data:`MODEL`; alias ``champion`` on version 1."""
-    from madapter.registry import _log_pyfunc
-    from madapter.tracking import ensure_experiment
+    from madapter.registry import CHAMPION, register_checkpoint
 
     root = tmp_path_factory.mktemp("serve")
     params = serve_params(root)
     registry = Registry(params, {})
-    client = registry.client()
-    experiment = ensure_experiment(client, params)
     evaluation = {"frames": params.model.num_frames, "clips": 1, "crops": 1, "split": "test"}
     for seed in SEEDS:
         checkpoint = write_checkpoint(root / f"checkpoint-{seed}.pt", params, seed)
-        run = client.create_run(experiment)
-        logged = _log_pyfunc(params, client, run.info.run_id, checkpoint, evaluation)
-        client.set_terminated(run.info.run_id)
-        registry.checkpoints[logged.version] = checkpoint
-    client.set_registered_model_alias(MODEL, "champion", "1")
+        version = register_checkpoint(params, checkpoint, evaluation, alias=CHAMPION if seed == SEEDS[0] else None)
+        registry.checkpoints[version] = checkpoint
     return registry
 
 

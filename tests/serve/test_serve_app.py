@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from tests.serve.conftest import MODEL, App, encode
 pytestmark = pytest.mark.integration
 
 
-def post(app: App, data: bytes, **kwargs) -> requests.Response:
+def post(app: App, data: bytes | Iterator[bytes], **kwargs) -> requests.Response:
     return requests.post(f"{app.url}/predict", data=data, timeout=120, **kwargs)
 
 
@@ -66,6 +67,13 @@ def _png_bomb(path: Path) -> Path:
     return encode(path, np.zeros((1, 10_000, 10_000), np.uint8), codec="png", pix_fmt="gray")
 
 
+def _chunked(total_mb: int) -> Iterator[bytes]:
+    """A body sent with ``Transfer-Encoding: chunked``: no Content-Length for the server to refuse up front."""
+    rng = np.random.default_rng(1)
+    for _ in range(4 * total_mb):
+        yield rng.bytes(2**18)
+
+
 def test_bad_uploads_get_a_4xx_with_one_line_and_the_server_keeps_serving(app: App, clips: list[Path],
                                                                           tmp_path: Path) -> None:
     good = clips[0].read_bytes()
@@ -77,6 +85,7 @@ def test_bad_uploads_get_a_4xx_with_one_line_and_the_server_keeps_serving(app: A
         "10,000 x 10,000 frame": (_png_bomb(tmp_path / "bomb.mov").read_bytes(), {}, 422, "serve.max_frame_pixels"),
         "too many frames": (long_video.read_bytes(), {}, 422, "serve.max_frames"),
         "too large": (np.random.default_rng(0).bytes(3 * 2**20), {}, 413, "serve.max_upload_mb"),
+        "too large, chunked": (_chunked(3), {}, 413, "serve.max_upload_mb"),
         "server path": (b'{"path": "/etc/passwd"}', {"headers": {"Content-Type": "application/json"}}, 403,
                         "server-side paths are refused"),
         "bad top_k": (good, {"params": {"top_k": 0}}, 400, "top_k"),

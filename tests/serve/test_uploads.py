@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from madapter.data.clips import ViewProtocol
+from madapter.request_checks import Rejected, UploadLimits, allowed_path, server_path
 from madapter.serving.decoding import DecodingProcess
-from madapter.serving.uploads import Rejected, UploadLimits, allowed_path, server_path
 from tests.serve.conftest import encode
 
 LIMITS = UploadLimits(max_upload_bytes=2**20, max_decode_s=60, max_frames=1000, max_frame_pixels=1920 * 1080)

@@ -1,6 +1,7 @@
-"""What a request may ask of the server: upload size, frame size and count, server-side paths.
+"""What a request may ask of a server: upload size, frame size and count, server-side paths.
 
-Every refusal is a :class:`Rejected` with an HTTP status and one line that names the limit (the
+Both servers apply it: the Ray Serve application (:mod:`madapter.serving`) and the MLflow pyfunc of
+:mod:`madapter.registry` behind ``mlflow models serve`` (its server-side paths rule).  Every refusal is a :class:`Rejected` with an HTTP status and one line that names the limit (the
 params.yaml key) and what to do; nothing here reads more than the limits allow.  Checks that need the
 container (:func:`check_container`) run inside the decoding process, under its time limit.
 """
