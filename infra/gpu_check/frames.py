@@ -12,8 +12,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.gpu_check.common import (
     BIN,
@@ -30,6 +31,9 @@ from infra.gpu_check.common import (
 from infra.gpu_check.device import cuda_peak_of, require_on_gpu
 from infra.gpu_check.process import child_env, copy_repo, free_port, last_line, run_logged, stop_group
 from infra.gpu_check.settings import gpu_overrides, nccl_cli, write_params
+
+if TYPE_CHECKING:
+    import requests
 
 
 def check_cuda(ctx: Context) -> str:
@@ -227,10 +231,42 @@ def _wait_ping(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> N
     raise CheckFailed(f"{url} did not answer within {timeout:.0f} s: {last_line(log)} (log: {log})")
 
 
+def _serve_one_video(cmd: list[str], cwd: Path, env: dict[str, str], ready_url: str, log: Path,
+                     send: Callable[[], requests.Response]) -> tuple[dict, float]:
+    """Start a server (its own session), wait for ``ready_url``, send one request; returns the answer's JSON
+    and how many MiB of GPU memory the server took while it held the model.  Fails in one line on an HTTP
+    error or when the server did not put the model on the GPU."""
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    free_before = torch.cuda.mem_get_info()[0]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_ping(ready_url, proc, log, TIMEOUTS["serve_start"])
+        response = send()
+        in_use = (free_before - torch.cuda.mem_get_info()[0]) / 2**20
+    finally:
+        stop_group(proc)
+    if response.status_code != 200:
+        raise CheckFailed(f"HTTP {response.status_code}: {response.text[:300]}")
+    if in_use < SERVED_MIN_MIB:
+        raise CheckFailed(f"GPU memory in use grew by only {in_use:.0f} MiB while the server held the model "
+                          f"(>= {SERVED_MIN_MIB} MiB expected): the served model is not on the GPU (log: {log})")
+    return response.json(), in_use
+
+
+def _agrees_with_predict(ctx: Context, server: str, label: str, score: float) -> None:
+    local = ctx.predictions[0][0]
+    if label != local["label"] or abs(score - local["score"]) > 1e-3:
+        raise CheckFailed(f"{server} answered {label} ({score:.4f}) but predict gave "
+                          f"{local['label']} ({local['score']:.4f}) for {ctx.videos[0]}")
+
+
 def check_serve(ctx: Context) -> str:
     """``mlflow models serve`` of the registered model on the GPU; agrees with predict."""
     import requests
-    import torch
 
     from madapter.tracking import resolve_tracking_uri
 
@@ -239,33 +275,17 @@ def check_serve(ctx: Context) -> str:
     port, log = free_port(), ctx.logs / "serve.log"
     cmd = [str(BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
            "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    free_before = torch.cuda.mem_get_info()[0]
+    env = child_env(MLFLOW_TRACKING_URI=resolve_tracking_uri(ctx.params), MADAPTER_DEVICE="cuda",
+                    MADAPTER_ALLOW_PATHS_UNDER=str(Path(ctx.videos[0]).parent.parent))
     logger.info("serving %s on port %d (log: %s)", uri, port, log)
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ctx.work, env=child_env(MLFLOW_TRACKING_URI=resolve_tracking_uri(ctx.params), MADAPTER_DEVICE="cuda",
-                                                             MADAPTER_ALLOW_PATHS_UNDER=str(Path(ctx.videos[0]).parent.parent)),
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_ping(f"http://127.0.0.1:{port}/ping", proc, log, TIMEOUTS["serve_start"])
-        response = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=120,
-                                 json={"dataframe_records": [{"video": ctx.videos[0]}], "params": {"top_k": 2}})
-        in_use = (free_before - torch.cuda.mem_get_info()[0]) / 2**20
-    finally:
-        stop_group(proc)
-    if response.status_code != 200:
-        raise CheckFailed(f"HTTP {response.status_code}: {response.text[:300]}")
-    served = response.json()["predictions"][0]
+    answer, in_use = _serve_one_video(
+        cmd, ctx.work, env, f"http://127.0.0.1:{port}/ping", log,
+        lambda: requests.post(f"http://127.0.0.1:{port}/invocations", timeout=120,
+                              json={"dataframe_records": [{"video": ctx.videos[0]}], "params": {"top_k": 2}}))
+    served = answer["predictions"][0]
     if served["error"]:
         raise CheckFailed(f"the served model answered an error: {served['error']}")
-    local = ctx.predictions[0]
-    if served["labels"][0] != local[0]["label"] or abs(served["scores"][0] - local[0]["score"]) > 1e-3:
-        raise CheckFailed(f"served {served['labels'][0]} ({served['scores'][0]:.4f}) but predict gave "
-                          f"{local[0]['label']} ({local[0]['score']:.4f}) for {ctx.videos[0]}")
-    if in_use < SERVED_MIN_MIB:
-        raise CheckFailed(f"GPU memory in use grew by only {in_use:.0f} MiB while the server held the model "
-                          f"(>= {SERVED_MIN_MIB} MiB expected): the served model is not on the GPU")
+    _agrees_with_predict(ctx, "mlflow models serve", served["labels"][0], served["scores"][0])
     return f"{uri} -> {served['labels'][0]} ({served['scores'][0]:.3f}) = predict; server took {in_use:.0f} MiB on the GPU"
 
 
@@ -273,34 +293,17 @@ def check_ray_serve(ctx: Context) -> str:
     """``python -m madapter serve`` with its model replica on the GPU: one upload's answer equals predict's,
     and the GPU holds the model while it serves."""
     import requests
-    import torch
 
     port, log = free_port(), ctx.logs / "ray-serve.log"
     cmd = [sys.executable, "-m", "madapter", "serve", "-S", f"serve.port={port}", "-S", "serve.device=cuda",
            "-S", "serve.gpus_per_model_replica=1"]
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    free_before = torch.cuda.mem_get_info()[0]
     logger.info("serving the champion on Ray Serve, port %d (log: %s)", port, log)
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ctx.repo, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        _wait_ping(f"http://127.0.0.1:{port}/readyz", proc, log, TIMEOUTS["serve_start"])
-        response = requests.post(f"http://127.0.0.1:{port}/predict?top_k=2", timeout=120,
-                                 data=Path(ctx.videos[0]).read_bytes())
-        in_use = (free_before - torch.cuda.mem_get_info()[0]) / 2**20
-    finally:
-        stop_group(proc)
-    if response.status_code != 200:
-        raise CheckFailed(f"HTTP {response.status_code}: {response.text[:300]}")
-    served, local = response.json()["top_k"][0], ctx.predictions[0][0]
-    if served["label"] != local["label"] or abs(served["score"] - local["score"]) > 1e-3:
-        raise CheckFailed(f"Ray Serve answered {served['label']} ({served['score']:.4f}) but predict gave "
-                          f"{local['label']} ({local['score']:.4f}) for {ctx.videos[0]}")
-    if in_use < SERVED_MIN_MIB:
-        raise CheckFailed(f"GPU memory in use grew by only {in_use:.0f} MiB while Ray Serve held the model "
-                          f"(>= {SERVED_MIN_MIB} MiB expected): the model replica is not on the GPU")
+    answer, in_use = _serve_one_video(
+        cmd, ctx.repo, child_env(), f"http://127.0.0.1:{port}/readyz", log,
+        lambda: requests.post(f"http://127.0.0.1:{port}/predict?top_k=2", timeout=120,
+                              data=Path(ctx.videos[0]).read_bytes()))
+    served = answer["top_k"][0]
+    _agrees_with_predict(ctx, "Ray Serve", served["label"], served["score"])
     return f"{served['label']} ({served['score']:.3f}) = predict; the model replica took {in_use:.0f} MiB on the GPU"
 
 
