@@ -32,8 +32,8 @@ from madapter.config import ConfigError, Params
 from madapter.errors import StageError, first_line
 from madapter.fileio import write_json_atomic
 from madapter.paths import StagePaths
-from madapter.ray_runtime import TRAIN_LOG_LEVEL
 from madapter.ray_runtime import start_ray as _start_ray
+from madapter.ray_worker_setup import TRAIN_LOG_LEVEL
 from madapter.train.identity import ray_run_name
 from madapter.train.state import export_model, latest_checkpoint_dir, load_train_state, read_meta
 from madapter.train.storage import check_shared_storage, join, local_dir, resolve_storage
@@ -189,7 +189,7 @@ def _trainer(params: Params, config: WorkerConfig, ray_name: str, storage: str, 
     lost node is one: the group restarts from the last registered checkpoint once it can be placed
     again), how many epoch checkpoints to keep, the Ray Train ``callbacks`` (the epoch metrics'
     MLflow log, a sweep's ``TuneReportCallback``), and Ray Train's console level (warnings only:
-    :data:`madapter.ray_runtime.TRAIN_LOG_LEVEL`)."""
+    :data:`madapter.ray_worker_setup.TRAIN_LOG_LEVEL`)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 

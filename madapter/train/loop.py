@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from madapter.config import TrainSection
-from madapter.ray_runtime import tag_package_lines
+from madapter.ray_worker_setup import tag_package_lines
 from madapter.stage_summary import epoch_is_logged, epoch_line
 from madapter.train.mlflow_log import RunLog
 from madapter.train.optim import Optimisation

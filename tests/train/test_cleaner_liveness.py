@@ -1,5 +1,5 @@
 """Ray Train's placement-group cleaner must not tear down a live run because ANOTHER Ray on the machine
-answers the State API (:class:`madapter.ray_runtime.CleanerLivenessFix`).
+answers the State API (:class:`madapter.ray_worker_setup.CleanerLivenessFix`).
 
 Reproduced for real: the session's dashboard-less local Ray, then a second Ray on this machine whose
 head serves a dashboard (started last, so auto-detection picks it).  Asked from a worker of the first,

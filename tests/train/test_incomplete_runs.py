@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 
 from madapter.config import Params
 from madapter.evaluate import evaluate
-from madapter.ray_runtime import CLEANER_RETRY_MESSAGE
+from madapter.ray_worker_setup import CLEANER_RETRY_MESSAGE
 from madapter.registry import RegisterResult, register
 from madapter.run_status import COMPLETED_TAG, STOP_REASON_TAG
 from madapter.train.driver import TrainResult, train

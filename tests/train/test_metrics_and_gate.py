@@ -179,14 +179,11 @@ def test_logging_a_model_into_a_run_keeps_its_status_and_end_time(tmp_path: Path
 
 
 def test_ray_worker_filter_drops_only_the_cleaner_retry_warning() -> None:
+    import importlib
     import logging
 
-    from madapter.ray_runtime import (
-        CLEANER_LOGGER,
-        DropCleanerRetries,
-        setup_worker_process,
-        worker_runtime_env,
-    )
+    from madapter.ray_runtime import worker_runtime_env
+    from madapter.ray_worker_setup import CLEANER_LOGGER, DropCleanerRetries, setup_worker_process
 
     def record(message: str) -> logging.LogRecord:
         return logging.LogRecord(CLEANER_LOGGER, logging.WARNING, __file__, 1, message, None, None)
@@ -206,8 +203,9 @@ def test_ray_worker_filter_drops_only_the_cleaner_retry_warning() -> None:
     finally:
         cleaner.filters[:] = before
     env = worker_runtime_env()
-    assert env["worker_process_setup_hook"] == "madapter.ray_runtime.setup_worker_process"
-    assert Path(env["env_vars"]["PYTHONPATH"], "madapter", "ray_runtime.py").is_file()
+    module, _, name = env["worker_process_setup_hook"].rpartition(".")
+    assert getattr(importlib.import_module(module), name) is setup_worker_process  # the hook Ray imports is this one
+    assert Path(env["env_vars"]["PYTHONPATH"], *module.split(".")).with_suffix(".py").is_file()
 
 
 def test_register_names_run_json_when_its_mlflow_run_is_not_in_the_store(tmp_path: Path) -> None:
