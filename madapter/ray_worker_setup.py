@@ -67,10 +67,18 @@ def setup_worker_process() -> None:
 
 
 def controller_is_alive(actor_id: str, timeout: int) -> bool:
-    """Only a controller the State API reports DEAD is dead; "not found" is not an answer about it."""
+    """Only a controller the State API reports DEAD is dead; "not found" is not an answer about it.
+
+    The query names this process's own cluster (its GCS address).  Left to auto-detection, the State API
+    client reads ``/tmp/ray/ray_current_cluster``, which names the cluster a ``ray start`` on this
+    machine last started, dead or alive: with a stale one every check blocked for 40 s ("Timed out while
+    waiting for GCS to become available"), so the cleaner could not stop within its 12 s and every Train
+    run's shutdown waited those 12 s and printed a ``GetTimeoutError`` traceback.
+    """
+    import ray
     from ray.util.state import get_actor
 
-    state = get_actor(actor_id, timeout=timeout)
+    state = get_actor(actor_id, address=ray.get_runtime_context().gcs_address, timeout=timeout)
     return state is None or state.state != "DEAD"
 
 
