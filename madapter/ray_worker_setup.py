@@ -87,14 +87,16 @@ class CleanerLivenessFix(importlib.abc.MetaPathFinder):
     "Destroying worker since its placement group was removed") when the State API does not find the
     controller: ``is_actor_alive`` reads a missing actor as dead.
 
-    Why it does not find it: a worker resolves the State API by auto-detection, which picks the Ray
-    instance started LAST on the machine.  With ``ray[serve]`` installed the dashboard's dependencies
-    are there, so another Ray on the machine (a ``ray start``, a test cluster) serves a State API on
-    8265, and a dashboard-less Ray's cleaner asks it about a controller it has never heard of (seen:
-    a fresh-clone ``make test`` lost a training run; ``tests/train/test_cleaner_liveness.py`` reproduces
-    it).  Here the cleaner's check, once its module is imported in this process (nothing is imported
-    before), becomes :func:`controller_is_alive`; a controller that really died is still reported DEAD
-    by its own cluster's State API, and cleaned up after.
+    Why it does not find it: a dashboard-less Ray has no State API of its own, and the client falls back
+    to 127.0.0.1:8265.  With ``ray[serve]`` installed the dashboard's dependencies are there, so another
+    Ray on the machine (a ``ray start``, a test cluster) may serve a State API there, and the cleaner asks
+    it about a controller it has never heard of (seen: a fresh-clone ``make test`` lost a training run).
+    And left to auto-detection, the client first looks for the cluster a ``ray start`` last named in
+    ``/tmp/ray/ray_current_cluster``; when that one is gone, each check blocked 40 s.  Here the
+    cleaner's check, once its module is imported in this process (nothing is imported before), becomes
+    :func:`controller_is_alive`: it asks this process's own cluster, and only DEAD is dead; a controller
+    that really died is still reported DEAD by a State API that serves its cluster, and cleaned up after.
+    ``tests/train/test_cleaner_liveness.py`` reproduces both.
     """
 
     def find_spec(self, fullname: str, path: object = None, target: object = None):
