@@ -68,6 +68,20 @@ def _ask_with_a_stale_cluster_file(actor_id: str, ray_tmpdir: str, dead_address:
             os.environ["RAY_TMPDIR"] = saved
 
 
+def _live_controller():
+    """An actor of the session's Ray that stands in for a running Train controller (alive, answering)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Controller:
+        def ping(self) -> bool:
+            return True
+
+    controller = Controller.remote()
+    assert ray.get(controller.ping.remote())
+    return controller
+
+
 def test_a_foreign_state_api_does_not_make_a_live_controller_dead() -> None:
     import ray
 
@@ -78,13 +92,7 @@ def test_a_foreign_state_api_does_not_make_a_live_controller_dead() -> None:
         assert foreign.stdout.readline().strip(), "the second Ray did not start"
         time.sleep(5)  # its dashboard comes up after the head
 
-        @ray.remote(num_cpus=0)
-        class Controller:
-            def ping(self) -> bool:
-                return True
-
-        controller = Controller.remote()
-        assert ray.get(controller.ping.remote())
+        controller = _live_controller()
         ask = ray.remote(num_cpus=0)(_ask)
         rays_check, cleaners_check = ray.get(ask.remote(controller._actor_id.hex()), timeout=120)
         assert rays_check is False, "Ray's own check no longer reads a foreign 'not found' as dead: drop the patch"
@@ -96,20 +104,14 @@ def test_a_foreign_state_api_does_not_make_a_live_controller_dead() -> None:
 
 
 def test_a_stale_cluster_file_does_not_block_the_cleaner(tmp_path) -> None:
-    """Asked of a dead GCS (auto-detection reads the file), the State API waits 40 s before it fails; the cleaner could then not stop within
-    its 12 s, and every Train run's shutdown waited for it and printed a traceback.  The check asks this
-    worker's own cluster: an answer at once, whatever auto-detection names."""
+    """Asked of a dead GCS (auto-detection reads the file), the State API waits 40 s before it fails; the
+    cleaner could then not stop within its 12 s, and every Train run's shutdown waited for it and printed
+    a traceback.  The check asks this worker's own cluster: an answer at once, whatever the file names."""
     import ray
 
     local_ray()
 
-    @ray.remote(num_cpus=0)
-    class Controller:
-        def ping(self) -> bool:
-            return True
-
-    controller = Controller.remote()
-    assert ray.get(controller.ping.remote())
+    controller = _live_controller()
     ask = ray.remote(num_cpus=0)(_ask_with_a_stale_cluster_file)
     try:
         answer = ray.get(ask.remote(controller._actor_id.hex(), str(tmp_path), f"127.0.0.1:{free_port()}"), timeout=20)
