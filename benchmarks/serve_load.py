@@ -76,15 +76,17 @@ def bench_params(work: Path, s: dict[str, Any]):
     })
 
 
-def register_model(params) -> None:
-    """One version of a random-init model, logged as the register stage logs it; alias ``champion``."""
+def register_model(params):
+    """One version of a random-init model, logged as the register stage logs it; alias ``champion``.
+    Returns the model (in eval mode), which :func:`per_video_costs` times."""
     from madapter.models.build import build_model
     from madapter.models.checkpoint import save_checkpoint
     from madapter.registry import register_checkpoint
 
-    checkpoint = save_checkpoint(Path(params.base.outputs_dir) / "checkpoint.pt", build_model(params.model, num_classes=12),
-                                 [f"class{i}" for i in range(12)])
+    model = build_model(params.model, num_classes=12)
+    checkpoint = save_checkpoint(Path(params.base.outputs_dir) / "checkpoint.pt", model, [f"class{i}" for i in range(12)])
     register_checkpoint(params, checkpoint, {"frames": params.model.num_frames, "clips": 1, "crops": 1, "split": "test"})
+    return model.eval()
 
 
 def synthetic_clips(work: Path, s: dict[str, Any]) -> list[bytes]:
@@ -208,7 +210,7 @@ def mixed(post: Post, good: list[bytes], hostile: dict[str, bytes], clients: int
             "hostile_statuses": sorted(set(bad))}
 
 
-def per_video_costs(params, clip: Path, repeats: int) -> dict[str, Any]:
+def per_video_costs(params, model, clip: Path, repeats: int) -> dict[str, Any]:
     """What batching saves where the model replicas run: the served model's forward pass in ms per video,
     one video alone and ``serve.max_batch_size`` at once, beside what decoding one clip costs (best of
     ``repeats`` each), on the CPU with one thread, as a replica with one CPU runs it (Ray sets its
@@ -221,9 +223,7 @@ def per_video_costs(params, clip: Path, repeats: int) -> dict[str, Any]:
 
     from madapter.data.clips import ViewProtocol, load_video_views
     from madapter.inference import view_logits
-    from madapter.models.build import build_model
 
-    model = build_model(params.model, num_classes=12).eval()
     batch = params.serve.max_batch_size
     size = params.model.img_size
 
@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     s = {**PROFILES[args.configuration], "configuration": args.configuration}
     work = args.work
     params = bench_params(work, s)
-    register_model(params)
+    model = register_model(params)
     clips = synthetic_clips(work, s)
     uploads = [clips[i % len(clips)] for i in range(s["requests"])]
     serving = server.start(params)
@@ -279,7 +279,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mlflow_proc.kill()
         mlflow_proc.wait(30)
         server.stop()
-    forward = per_video_costs(params, work / "clip0.mp4", s["forward_repeats"])  # after the servers stopped: the CPU is this run's alone
+    forward = per_video_costs(params, model, work / "clip0.mp4", s["forward_repeats"])  # after the servers stopped: the CPU is this run's alone
     return {"settings": s, "points": points, "mixed": hostile, "forward": forward,
             "headline": headline(points, hostile, forward)}
 
