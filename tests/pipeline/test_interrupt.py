@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from madapter.config import load_params
+from madapter.train.driver import CONTROLLER_POLL_ENV
 from pipelines.console import StageOutput
 from pipelines.demo import resume_hint
 from pipelines.dvc_stages import stop_stage
@@ -39,8 +40,8 @@ from tests.common.repo import copy_finished, write_params
 pytestmark = pytest.mark.integration
 
 EPOCHS = 20
-"""Tiny epochs (~0.1-1 s each with Ray's reporting): wide margin between the first committed
-checkpoint and the end of training, for the interrupt to land in between."""
+"""Tiny epochs: about 2 s each in the interrupted run (:data:`SLOW_EPOCHS`), a fraction of a second in
+the rerun that completes them."""
 RUN_NAME = "interrupt-test"
 EXIT_WITHIN_S = 30.0
 FIRST_CHECKPOINT_TIMEOUT_S = 600.0
@@ -104,13 +105,20 @@ def _kill_all(root: int, tracked: set[Proc]) -> None:
             pass
 
 
-def _demo_env(tmp: Path) -> dict[str, str]:
+def _demo_env(tmp: Path, **extra: str) -> dict[str, str]:
     """A user's environment, with Prefect's home (its database) in the test's directory."""
     return {
         **clean_env(),
         "PREFECT_HOME": str(tmp / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **extra,
     }
+
+
+SLOW_EPOCHS = {CONTROLLER_POLL_ENV: "2"}
+"""The interrupted run's epochs at Ray's default controller poll (a user's setting wins over
+madapter's 0.25 s): each epoch then takes about 2 s, a wide window for the interrupt to land
+between the first committed checkpoint and the end of training, on a quiet or a busy machine."""
 
 
 def _ray_snapshot(repo: Path) -> Path | None:
@@ -145,7 +153,7 @@ def interrupted(finished_pipeline, tmp_path_factory):
         demo = subprocess.Popen(
             [sys.executable, "-m", "pipelines.demo"],
             cwd=repo,
-            env=_demo_env(tmp),
+            env=_demo_env(tmp, **SLOW_EPOCHS),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own session and process group, like a terminal's foreground job
