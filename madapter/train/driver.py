@@ -42,17 +42,24 @@ from madapter.train.worker_config import WorkerConfig
 logger = logging.getLogger(__name__)
 
 CONTROLLER_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-CONTROLLER_POLL_S = "0.25"
-"""How often Ray Train's controller polls the workers, unless the user set :data:`CONTROLLER_POLL_ENV`.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+RAY_TRAIN_DEFAULTS: dict[str, str] = {CONTROLLER_POLL_ENV: "0.25", PREEMPTION_WATCHER_ENV: "0"}
+"""Ray Train settings madapter's runs use unless the user set the variable (Ray reads them in the
+process that calls ``fit()`` and passes them to the controller: ``ENV_VARS_TO_PROPAGATE``).
 
-Why not Ray's default (2 s): a worker's ``ray.train.report`` waits in a queue of one until the
-controller's next poll collects it, so with one report per epoch no epoch can take less than a poll.
-On cached features an epoch is a fraction of a second: the demo's 20 epochs took 40 s, nearly all
-of it waiting, and the tests' 20-epoch run of 0.6 s epochs went from 54 s to 26 s at 0.25 s.  A poll
-is one small actor call per worker; on a large cluster, where epochs are minutes long, set the
-variable back to 2 or more.  Ray passes it from the driver to the controller
-(``ENV_VARS_TO_PROPAGATE``), so it is set in the process that calls ``fit()``.
+- The controller polls the workers every 0.25 s, not Ray's 2 s: a worker's ``ray.train.report``
+  waits in a queue of one until the next poll collects it, so with one report per epoch no epoch
+  can take less than a poll.  On cached features an epoch is a fraction of a second: the demo's
+  epochs took 2 s each, nearly all of it waiting, and the tests' 20-epoch run of 0.6 s epochs went
+  from 54 s to 26 s.  A poll is one small actor call per worker; on a large cluster, where epochs
+  are minutes long, set it back to 2 or more.
+- No preemption watcher: Ray Train starts one more actor per worker group that polls for draining
+  nodes and only logs them, or hands them to a loop that asks ``ray.train.get_preemption_info()``
+  (ours does not: a lost node is a worker failure, retried from the last checkpoint).  It cost a
+  process per run and printed an ERROR line ("... has constructor arguments in the object store and
+  max_restarts > 0") into every training log.
 """
+
 
 
 @dataclass
@@ -231,7 +238,8 @@ def _fit(trainer, client, run_id: str, run_dir: str):
     """``trainer.fit()``; a failure marks the MLflow run FAILED (Ctrl-C: KILLED) and becomes one line."""
     from madapter.run_status import record_training_failure, record_training_interrupt
 
-    os.environ.setdefault(CONTROLLER_POLL_ENV, CONTROLLER_POLL_S)
+    for name, value in RAY_TRAIN_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     try:
         result = trainer.fit()
     except (KeyboardInterrupt, SystemExit):

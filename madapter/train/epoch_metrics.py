@@ -4,7 +4,7 @@ A worker that logs its epoch before Ray has registered that epoch's checkpoint c
 if its node goes away in between, Ray restarts the group from the previous checkpoint and the
 epoch is trained, and logged, again.  Ray registers a reported checkpoint on the Train controller
 a poll later (up to ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``: 0.25 s in madapter's runs,
-:data:`madapter.train.driver.CONTROLLER_POLL_S`; 2 s by Ray's default) than the worker wrote it, so
+:data:`madapter.train.driver.RAY_TRAIN_DEFAULTS`; 2 s by Ray's default) than the worker wrote it, so
 that window is not empty.  The log therefore lives where the registration happens:
 :class:`EpochMetrics` is a Ray Train ``UserCallback``, run on the controller right AFTER its
 checkpoint manager has registered the epoch's checkpoint and saved its snapshot (Ray calls the

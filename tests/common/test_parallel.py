@@ -77,6 +77,13 @@ def test_a_module_without_shared_fixtures_is_its_own_unit(pytester: pytest.Pytes
                              "test_starts_a_cluster": ["ray-clusters"], "test_unit_first_in_the_file": ["ray-clusters"]}
 
 
+def test_a_module_on_prefects_test_api_joins_the_finished_pipelines_unit(pytester: pytest.Pytester):
+    prefect = ("import pytest\n\n@pytest.fixture(scope='session')\ndef harness():\n    yield\n\n"
+               "@pytest.mark.integration\ndef test_flow(harness):\n    pass\n")
+    items = collect(pytester, test_prefect=prefect, test_inner=INNER)
+    assert groups(items)["test_flow"] == ["finished_pipeline"] == groups(items)["test_uses_the_finished_pipeline"]
+
+
 @pytest.mark.parametrize(("nodeid", "unit"), [
     ("tests/pipeline/test_interrupt.py::test_rerun@finished_pipeline", "finished_pipeline"),
     ("tests/train/test_train_ray.py::test_resume", "tests/train/test_train_ray.py"),
@@ -86,6 +93,48 @@ def test_a_module_without_shared_fixtures_is_its_own_unit(pytester: pytest.Pytes
 ])
 def test_a_unit_is_the_group_else_the_module(nodeid: str, unit: str):
     assert unit_of(nodeid) == unit
+
+
+SHARED_FIXTURE_USERS = """
+import os
+import pytest
+
+pytestmark = pytest.mark.integration
+
+@pytest.mark.parametrize("i", range(3))
+def test_uses_it(trained, i):
+    pass
+"""
+RECORDING_CONFTEST = """
+import os
+import pytest
+
+@pytest.fixture(scope="session")
+def trained():
+    with open(os.environ["BUILDS_FILE"], "a") as builds:
+        builds.write(os.environ["PYTEST_XDIST_WORKER"] + "\\n")
+"""
+
+
+@pytest.mark.integration
+def test_two_real_workers_build_a_shared_session_fixture_once(pytester: pytest.Pytester,
+                                                              monkeypatch: pytest.MonkeyPatch):
+    """The schedule in a real ``-n 2 --dist loadgroup`` run, not only in collection: with pytest 9.2,
+    xdist silently ignored every group (pytest-xdist#1386) and the finished pipeline and the trained
+    model were each built on both workers."""
+    builds = pytester.path / "builds.txt"
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("BUILDS_FILE", str(builds))
+    pytester.makeini("[pytest]\nmarkers =\n    integration: real processes\n")
+    pytester.makeconftest(RECORDING_CONFTEST)
+    plain = "def test_plain():\n    pass\n"
+    pytester.makepyfile(test_a=SHARED_FIXTURE_USERS, test_b=SHARED_FIXTURE_USERS, test_c=SHARED_FIXTURE_USERS,
+                        test_d=plain, test_e=plain, test_f=plain)
+    result = pytester.runpytest_subprocess("-p", "tests.common.parallel", "-p", "no:cacheprovider", "-n", "2",
+                                           "--dist", "loadgroup", "-v", timeout=120)
+    result.assert_outcomes(passed=12)
+    assert len(builds.read_text().split()) == 1, result.stdout.str()[-3000:]
+    assert "test_uses_it[0]@trained" in result.stdout.str()
 
 
 DIES_LEAVING_A_FORK = """

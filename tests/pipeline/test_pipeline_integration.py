@@ -91,6 +91,15 @@ def test_flow_runs_every_stage_and_publishes_summary(pipeline):
     assert "alias `champion`" in markdown
 
 
+def test_the_training_log_has_no_ray_error_line(pipeline):
+    """Ray Train's preemption watcher (off in madapter's runs: ``RAY_TRAIN_DEFAULTS``) logged an ERROR
+    line from the controller into every training log."""
+    repo, _ = pipeline
+    log = (repo / "outputs/logs/train.log").read_text()
+    assert "Running stage 'train'" in log
+    assert "PreemptionWatcher" not in log and not re.search(r"\[[\d-]+ [\d:,]+ E \d+ \d+\]", log), log[-3000:]
+
+
 def test_dvc_lock_metrics_mlflow_run_and_champion(pipeline):
     repo, _ = pipeline
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
