@@ -204,7 +204,7 @@ def _wait_for_deployments(names: list[str], timeout: float = 90):
         except Exception:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(2)
+            time.sleep(0.5)
 
 
 def _delete_deployments(ids: list) -> None:
@@ -247,7 +247,7 @@ def test_deployments_have_schedules_and_triggered_run_completes(pipeline, tmp_pa
         serve = subprocess.Popen(
             [sys.executable, "-m", "pipelines.serve", "--limit", "1"],
             cwd=repo,
-            env={**env, "PREFECT_RUNNER_POLL_FREQUENCY": "2"},
+            env={**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -260,7 +260,7 @@ def test_deployments_have_schedules_and_triggered_run_completes(pipeline, tmp_pa
                 "madapter-evaluation/on-demand-evaluation",
                 parameters={"repo_dir": str(repo)},
                 timeout=300,
-                poll_interval=2,
+                poll_interval=0.5,
                 as_subflow=False,
             )
         finally:
