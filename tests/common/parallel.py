@@ -33,14 +33,16 @@ from pathlib import Path
 
 import pytest
 
-WORKER_SHARED_FIXTURES = ("finished_pipeline", "harness", "trained", "cluster", "two_node_ray", "credential_free_ray")
+WORKER_SHARED_FIXTURES = ("finished_pipeline", "harness", "trained", "reference", "cluster", "two_node_ray",
+                          "credential_free_ray")
 """Fixtures whose users run on one worker: a module that uses one joins the unit named after it.
 
 ``finished_pipeline`` (a minute of Prefect + DVC + Ray Train, its flow-run state in that worker's
 Prefect API) and ``trained`` (features + a 2-worker run) are session fixtures, built once per
 worker: all their users belong together.  The other users of Prefect's test API (``harness``, which
 the finished pipeline starts) join the finished pipeline's unit: a second worker would start a
-second Prefect server for a few seconds of tests.  The cluster fixtures (tests/multinode, tests/data_video,
+second Prefect server for a few seconds of tests.  Likewise the users of ``reference`` (the
+uninterrupted run on frames) join the trained model's unit.  The cluster fixtures (tests/multinode, tests/data_video,
 tests/infra) each start a multi-node Ray on this machine: one at a time, as in a serial run."""
 
 CLUSTERS = ("cluster", "two_node_ray", "credential_free_ray")
@@ -49,6 +51,8 @@ CLUSTERS = ("cluster", "two_node_ray", "credential_free_ray")
 def _unit_name(fixture: str) -> str:
     if fixture == "harness":
         return "finished_pipeline"
+    if fixture == "reference":
+        return "trained"
     return "ray-clusters" if fixture in CLUSTERS else fixture
 
 

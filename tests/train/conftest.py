@@ -5,6 +5,8 @@ The tier's data (:data:`~tests.common.synthetic_data.TINY_DATA` for the frames p
 server and the one local Ray are the session's (:mod:`tests.common.fixtures`).  ``trained`` is the
 model the registry, gate and serving tests need: clearly better than chance on held-out videos,
 trained on cached features (``train.source: features``), where epochs cost next to nothing.
+``reference`` is the uninterrupted run on frames that a stopped-and-resumed run must end up equal to.
+Both are built once, on one pytest-xdist worker with all their users (``tests/common/parallel.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.common.fixtures import local_ray
-from tests.common.synthetic_data import learn_params
+from tests.common.synthetic_data import learn_params, make_params
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +39,13 @@ def trained(learn_data_dir: Path, mlflow_server: str, tmp_path_factory: pytest.T
     logging.getLogger(__name__).info("trained fixture: features %.1fs, train %.1fs", extracted - started,
                                      time.perf_counter() - extracted)
     return params, result
+
+
+@pytest.fixture(scope="session")
+def reference(data_dir: Path, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory):
+    """An uninterrupted 3-epoch 2-worker run on frames: the default tiny params."""
+    from madapter.train.driver import train
+
+    local_ray()
+    params = make_params(data_dir, tmp_path_factory.mktemp("reference") / "reference", mlflow_server)
+    return params, train(params)

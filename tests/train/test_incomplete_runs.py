@@ -1,8 +1,10 @@
 """An incomplete training run is never champion, and its MLflow status says so until it completes.
 
 One real scenario on the tier's Ray session and MLflow server: train with
-``train.max_epochs_per_run: 1`` of 2 epochs -> evaluate -> register into a registered model that
+``train.max_epochs_per_run: 1`` of 3 epochs -> evaluate -> register into a registered model that
 has no champion yet; then train again (resumes the same Ray and MLflow run) -> evaluate -> register.
+The recipe is the ``reference`` run's (tests/train/conftest.py), so resuming must end with the
+weights and losses of that uninterrupted run: resuming must not change what is learned.
 The statuses are read after each stage, because each stage used to be able to change them:
 ``register`` logged the model inside ``mlflow.start_run(run_id=...)``, which ends the run FINISHED.
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
@@ -69,11 +72,11 @@ def _round(params: Params, client: MlflowClient) -> Stage:
 
 @pytest.fixture(scope="module")
 def rounds(data_dir: Path, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory):
-    """Round 1 stopped by the epoch budget (1 of 2 epochs), round 2 resumes it to completion."""
+    """Round 1 stopped by the epoch budget (1 of 3 epochs), round 2 resumes it to completion."""
     local_ray()
     outputs = tmp_path_factory.mktemp("budget") / "budget"
     budget = make_params(
-        data_dir, outputs, mlflow_server, train={"epochs": 2, "max_epochs_per_run": 1}, register={"model_name": MODEL}
+        data_dir, outputs, mlflow_server, train={"max_epochs_per_run": 1}, register={"model_name": MODEL}
     )
     client = _client(mlflow_server)
     stopped = _round(budget, client)
@@ -87,7 +90,7 @@ def test_budget_stopped_run_stays_killed_and_is_never_champion(rounds, mlflow_se
     assert not stopped.trained.completed and stopped.trained.epochs_done == 1
     for run in (stopped.after_train, stopped.after_evaluate, stopped.after_register):
         assert run.info.status == "KILLED"
-        assert run.data.tags[STOP_REASON_TAG].startswith("max_epochs_per_run: stopped after epoch 1/2")
+        assert run.data.tags[STOP_REASON_TAG].startswith("max_epochs_per_run: stopped after epoch 1/3")
         assert run.data.tags[COMPLETED_TAG] == "false"
     # register must also leave the run's end time (its training duration) alone
     assert stopped.after_register.info.end_time == stopped.after_train.info.end_time
@@ -102,17 +105,44 @@ def test_budget_stopped_run_stays_killed_and_is_never_champion(rounds, mlflow_se
 
     version = _client(mlflow_server).get_model_version(MODEL, registration.version)
     assert version.tags["incomplete"] == "true" and version.tags["run_status"] == "KILLED"
-    assert "max_epochs_per_run" in version.tags["incomplete_reason"] and version.tags["epochs"] == "1/2"
+    assert "max_epochs_per_run" in version.tags["incomplete_reason"] and version.tags["epochs"] == "1/3"
     assert version.tags["decision"] == "challenger"
+
+
+def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["trainable_state_dict"]
+
+
+def test_resume_continues_same_mlflow_run_and_matches_uninterrupted(rounds, reference, mlflow_server: str) -> None:
+    stopped, resumed = rounds
+    _, reference = reference
+    assert not stopped.trained.completed and stopped.trained.epochs_done == 1
+    assert stopped.after_train.info.status == "KILLED"
+
+    assert resumed.trained.completed and resumed.trained.epochs_done == 3
+    client = _client(mlflow_server)
+    experiment = client.get_experiment_by_name("madapter-tests")
+    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'budget'")
+    assert resumed.trained.run_id == stopped.trained.run_id and len(runs) == 1
+    steps = [m.step for m in client.get_metric_history(resumed.trained.run_id, "train_loss")]
+    assert steps == [1, 2, 3]  # epoch 1 not repeated
+    assert [h["epoch"] for h in resumed.trained.history] == [1, 2, 3]
+
+    ref_w, res_w = _weights(reference.checkpoint), _weights(resumed.trained.checkpoint)
+    assert ref_w.keys() == res_w.keys()
+    for key in ref_w:
+        torch.testing.assert_close(res_w[key], ref_w[key], atol=1e-5, rtol=1e-4, msg=key)
+    for a, b in zip(reference.history, resumed.trained.history, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
 
 
 def test_resumed_run_finishes_and_its_version_is_promoted(rounds, mlflow_server: str) -> None:
     stopped, resumed = rounds
     assert resumed.trained.run_id == stopped.trained.run_id  # the same MLflow run, continued
-    assert resumed.trained.completed and resumed.trained.epochs_done == 2
+    assert resumed.trained.completed and resumed.trained.epochs_done == 3
     for run in (resumed.after_train, resumed.after_evaluate, resumed.after_register):
         assert run.info.status == "FINISHED"
-        assert run.data.tags[STOP_REASON_TAG] == "completed: 2/2 epochs" and run.data.tags[COMPLETED_TAG] == "true"
+        assert run.data.tags[STOP_REASON_TAG] == "completed: 3/3 epochs" and run.data.tags[COMPLETED_TAG] == "true"
 
     registration = resumed.registration
     assert registration.complete and registration.promoted and registration.alias == "champion"
@@ -137,6 +167,6 @@ def test_training_logs_have_the_epoch_line_but_not_the_cleaner_retries(rounds) -
     noisy = {path.name: text.count(CLEANER_RETRY_MESSAGE) for path, text in texts.items() if CLEANER_RETRY_MESSAGE in text}
     assert not noisy, f"PlacementGroupCleaner retry warnings in the Ray logs: {noisy}"
     # the filter is that narrow: rank 0's per-epoch line of both rounds is still logged
-    epoch_lines = [line for text in texts.values() for line in text.splitlines() if "epoch 1/2: {" in line
-                   or "epoch 2/2: {" in line]
-    assert any("epoch 1/2: {" in line for line in epoch_lines) and any("epoch 2/2: {" in line for line in epoch_lines)
+    epoch_lines = [line for text in texts.values() for line in text.splitlines() if "epoch 1/3: {" in line
+                   or "epoch 3/3: {" in line]
+    assert any("epoch 1/3: {" in line for line in epoch_lines) and any("epoch 3/3: {" in line for line in epoch_lines)

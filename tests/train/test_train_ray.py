@@ -1,9 +1,9 @@
 """Real Ray Train runs (2 CPU workers, gloo) logging to a real MLflow server.
 
-Scenarios share one Ray session and one MLflow server.  On frames (the backbone every step): an
-uninterrupted reference run, a run stopped after epoch 1 and resumed (same configuration, so the
-final weights must agree: resuming must not change what is learned), and a run whose worker is
-SIGKILLed mid-epoch.  On cached features: the ``trained`` fixture, the run that must learn.
+Scenarios share one Ray session and one MLflow server.  On frames (the backbone every step): the
+uninterrupted ``reference`` run (tests/train/conftest.py; the run stopped after epoch 1 and resumed
+must end with its weights: tests/train/test_incomplete_runs.py), and a run whose worker is SIGKILLed
+mid-epoch.  On cached features: the ``trained`` fixture, the run that must learn.
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from mlflow import MlflowClient
 
 from madapter.train.driver import train
 from madapter.train.identity import ray_run_name
-from tests.common.fixtures import local_ray
 from tests.common.synthetic_data import LEARN_EPOCHS, LEARNED_TOP1, make_params
 
 pytestmark = pytest.mark.integration
@@ -35,18 +33,6 @@ def _runs(uri: str, run_name: str):
 
 def _steps(uri: str, run_id: str, key: str) -> list[int]:
     return [m.step for m in MlflowClient(uri).get_metric_history(run_id, key)]
-
-
-def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    return torch.load(checkpoint, map_location="cpu", weights_only=True)["trainable_state_dict"]
-
-
-@pytest.fixture(scope="module")
-def reference(data_dir: Path, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory):
-    """An uninterrupted 3-epoch 2-worker run on frames: the default tiny params."""
-    local_ray()
-    params = make_params(data_dir, tmp_path_factory.mktemp("reference") / "reference", mlflow_server)
-    return params, train(params)
 
 
 def test_two_worker_frames_run_logs_one_mlflow_run_with_epochs_and_artifacts(reference, mlflow_server: str) -> None:
@@ -88,28 +74,6 @@ def test_two_worker_run_on_cached_features_learns_the_training_set(trained, mlfl
     first, last = result.history[0], result.history[-1]
     assert last["train_loss"] < 0.3 * first["train_loss"], (first, last)
     assert last["train_acc"] >= 0.9 and last["val_acc"] >= LEARNED_TOP1, last  # chance: 0.25
-
-
-def test_resume_continues_same_mlflow_run_and_matches_uninterrupted(
-    reference, data_dir: Path, mlflow_server: str, ray_session, tmp_path: Path
-) -> None:
-    _, reference = reference
-    stopped = train(make_params(data_dir, tmp_path / "resumed", mlflow_server, train={"max_epochs_per_run": 1}))
-    assert not stopped.completed and stopped.epochs_done == 1
-    assert _runs(mlflow_server, "resumed")[0].info.status == "KILLED"
-
-    resumed = train(make_params(data_dir, tmp_path / "resumed", mlflow_server))
-    assert resumed.completed and resumed.epochs_done == 3
-    assert resumed.run_id == stopped.run_id and len(_runs(mlflow_server, "resumed")) == 1
-    assert _steps(mlflow_server, resumed.run_id, "train_loss") == [1, 2, 3]  # epoch 1 not repeated
-    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
-
-    ref_w, res_w = _weights(reference.checkpoint), _weights(resumed.checkpoint)
-    assert ref_w.keys() == res_w.keys()
-    for key in ref_w:
-        torch.testing.assert_close(res_w[key], ref_w[key], atol=1e-5, rtol=1e-4, msg=key)
-    for a, b in zip(reference.history, resumed.history, strict=True):
-        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
 
 
 def _kill_rank_mid_epoch(run_dir: Path, rank: int, killed: dict, stop: threading.Event) -> None:
