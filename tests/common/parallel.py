@@ -8,7 +8,7 @@ servers starting, subprocess pipelines and polling.  Two workers fill that, as l
   real-material pipeline -- are built once): the unit of work is the module, not the test, as with
   ``--dist loadscope``;
 * **the modules that reuse one expensive session fixture share a worker**: every module that uses
-  a fixture of :data:`WORKER_SHARED_FIXTURES` goes into one unit named after it (the finished
+  a fixture of :data:`UNIT_OF_SHARED_FIXTURE` goes into one unit named after it (the finished
   pipeline, the trained model); likewise the modules that start a multi-node Ray cluster (one at a
   time on the machine, as in a serial run);
 * **the long scenarios start first**: units are handed out in collection order, and
@@ -33,27 +33,26 @@ from pathlib import Path
 
 import pytest
 
-WORKER_SHARED_FIXTURES = ("finished_pipeline", "harness", "trained", "reference", "cluster", "two_node_ray",
-                          "credential_free_ray")
-"""Fixtures whose users run on one worker: a module that uses one joins the unit named after it.
+UNIT_OF_SHARED_FIXTURE: dict[str, str] = {
+    "finished_pipeline": "finished_pipeline",
+    "harness": "finished_pipeline",
+    "trained": "trained",
+    "reference": "trained",
+    "cluster": "ray-clusters",
+    "two_node_ray": "ray-clusters",
+    "credential_free_ray": "ray-clusters",
+}
+"""Fixtures whose users run on one worker: a module that uses one joins that fixture's unit (the
+first fixture listed here that the module uses decides).
 
 ``finished_pipeline`` (a minute of Prefect + DVC + Ray Train, its flow-run state in that worker's
 Prefect API) and ``trained`` (features + a 2-worker run) are session fixtures, built once per
 worker: all their users belong together.  The other users of Prefect's test API (``harness``, which
 the finished pipeline starts) join the finished pipeline's unit: a second worker would start a
 second Prefect server for a few seconds of tests.  Likewise the users of ``reference`` (the
-uninterrupted run on frames) join the trained model's unit.  The cluster fixtures (tests/multinode, tests/data_video,
-tests/infra) each start a multi-node Ray on this machine: one at a time, as in a serial run."""
-
-CLUSTERS = ("cluster", "two_node_ray", "credential_free_ray")
-
-
-def _unit_name(fixture: str) -> str:
-    if fixture == "harness":
-        return "finished_pipeline"
-    if fixture == "reference":
-        return "trained"
-    return "ray-clusters" if fixture in CLUSTERS else fixture
+uninterrupted run on frames) join the trained model's unit.  The cluster fixtures (tests/multinode,
+tests/data_video, tests/infra) each start a multi-node Ray on this machine: one at a time, as in a
+serial run."""
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -68,9 +67,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     units: dict[str, str] = {}
     for item in items:
         module = item.nodeid.split("::", 1)[0]
-        used = [name for name in WORKER_SHARED_FIXTURES if name in getattr(item, "fixturenames", ())]
+        used = [name for name in UNIT_OF_SHARED_FIXTURE if name in getattr(item, "fixturenames", ())]
         if used and module not in units:
-            units[module] = _unit_name(used[0])
+            units[module] = UNIT_OF_SHARED_FIXTURE[used[0]]
     for item in items:
         if (unit := units.get(item.nodeid.split("::", 1)[0])) is not None:
             item.add_marker(pytest.mark.xdist_group(unit))
