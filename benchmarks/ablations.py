@@ -1,9 +1,15 @@
-"""Ablations of the M-adapter branch on the order set: levels, temporal module, fusion, branch width.
+"""Ablations of the M-adapter branch on the order set: one thing changed at a time from one baseline.
 
 The baseline is the accuracy benchmark's ``madapter`` run (same order set, budget and seeds, on
 cached features of a random-init backbone): 4 evenly spaced levels, ``temporal: conv``, ``fusion:
-add``, ``width: 96``.  Each axis changes ONE thing from it, the baseline row shared by all axes.
-A level subset is a selection of the every-block extraction (:mod:`benchmarks.trainer`).
+add``, ``width: 96``, full token grids, the frozen CLS to the head, lr 3e-3 with a half-epoch
+warm-up.  Each axis changes ONE thing from it, the baseline row shared by all axes.  A level subset
+is a selection of the every-block extraction (:mod:`benchmarks.trainer`).
+
+The first axes are the architecture's (levels, temporal module, fusion, width); the rest diagnose why
+the branch does not learn order every time (the form of the temporal block, the token grid, the
+frozen CLS input, the schedule).  Variants the package has no setting for are model edits applied
+before training (:mod:`benchmarks.variants`).
 
     .venv/bin/python -m benchmarks.ablations [--quick] [--out benchmarks/results/ablations.json]
 """
@@ -23,7 +29,8 @@ WIDTHS = (48, 96, 144)
 
 
 def axes(depth: int) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """Per axis, ``(label, overrides)`` of every value; ``{}`` is the baseline."""
+    """Per axis, ``(label, configuration)`` of every value; ``{}`` is the baseline.  A configuration is
+    params overrides (dotted keys) and, for a variant the package has no setting for, an ``edit``."""
     from madapter.models.backbone import default_levels
 
     return {
@@ -32,9 +39,17 @@ def axes(depth: int) -> dict[str, list[tuple[str, dict[str, Any]]]]:
                    (f"4 levels {default_levels(depth, 4)} (baseline)", {}),
                    (f"all {depth} blocks", {"model.levels": list(range(depth))})],
         "temporal": [("conv (baseline)", {}), ("attention", {"model.temporal": "attention"}),
+                     ("attention, position init 0.02 (before)",
+                      {"model.temporal": "attention", "edit": "attention_position_init_0.02"}),
                      ("none (order-blind branch)", {"model.temporal": "none"})],
         "fusion": [("add (baseline)", {}), ("concat", {"model.fusion": "concat"}), ("gated", {"model.fusion": "gated"})],
         "width": [(f"width {w}{' (baseline)' if w == 96 else ''}", {} if w == 96 else {"model.width": w}) for w in WIDTHS],
+        "temporal block": [("conv + MLP, pre-norm residuals (baseline)", {}),
+                           ("conv + GELU + projection", {"edit": "temporal_conv_act_proj"})],
+        "grid": [("full token grid (baseline)", {}), ("pooled to 2x2 (the demo's level_pool)", {"model.level_pool": 2})],
+        "frozen CLS": [("CLS to the head (baseline)", {}), ("no CLS", {"model.use_cls": False})],
+        "schedule": [("lr 3e-3, warm-up 0.5 epoch, batch 8 (baseline)", {}), ("lr 1e-3", {"train.lr": 0.001}),
+                     ("warm-up 2 epochs", {"train.warmup_epochs": 2.0}), ("batch 32", {"train.batch_size": 32})],
     }
 
 
@@ -42,11 +57,12 @@ def jobs(setup: dict[str, Any], data_cost: dict[str, Any]) -> list[dict[str, Any
     """One job per distinct configuration and seed (the baseline once, not once per axis)."""
     configs: dict[str, dict[str, Any]] = {BASELINE: {}}
     for values in axes(data_cost["order"]["depth"]).values():
-        for _, overrides in values:
-            if overrides:
-                configs[_key(overrides)] = overrides
+        for _, config in values:
+            if config:
+                configs[_key(config)] = config
     return [{"name": f"{name}/seed{seed}", "config": name, "set": "order", "tuning": "madapter", "seed": seed,
-             "overrides": overrides} for name, overrides in configs.items() for seed in setup["seeds"]]
+             "overrides": {k: v for k, v in config.items() if k != "edit"}, "edit": config.get("edit")}
+            for name, config in configs.items() for seed in setup["seeds"]]
 
 
 def _key(overrides: dict[str, Any]) -> str:
@@ -61,7 +77,8 @@ def tables(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 
 def headline(report: dict[str, Any]) -> dict[str, Any]:
-    """Per axis the best value and every value's difference from the baseline (mean test top-1)."""
+    """Per axis the best value, every value's difference from the baseline (mean test top-1) and every
+    value's ``[mean, std]`` test top-1."""
     base = next((s for s in report["summary"] if s["group"][0] == BASELINE), None)
     out: dict[str, Any] = {"baseline_top1_mean": base["top1_mean"] if base else None,
                            "baseline_top1_std": base["top1_std"] if base else None}
@@ -71,7 +88,8 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
             continue
         best = max(done, key=lambda r: r["summary"]["top1_mean"])
         out[axis] = {"best": best["label"], "best_top1_mean": best["summary"]["top1_mean"],
-                     "minus_baseline": {r["label"]: round(r["summary"]["top1_mean"] - base["top1_mean"], 4) for r in done}}
+                     "minus_baseline": {r["label"]: round(r["summary"]["top1_mean"] - base["top1_mean"], 4) for r in done},
+                     "top1": {r["label"]: [r["summary"]["top1_mean"], r["summary"]["top1_std"]] for r in done}}
     none = next((s for s in report["summary"] if s["group"][0] == _key({"model.temporal": "none"})), None)
     if none:
         out["temporal_none_per_pair_max"] = max(none["per_pair_mean"].values())
@@ -83,8 +101,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
     """One panel per axis: mean +- std test top-1 per value, the baseline's bar hatched."""
     plt = pyplot()
     rows = tables(report)
-    fig, panels = plt.subplots(1, len(rows), figsize=(4 * len(rows), 4), sharey=True)
-    for ax, (axis, values) in zip(panels, rows.items(), strict=True):
+    columns = 4
+    lines = -(-len(rows) // columns)
+    fig, grid = plt.subplots(lines, columns, figsize=(4 * columns, 4.2 * lines), sharey=True, squeeze=False)
+    panels = grid.flatten()
+    for ax in panels[len(rows):]:
+        ax.set_visible(False)
+    for ax, (axis, values) in zip(panels, rows.items(), strict=False):
         means = [v["summary"]["top1_mean"] if v["summary"] else 0 for v in values]
         stds = [v["summary"]["top1_std"] if v["summary"] else 0 for v in values]
         bars = ax.bar(range(len(values)), means, yerr=stds, capsize=3, color="tab:blue")
@@ -97,7 +120,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_title(axis)
         ax.axhline(1 / len(report["classes"]), color="grey", ls=":", lw=1)
         ax.set_ylim(0, 1.05)
-    panels[0].set_ylabel("order set test top-1 (mean +- std)")
+    for ax in grid[:, 0]:
+        ax.set_ylabel("order set test top-1 (mean +- std)")
     fig.suptitle("M-adapter ablations on the order set (* = baseline, dotted = chance)")
     save(fig, path)
 

@@ -61,7 +61,8 @@ BUDGET_SMOKE: dict[str, Any] = {"classes": 2, "videos_per_class": 6, "source_siz
 REPO = Path(__file__).resolve().parents[1]
 
 Job = dict[str, Any]
-"""One training: ``{"set", "tuning", "seed", "name", "overrides": {dotted params key: value}}``."""
+"""One training: ``{"set", "tuning", "seed", "name", "overrides": {dotted params key: value}}``, and an
+optional ``"edit"`` (:data:`benchmarks.variants.EDITS`)."""
 
 
 # ----------------------------------------------------------------------------- parameters and data
@@ -166,11 +167,13 @@ def _view(inputs, idx, view: int) -> tuple:
     return (inputs[idx, view],)
 
 
-def train_run(params, data: dict[str, Any]) -> dict[str, Any]:
+def train_run(params, data: dict[str, Any], edit: str | None = None) -> dict[str, Any]:
     """Train the pipeline's model of ``params.model.tuning`` (the head alone for the frozen modes) for
-    ``train.epochs``; test top-1 overall and per pair.  ``seconds``: build + epochs + test, 1 thread."""
+    ``train.epochs``; test top-1 overall and per pair.  ``seconds``: build + epochs + test, 1 thread.
+    ``edit``: a :data:`benchmarks.variants.EDITS` name, applied to the built model before training."""
     import torch
 
+    from benchmarks.variants import EDITS
     from madapter.models.backbone import LevelInfo, resolve_levels
     from madapter.models.build import build_model, count_parameters
     from madapter.models.headless import build_feature_classifier
@@ -185,6 +188,8 @@ def train_run(params, data: dict[str, Any]) -> dict[str, Any]:
         model = build_feature_classifier(params.model, levels, pooled_dim, len(data["classes"]), {})
     else:
         model = build_model(params.model, len(data["classes"]))
+    if edit is not None:
+        EDITS[edit](model)
     train_in = _inputs(data, "train", tuning, level_idx, level_pool)
     train_acc = fit(model, cfg, params.base.seed, train_in, data["train"]["labels"], cfg.batch_size)
     train_s = time.perf_counter() - started
@@ -256,7 +261,7 @@ def run_job(job: Job, data_file: str, work: str, setup: dict[str, Any]) -> dict[
     row = {k: job[k] for k in ("name", "set", "tuning", "seed")} | {"overrides": job.get("overrides", {})}
     try:
         overrides = {"model.tuning": job["tuning"], "base.seed": job["seed"], **job.get("overrides", {})}
-        row.update(train_run(set_params(Path(work), job["set"], setup, overrides), _load(data_file)))
+        row.update(train_run(set_params(Path(work), job["set"], setup, overrides), _load(data_file), job.get("edit")))
     except Exception as exc:  # noqa: BLE001 -- one failing point is reported, the rest still runs
         logger.exception("job %s failed", job["name"])
         row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[-1][:300]

@@ -70,16 +70,24 @@ def test_accuracy_covers_every_mode_on_both_sets(reports: dict) -> None:
 def test_ablations_cover_every_axis_with_one_shared_baseline(reports: dict) -> None:
     report, _ = reports["ablations"]
     assert report["benchmark"] == "ablations" and report["errors"] == []
-    assert list(report["axes"]) == ["levels", "temporal", "fusion", "width"]
-    assert [len(v) for v in report["axes"].values()] == [4, 3, 3, 3]
+    assert list(report["axes"]) == ["levels", "temporal", "fusion", "width", "temporal block", "grid", "frozen CLS",
+                                    "schedule"]
+    assert [len(v) for v in report["axes"].values()] == [4, 4, 3, 3, 2, 2, 2, 4]
     configs = {s["group"][0]: s for s in report["summary"]}
-    assert len(configs) == 1 + 3 + 2 + 2 + 2 and len(report["runs"]) == 2 * len(configs)
+    assert len(configs) == 1 + 3 + 3 + 2 + 2 + 1 + 1 + 1 + 3 and len(report["runs"]) == 2 * len(configs)
     levels = {tuple(r["levels"]) for r in report["runs"]}
     assert levels == {(11,), (5, 11), (2, 5, 8, 11), tuple(range(12))}  # subsets of ONE extraction
     base = configs[report["baseline"]]["trainable_params"]
     assert configs["width=48"]["trainable_params"] < base < configs["width=144"]["trainable_params"]
     assert report["headline"]["baseline_top1_mean"] == configs[report["baseline"]]["top1_mean"]
     assert set(report["headline"]["temporal"]["minus_baseline"]) == {label for label, _ in report["axes"]["temporal"]}
+    # the variants the package has no setting for are model edits: the conv + GELU + projection block has
+    # no MLP (fewer weights); the attention re-drawn at the old init keeps the same weights
+    assert configs["edit=temporal_conv_act_proj"]["trainable_params"] < base
+    before, now = configs["temporal=attention, edit=attention_position_init_0.02"], configs["temporal=attention"]
+    assert before["trainable_params"] == now["trainable_params"]
+    assert configs["level_pool=2"]["trainable_params"] == base  # pooling the grid adds no weight
+    assert configs["use_cls=False"]["trainable_params"] < base
 
 
 @pytest.mark.parametrize("name", ["accuracy", "ablations"])
