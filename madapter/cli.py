@@ -30,7 +30,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from madapter.config import ConfigError, Params
+from madapter.config import ConfigError, Params, demo_only_settings
 from madapter.errors import expected_failure_line
 from madapter.overrides import preset_set_params, resolve_params
 from madapter.stage_summary import summarize
@@ -166,6 +166,8 @@ def check_params(
     params = _params(params_file, preset, set_)
     if show:
         typer.echo(yaml.safe_dump(json.loads(params.model_dump_json()), sort_keys=False))
+    for line in demo_only_settings(params):
+        typer.echo(f"warning: {line}", err=True)
     typer.echo(
         f"{params_file}: OK (dataset={params.dataset.name}, backbone={params.model.backbone}, "
         f"tuning={params.model.tuning}, epochs={params.train.epochs}, workers={params.train.num_workers})"

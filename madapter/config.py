@@ -440,6 +440,37 @@ class Params(_Section):
         return self
 
 
+DEMO_IMG_SIZE = 64
+"""``model.img_size`` and ``decode.size`` of params.yaml: the demo's 64-px synthetic set on a CPU."""
+
+
+def demo_only_settings(params: Params) -> list[str]:
+    """One line per setting of params.yaml that exists only to keep the offline demo small, when a
+    real dataset (not ``synthetic``) runs with it: the key, why it hurts there, what to set.
+
+    Why a warning and not an error: each can be a deliberate choice (a quick look at a real set), but
+    a user who points params.yaml at their own videos gets them silently.  On the accuracy benchmark's
+    order set, pooling the token grid to 2x2 took test top-1 from 0.78 to 0.31 (docs/benchmarks.md,
+    ablations); at 224 px it averages a 14x14 grid of a ViT-B/16 into 4 tokens.
+    """
+    if params.dataset.name == "synthetic":
+        return []
+    start = "start from presets/custom_list.yaml (your own videos) or a dataset's preset"
+    found = []
+    pool = params.model.level_pool
+    if pool is not None and pool <= 2:
+        found.append(f"model.level_pool: {pool} pools every level's token grid to {pool}x{pool}, which keeps the demo small "
+                     f"and cost the branch most of its order signal in the ablations (docs/benchmarks.md); set null "
+                     f"(full grids), or {start}")
+    if params.model.img_size is not None and params.model.img_size <= DEMO_IMG_SIZE:
+        found.append(f"model.img_size: {params.model.img_size} is the demo's CPU resolution, far below what pretrained "
+                     f"backbones were trained at; set null (the backbone's own, 224 for a ViT-B/16), or {start}")
+    if params.decode.size <= DEMO_IMG_SIZE:
+        found.append(f"decode.size: {params.decode.size} stores the demo's {params.decode.size}-px frames; store at "
+                     f"least the model's input (e.g. 240 for 224-px crops), or {start}")
+    return found
+
+
 MOVED_KEYS = {
     "features.pool": ("model.level_pool", "pooling is part of the model now, so training, evaluation, predict and "
                       "serving see the same grids; the features stage stores them pooled"),

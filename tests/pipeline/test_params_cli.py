@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from madapter.config import ConfigError, Params, leaf_of, load_params, params_from_dict, split_key
+from madapter.config import (
+    ConfigError,
+    Params,
+    demo_only_settings,
+    leaf_of,
+    load_params,
+    params_from_dict,
+    split_key,
+)
 from madapter.config import flatten_keys as flatten
 from madapter.overrides import parse_overrides, resolve_params
 from madapter.tracking import flatten_params
@@ -94,12 +102,35 @@ def test_check_params_ok_and_overrides_parse_as_yaml(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "OK" in proc.stdout and "epochs=7" in proc.stdout
+    assert "warning" not in proc.stderr  # the demo's own small settings are the demo's to keep
     assert parse_overrides(["model.levels=[1,3]", "dataset.source=null"]) == {
         "model.levels": [1, 3],
         "dataset.source": None,
     }
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_overrides(["train.epochs"])
+
+
+@pytest.mark.integration
+def test_check_params_warns_when_a_real_dataset_keeps_the_demos_small_settings(tmp_path):
+    """Users who point params.yaml at their own videos get the demo's 2x2 grids and 64-px frames
+    silently otherwise: one warning line per key, naming it and what to set; still valid (exit 0)."""
+    proc = run_cli(["check-params", "--params", str(REPO / "params.yaml"), "-S", "dataset.name=list",
+                    "-S", f"dataset.list_root={tmp_path}"], tmp_path)
+    assert proc.returncode == 0 and "OK (dataset=list" in proc.stdout, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert [w.split(":")[1].strip() for w in warnings] == ["model.level_pool", "model.img_size", "decode.size"]
+    assert all("presets/custom_list.yaml" in w for w in warnings), warnings
+
+
+def test_demo_only_settings_are_flagged_only_off_the_demo_and_no_preset_keeps_one():
+    demo = load_params(REPO / "params.yaml")
+    assert demo_only_settings(demo) == []
+    on_real_data = demo.model_copy(update={"dataset": demo.dataset.model_copy(update={"name": "ucf101"})})
+    assert [line.split(":")[0] for line in demo_only_settings(on_real_data)] == [
+        "model.level_pool", "model.img_size", "decode.size"]
+    for preset in PRESETS:
+        assert demo_only_settings(resolve_params(REPO / "params.yaml", [preset], None)) == [], preset.name
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
