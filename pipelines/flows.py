@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from madapter.config import Params, load_params
+from madapter.config import Params, demo_only_settings, load_params
 from madapter.stages import STAGE_NAMES
 from pipelines.dvc_stages import REPO_ROOT, StageRun, dvc_push, run_dvc_stage
 from pipelines.summary import collect_summary, to_markdown
@@ -35,9 +35,11 @@ ARTIFACT_KEY = "madapter-run-summary"
 
 @task(name="validate-params", cache_policy=NO_CACHE)
 def validate_params(repo: str) -> Params:
-    """Load and validate ``<repo>/params.yaml``; a ConfigError fails the flow before any stage."""
+    """Load and validate ``<repo>/params.yaml``; a ConfigError fails the flow before any stage.  A real
+    dataset run with params.yaml's demo-only settings gets the warnings ``check-params`` prints."""
     params = load_params(Path(repo) / "params.yaml")
-    get_run_logger().info(
+    log = get_run_logger()
+    log.info(
         "params OK: dataset=%s backbone=%s tuning=%s epochs=%d workers=%d",
         params.dataset.name,
         params.model.backbone,
@@ -45,6 +47,8 @@ def validate_params(repo: str) -> Params:
         params.train.epochs,
         params.train.num_workers,
     )
+    for line in demo_only_settings(params):
+        log.warning(line)
     return params
 
 

@@ -81,6 +81,21 @@ def test_bad_params_fail_the_flow_before_any_stage(tmp_path, harness):
     assert not (repo / "attempts").exists()
 
 
+def test_a_real_dataset_with_the_demos_settings_is_warned_in_the_flow_run(tmp_path, harness, caplog):
+    """The flow validates params before any stage: a real dataset with params.yaml's demo-only settings
+    gets the lines ``check-params`` prints, as warnings of the flow run (its log and the Prefect UI)."""
+    repo = make_mini_repo(tmp_path / "mini")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["dataset"].update(name="list", list_root=str(tmp_path))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    with caplog.at_level("WARNING", logger="prefect"):
+        state = madapter_pipeline(repo_dir=str(repo), return_state=True)
+    assert state.is_completed()
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.getMessage().startswith(
+        ("model.level_pool:", "model.img_size:", "decode.size:"))]
+    assert [line.split(":")[0] for line in warned] == ["model.level_pool", "model.img_size", "decode.size"]
+
+
 def test_stage_runner_reports_ran_then_skipped(tmp_path):
     """Outside Prefect: the same helper says whether DVC ran the stage or found it up to date."""
     repo = make_mini_repo(tmp_path / "mini")
