@@ -54,11 +54,12 @@ class SyntheticSection(_Section):
     fps: int = Field(8, gt=0)
     classes: int = Field(12, ge=2, le=12, multiple_of=2)
     """How many classes of the built-in catalogue to use: whole pairs (a class and its reversed twin), easiest first."""
-    task: Literal["order", "appearance"] = "order"
+    task: Literal["order", "textured", "appearance"] = "order"
     """``order``: classes differ ONLY in frame order (reversal pairs: the demo set).  ``appearance``:
     classes differ only in what the object looks like (shape x colour family); its motion and the
     motion's direction are random and class-independent, so frame order carries no class information
-    (the control set of the accuracy benchmark)."""
+    (the control set of the accuracy benchmark).  ``textured``: the order set's reversal pairs over busy
+    scenes (textured backgrounds, a static distractor, heavier noise): a second order set."""
 
 
 class DatasetSection(_Section):
@@ -449,9 +450,10 @@ def demo_only_settings(params: Params) -> list[str]:
     real dataset (not ``synthetic``) runs with it: the key, why it hurts there, what to set.
 
     Why a warning and not an error: each can be a deliberate choice (a quick look at a real set), but
-    a user who points params.yaml at their own videos gets them silently.  On the accuracy benchmark's
-    order set, pooling the token grid to 2x2 took test top-1 from 0.78 to 0.31 (docs/benchmarks.md,
-    ablations); at 224 px it averages a 14x14 grid of a ViT-B/16 into 4 tokens.
+    a user who points params.yaml at their own videos gets them silently.  ``level_pool <= 2`` is no
+    longer the demo's, but it is the setting that looks like a harmless disk saving: pooling the token
+    grid to 2x2 cost the branch most of its order signal in the ablations (docs/benchmarks.md), and at
+    224 px it averages a 14x14 grid of a ViT-B/16 into 4 tokens.
     """
     if params.dataset.name == "synthetic":
         return []
@@ -459,9 +461,8 @@ def demo_only_settings(params: Params) -> list[str]:
     found = []
     pool = params.model.level_pool
     if pool is not None and pool <= 2:
-        found.append(f"model.level_pool: {pool} pools every level's token grid to {pool}x{pool}, which keeps the demo small "
-                     f"and cost the branch most of its order signal in the ablations (docs/benchmarks.md); set null "
-                     f"(full grids), or {start}")
+        found.append(f"model.level_pool: {pool} pools every level's token grid to {pool}x{pool}, which cost the branch "
+                     f"most of its order signal in the ablations (docs/benchmarks.md); set null (full grids), or {start}")
     if params.model.img_size is not None and params.model.img_size <= DEMO_IMG_SIZE:
         found.append(f"model.img_size: {params.model.img_size} is the demo's CPU resolution, far below what pretrained "
                      f"backbones were trained at; set null (the backbone's own, 224 for a ViT-B/16), or {start}")

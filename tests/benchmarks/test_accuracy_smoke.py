@@ -51,9 +51,16 @@ def test_accuracy_covers_every_mode_on_both_sets(reports: dict) -> None:
     assert report["benchmark"] == "accuracy" and report["command"].endswith(f"--smoke --processes 1 --out {out}")
     assert len(report["git"]["commit"]) == 40 and report["quick"] is False and report["errors"] == []
     assert report["classes"] == {"order": ["move_right", "move_left"], "appearance": ["ell_red", "tee_green"]}
-    assert len(report["runs"]) == 2 * 4 * 2  # sets x modes x seeds
+    assert len(report["runs"]) == 2 * 4 * 2 + 2  # sets x modes x seeds, and madapter's old schedule on the order set
     groups = {tuple(s["group"]): s for s in report["summary"]}
-    assert set(groups) == {(t, m) for t in ("order", "appearance") for m in ("madapter", "inserted", "full", "linear")}
+    assert set(groups) == {(t, m) for t in ("order", "appearance") for m in ("madapter", "inserted", "full", "linear")
+                           } | {("order", "madapter (before)")}
+    before = [r for r in report["runs"] if r.get("label") == "madapter (before)"]
+    assert {r["overrides"]["train.warmup_epochs"] for r in before} == {0.5} and {r["seed"] for r in before} == {0, 1}
+    per_seed = report["headline"]["order_per_seed"]
+    assert {label: sorted(map(int, runs)) for label, runs in per_seed.items()} == {
+        "madapter (before)": [0, 1], "madapter": [0, 1], "inserted": [0, 1]}
+    assert isinstance(report["headline"]["madapter_meets_seed_target"], bool)
     for s in groups.values():
         assert s["n"] == 2 and 0 <= s["top1_mean"] <= 1 and s["top1_std"] >= 0 and s["seconds_mean"] >= 0
         assert list(s["per_pair_mean"]) in (["move_right/move_left"], ["ell_red/tee_green"])
@@ -67,27 +74,39 @@ def test_accuracy_covers_every_mode_on_both_sets(reports: dict) -> None:
     assert report["data_cost"]["order"]["depth"] == 12
 
 
-def test_ablations_cover_every_axis_with_one_shared_baseline(reports: dict) -> None:
+def test_ablations_cover_every_axis_on_both_sets_with_one_shared_baseline(reports: dict) -> None:
     report, _ = reports["ablations"]
     assert report["benchmark"] == "ablations" and report["errors"] == []
     assert list(report["axes"]) == ["levels", "temporal", "fusion", "width", "temporal block", "grid", "frozen CLS",
-                                    "schedule"]
-    assert [len(v) for v in report["axes"].values()] == [4, 4, 3, 3, 2, 2, 2, 4]
-    configs = {s["group"][0]: s for s in report["summary"]}
-    assert len(configs) == 1 + 3 + 3 + 2 + 2 + 1 + 1 + 1 + 3 and len(report["runs"]) == 2 * len(configs)
-    levels = {tuple(r["levels"]) for r in report["runs"]}
-    assert levels == {(11,), (5, 11), (2, 5, 8, 11), tuple(range(12))}  # subsets of ONE extraction
-    base = configs[report["baseline"]]["trainable_params"]
-    assert configs["width=48"]["trainable_params"] < base < configs["width=144"]["trainable_params"]
-    assert report["headline"]["baseline_top1_mean"] == configs[report["baseline"]]["top1_mean"]
-    assert set(report["headline"]["temporal"]["minus_baseline"]) == {label for label, _ in report["axes"]["temporal"]}
-    # the variants the package has no setting for are model edits: the conv + GELU + projection block has
-    # no MLP (fewer weights); the attention re-drawn at the old init keeps the same weights
-    assert configs["edit=temporal_conv_act_proj"]["trainable_params"] < base
-    before, now = configs["temporal=attention, edit=attention_position_init_0.02"], configs["temporal=attention"]
-    assert before["trainable_params"] == now["trainable_params"]
-    assert configs["level_pool=2"]["trainable_params"] == base  # pooling the grid adds no weight
-    assert configs["use_cls=False"]["trainable_params"] < base
+                                    "schedule", "frame sampling", "init"]
+    assert [len(v) for v in report["axes"].values()] == [4, 5, 3, 3, 2, 2, 2, 5, 2, 2]
+    assert report["sets"] == ["order", "textured"]
+    groups = {tuple(s["group"]): s for s in report["summary"]}
+    configs_per_set = 1 + 3 + 4 + 2 + 2 + 1 + 1 + 1 + 4 + 1 + 1
+    assert len(groups) == 2 * configs_per_set and len(report["runs"]) == 2 * len(groups)  # 2 seeds
+    # the frame-sampling ablation trains on a second extraction of each set: the same frames in every view
+    assert {r["set"] for r in report["runs"] if r["config"] == "set=fixed"} == {"order-fixed", "textured-fixed"}
+    assert report["set_setups"]["order-fixed"]["fixed_train_frames"] is True
+    assert report["set_setups"]["textured"]["task"] == "textured" and report["data_cost"]["textured"]["depth"] == 12
+    for data in report["sets"]:
+        configs = {g[1]: s for g, s in groups.items() if g[0] == data}
+        levels = {tuple(r["levels"]) for r in report["runs"] if r["base_set"] == data}
+        assert levels == {(11,), (5, 11), (2, 5, 8, 11), tuple(range(12))}  # subsets of ONE extraction
+        base = configs[report["baseline"]]["trainable_params"]
+        assert configs["width=48"]["trainable_params"] < base < configs["width=144"]["trainable_params"]
+        head = report["headline"][data]
+        assert head["baseline_top1_mean"] == configs[report["baseline"]]["top1_mean"]
+        assert set(head["temporal"]["minus_baseline"]) == {label for label, _ in report["axes"]["temporal"]}
+        # the variants the package has no setting for are model edits: the conv + GELU + projection block has
+        # no MLP (fewer weights); the attention re-drawn at the old init and the other init keep the same weights
+        assert configs["edit=temporal_conv_act_proj"]["trainable_params"] < base
+        before, now = configs["temporal=attention, edit=attention_position_init_0.02"], configs["temporal=attention"]
+        assert before["trainable_params"] == now["trainable_params"]
+        relative = configs["temporal=attention, edit=attention_relative_bias"]["trainable_params"]
+        assert relative - now["trainable_params"] == 4 * 1 * 4 * 4  # levels x heads x T x T biases
+        assert configs["edit=pytorch_default_init"]["trainable_params"] == base
+        assert configs["level_pool=2"]["trainable_params"] == base  # pooling the grid adds no weight
+        assert configs["use_cls=False"]["trainable_params"] < base
 
 
 @pytest.mark.parametrize("name", ["accuracy", "ablations"])

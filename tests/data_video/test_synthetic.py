@@ -20,6 +20,7 @@ from madapter.data.acquire.synthetic import (
     CATALOGUE,
     encode_video,
     generate_synthetic,
+    render,
     render_video,
     split_of,
 )
@@ -207,3 +208,26 @@ def test_class_count_is_whole_pairs_of_the_catalogue() -> None:
     for bad in (3, len(CATALOGUE) + 2):
         with pytest.raises(ConfigError, match="dataset.synthetic.classes"):
             params_from_dict({"dataset": {"synthetic": {"classes": bad}}}, "params.yaml")
+
+
+def _background_spread(frame: np.ndarray) -> float:
+    """Per-channel spread of the pixels darker than any object (the background's texture and noise)."""
+    return float(frame[frame.max(axis=-1) < 140].astype(float).std(axis=0).mean())
+
+
+def test_textured_set_is_the_order_set_over_busy_scenes() -> None:
+    """``task: textured``: twins still differ only in frame order, the background is far busier than
+    the order set's, and a static distractor as bright as the object is there even when the object
+    is not (``fade_in``'s first frame)."""
+    textured = SyntheticSection(task="textured", classes=12, num_frames=8, size=48)
+    plain = SyntheticSection(task="order", classes=12, num_frames=8, size=48)
+    for pair in range(len(CATALOGUE) // 2):
+        f = render(2 * pair, 0, textured, seed=0)
+        np.testing.assert_array_equal(render(2 * pair + 1, 0, textured, seed=0), f[::-1])
+    busy = [_background_spread(render(0, v, textured, seed=0)[0]) for v in range(4)]
+    flat = [_background_spread(render(0, v, plain, seed=0)[0]) for v in range(4)]
+    assert min(busy) > 2 * max(flat), (busy, flat)
+    fade_in = [c.name for c in CATALOGUE].index("fade_in")
+    for video in range(4):
+        first = render(fade_in, video, textured, seed=0)[0]
+        assert (first.min(axis=-1) >= 150).sum() > 20, video  # the distractor: bright, and present from the start

@@ -67,6 +67,6 @@ def test_motion_and_direction_do_not_depend_on_the_class() -> None:
 
 
 def test_unknown_task_is_a_one_line_error() -> None:
-    with pytest.raises(ConfigError, match=r"dataset\.synthetic\.task.*'order' or 'appearance'") as err:
+    with pytest.raises(ConfigError, match=r"dataset\.synthetic\.task.*'order', 'textured' or 'appearance'") as err:
         params_from_dict({"dataset": {"synthetic": {"task": "colour"}}}, "params.yaml")
     assert "\n" not in str(err.value)

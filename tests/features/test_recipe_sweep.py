@@ -38,3 +38,13 @@ def test_recipe_sweep_writes_one_scored_row_per_recipe(extracted, tmp_path: Path
     assert report["data"]["train_views"] == params.features.train_views
     table = out.with_suffix(".md").read_text()
     assert "| pooled |" in table and "| one view |" in table
+
+    # --resume keeps the rows already written and trains only the new recipe (here in a worker process)
+    more = [*recipes, {"name": "third", "train.epochs": 1, "model.width": 16}]
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.recipe_sweep", "--params", str(params_file), "--out", str(out),
+                           "--recipes", json.dumps(more), "--resume", "--processes", "2"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    resumed = json.loads(out.read_text())
+    assert resumed["results"][:2] == report["results"] and resumed["results"][2]["recipe"]["name"] == "third"
+    assert "1 of 3 recipes to train" in proc.stderr

@@ -113,10 +113,11 @@ def test_check_params_ok_and_overrides_parse_as_yaml(tmp_path):
 
 @pytest.mark.integration
 def test_check_params_warns_when_a_real_dataset_keeps_the_demos_small_settings(tmp_path):
-    """Users who point params.yaml at their own videos get the demo's 2x2 grids and 64-px frames
-    silently otherwise: one warning line per key, naming it and what to set; still valid (exit 0)."""
+    """Users who point params.yaml at their own videos get the demo's 64-px frames (and, set to save
+    disk, 2x2 grids) silently otherwise: one warning line per key, naming it and what to set; still
+    valid (exit 0)."""
     proc = run_cli(["check-params", "--params", str(REPO / "params.yaml"), "-S", "dataset.name=list",
-                    "-S", f"dataset.list_root={tmp_path}"], tmp_path)
+                    "-S", f"dataset.list_root={tmp_path}", "-S", "model.level_pool=2"], tmp_path)
     assert proc.returncode == 0 and "OK (dataset=list" in proc.stdout, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
     assert [w.split(":")[1].strip() for w in warnings] == ["model.level_pool", "model.img_size", "decode.size"]
@@ -127,8 +128,12 @@ def test_demo_only_settings_are_flagged_only_off_the_demo_and_no_preset_keeps_on
     demo = load_params(REPO / "params.yaml")
     assert demo_only_settings(demo) == []
     on_real_data = demo.model_copy(update={"dataset": demo.dataset.model_copy(update={"name": "ucf101"})})
-    assert [line.split(":")[0] for line in demo_only_settings(on_real_data)] == [
+    assert [line.split(":")[0] for line in demo_only_settings(on_real_data)] == ["model.img_size", "decode.size"]
+    pooled = on_real_data.model_copy(update={"model": demo.model.model_copy(update={"level_pool": 2})})
+    assert [line.split(":")[0] for line in demo_only_settings(pooled)] == [
         "model.level_pool", "model.img_size", "decode.size"]
+    three = pooled.model_copy(update={"model": demo.model.model_copy(update={"level_pool": 3})})
+    assert "model.level_pool" not in " ".join(demo_only_settings(three))
     for preset in PRESETS:
         assert demo_only_settings(resolve_params(REPO / "params.yaml", [preset], None)) == [], preset.name
 

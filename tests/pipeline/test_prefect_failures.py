@@ -87,6 +87,7 @@ def test_a_real_dataset_with_the_demos_settings_is_warned_in_the_flow_run(tmp_pa
     repo = make_mini_repo(tmp_path / "mini")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["dataset"].update(name="list", list_root=str(tmp_path))
+    params["model"]["level_pool"] = 2
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     with caplog.at_level("WARNING", logger="prefect"):
         state = madapter_pipeline(repo_dir=str(repo), return_state=True)

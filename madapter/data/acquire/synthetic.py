@@ -23,6 +23,10 @@ decord decoding) runs on them exactly as on a downloaded dataset; same parameter
 any machine (see :func:`encode_video`; the frames themselves are built from exactly rounded
 arithmetic only, see :func:`_quantise`).
 
+``task: textured`` (:func:`render_textured_video`) is the order set again over busy scenes (blotchy
+textured backgrounds, a static distractor as bright as the object, heavier noise): the accuracy
+benchmark's second order-dependent set, so no finding rests on one generator's look.
+
 ``task: appearance`` (:func:`render_appearance_video`) is the opposite control: the class is the
 object's shape x colour family (:data:`APPEARANCE_CLASSES`, a saturated colour on a grey background),
 the motion and its direction are drawn per video independently of the class, so an order-blind
@@ -328,6 +332,41 @@ def appearance_draw(class_index: int, video_index: int, cfg: SyntheticSection,
     return rng, look, pair, bool(rng.integers(2))
 
 
+# ---------------------------------------------------------------------------------------- textured task
+def _textured_look(rng: np.random.Generator, num_frames: int, size: int) -> Appearance:
+    """The order set's look made harder to see (``task: textured``): a background of coarse blotches
+    (8-px cells, +-35) over fine grain (+-15) on a flat colour, a STATIC distractor (another shape,
+    as bright as the object, drawn into the background) and heavier sensor noise (+-10 a frame).
+
+    Why: the demo's set is drawn flat and clean, which flatters any model; a second set whose
+    backgrounds are busy and whose brightest thing is not always the moving one checks that what the
+    branch learns is the motion, not a property of one generator (the issue's "second order set").
+    """
+    look = _appearance(rng, num_frames, size)
+    cells = -(-size // 8)
+    coarse = np.kron(rng.integers(-35, 36, size=(cells, cells, 3)), np.ones((8, 8, 1), dtype=np.int64))[:size, :size]
+    fine = rng.integers(-15, 16, size=(size, size, 1))
+    flat = rng.integers(40, 121, size=3)
+    background = np.clip(flat + coarse + fine, 0, 255).astype(np.float64)
+    distractor = _appearance(rng, 1, size)
+    spot = rng.uniform(distractor.reach, size - distractor.reach, size=2)
+    still = Appearance(distractor.shape, distractor.colour, background, distractor.half_side, distractor.angle,
+                       np.zeros((1, size, size, 3), dtype=np.int64))
+    drawn = _draw(still, _poses(1, still, cx=spot[0], cy=spot[1]), size)[0].astype(np.float64)
+    noise = rng.integers(-10, 11, size=(num_frames, size, size, 3))
+    return Appearance(look.shape, look.colour, drawn, look.half_side, look.angle, noise)
+
+
+def render_textured_video(class_index: int, video_index: int, cfg: SyntheticSection, seed: int) -> Frames:
+    """Frames of one ``task: textured`` video: the order set's classes and motions (:data:`CATALOGUE`,
+    twins keyed by the pair as in :func:`render_video`) over :func:`_textured_look`'s busy scene."""
+    spec = CATALOGUE[class_index]
+    rng = np.random.default_rng([seed, 15485863, class_index // 2, video_index])  # apart from the order set's
+    look = _textured_look(rng, cfg.num_frames, cfg.size)
+    frames = _draw(look, spec.motion(rng, look, cfg.num_frames, cfg.size), cfg.size)
+    return np.ascontiguousarray(frames[::-1]) if spec.reverse else frames
+
+
 def class_names(cfg: SyntheticSection) -> list[str]:
     """Label i's name for ``cfg.task`` and ``cfg.classes``."""
     if cfg.task == "appearance":
@@ -339,6 +378,8 @@ def render(class_index: int, video_index: int, cfg: SyntheticSection, seed: int)
     """Frames of one video of ``cfg.task``."""
     if cfg.task == "appearance":
         return render_appearance_video(class_index, video_index, cfg, seed)
+    if cfg.task == "textured":
+        return render_textured_video(class_index, video_index, cfg, seed)
     return render_video(class_index, video_index, cfg, seed)
 
 
