@@ -135,9 +135,9 @@ def make_set(work: Path, name: str, setup: dict[str, Any]) -> tuple[str, dict[st
     data = params.model_dump(mode="json")
     data["model"].update(levels=list(range(depth)), level_pool=None, tuning="madapter")
     plan = plan_videos(params, StagePaths.from_params(params))
-    extractor = BackboneExtractor(data, plan, 1, torch.get_num_threads())
-    if setup.get("fixed_train_frames"):
-        extractor._train.train = False  # every training view: the centred clip (the frame-sampling ablation)
+    # fixed_train_frames: every training view the centred clip (the frame-sampling ablation)
+    extractor = BackboneExtractor(data, plan, 1, torch.get_num_threads(),
+                                  augment_train=not setup.get("fixed_train_frames"))
     saved: dict[str, Any] = {"depth": depth}
     timing = {"views_s": 0.0, "backbone_s": 0.0}
     for split in ("train", "test"):

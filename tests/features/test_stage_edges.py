@@ -83,3 +83,21 @@ def test_dvc_params_are_every_key_that_shapes_the_features_and_no_run_control() 
     train_deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["deps"]
     assert "${base.data_dir}/features/${dataset.name}" in train_deps
     assert "${base.data_dir}/frames/${dataset.name}" in train_deps
+
+
+def test_training_views_without_augmentation_are_the_same_centred_clip(data_copy: Path) -> None:
+    """``augment_train=False`` (the frame-sampling ablation's extraction): every stored training view
+    is the validation clip; the stage's default draws a different clip per view."""
+    import torch
+
+    from madapter.data.features.extractor import BackboneExtractor
+    from madapter.data.features.stage import plan_videos
+
+    params = feature_params(data_copy, features={"train_views": 3})
+    plan = plan_videos(params, StagePaths.from_params(params))
+    data = params.model_dump(mode="json")
+    fixed = BackboneExtractor(data, plan, 2, 1, augment_train=False).views("train", 0)
+    drawn = BackboneExtractor(data, plan, 2, 1).views("train", 0)
+    assert fixed.shape == drawn.shape and fixed.shape[0] == 3
+    assert torch.equal(fixed[0], fixed[1]) and torch.equal(fixed[0], fixed[2])
+    assert not (torch.equal(drawn[0], drawn[1]) and torch.equal(drawn[0], drawn[2]))

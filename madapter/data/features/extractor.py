@@ -103,9 +103,14 @@ def build_frozen_model(params: Params, num_classes: int, device: torch.device | 
 
 
 class BackboneExtractor:
-    """Ray Data callable class: work items ``{split, first, count}`` -> one row per view with the features."""
+    """Ray Data callable class: work items ``{split, first, count}`` -> one row per view with the features.
 
-    def __init__(self, params: dict[str, Any], plan: Plan, num_classes: int, threads: int) -> None:
+    ``augment_train=False`` makes every training view the centred clip and centre crop, as validation
+    takes it: the stage never does that, the frame-sampling ablation in ``benchmarks/`` does.
+    """
+
+    def __init__(self, params: dict[str, Any], plan: Plan, num_classes: int, threads: int,
+                 augment_train: bool = True) -> None:
         torch.set_num_threads(max(1, threads))
         self.params = params_from_dict(params, "features")
         self.plan = plan
@@ -115,18 +120,18 @@ class BackboneExtractor:
         # what model.extract computes in here (model.half_precision applies on CUDA only): reported per row
         self.precision = backbone_precision(self.model.half_precision, self.device)
         self.dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
-        self._train = self._train_clips() if plan.jobs.get(TRAIN) else None
+        self._train = self._train_clips(augment_train) if plan.jobs.get(TRAIN) else None
         from madapter.data.clips import ViewProtocol
 
         self.protocol = ViewProtocol.from_params(self.params, self.model.data_config)
 
-    def _train_clips(self):
+    def _train_clips(self, augment: bool):
         from madapter.data.clips import ClipDataset
         from madapter.data.store.frame_store import FrameStore
 
         dc = self.model.data_config
         return ClipDataset(FrameStore(Path(self.plan.frames), TRAIN), num_frames=self.params.model.num_frames,
-                           train=True, mean=dc["mean"], std=dc["std"], crop_size=int(dc["input_size"][-1]),
+                           train=augment, mean=dc["mean"], std=dc["std"], crop_size=int(dc["input_size"][-1]),
                            seed=self.params.base.seed)
 
     def views(self, split: str, index: int) -> torch.Tensor:
