@@ -10,7 +10,8 @@ itself (the level pooling is swept too).
     python -m madapter features --params P.yaml          # with model.level_pool: null
     python -m benchmarks.recipe_sweep --params P.yaml --out benchmarks/results/recipe_sweep.json
 
-``--recipes`` takes a JSON list of overrides (dotted keys of params.yaml; ``name`` labels the row);
+``--recipes`` takes a JSON list of overrides (dotted keys of params.yaml; ``name`` labels the row, and rows
+sharing a ``group`` are one recipe over several seeds, summarised as mean +- std);
 ``features.train_views: n`` below the stored count trains on the first ``n`` stored views.
 """
 
@@ -49,14 +50,14 @@ BEFORE: dict[str, Any] = {**CHOSEN, "model.level_pool": 2, "train.warmup_epochs"
 """The demo's recipe before the seed study: level grids pooled to 2x2, half an epoch of warm-up."""
 
 
-def _seeds(name: str, recipe: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
-    return [{"name": name if seed == 0 else f"{name.split(':')[0].split(' (')[0]}, seed {seed}", **recipe, "base.seed": seed}
-            for seed in range(seeds)]
+def over_seeds(group: str, description: str, recipe: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
+    """``recipe`` once per training seed ``0..seeds-1``, as one ``group``: the first row is named
+    ``"group: description"``, the others ``"group, seed k"``."""
+    return [{"name": f"{group}: {description}" if seed == 0 else f"{group}, seed {seed}", "group": group,
+             **recipe, "base.seed": seed} for seed in range(seeds)]
 
 
-DEFAULT_RECIPES: list[dict[str, Any]] = [
-    *_seeds("chosen (params.yaml): full grids, warm-up 2 epochs", CHOSEN, 5),
-]
+DEFAULT_RECIPES: list[dict[str, Any]] = over_seeds("chosen", "params.yaml, full grids, warm-up 2 epochs", CHOSEN, 5)
 """The demo recipe, 5 training seeds (the features are fixed: seed 0's set).  Full grids train slowly on
 2 cores (about 9 CPU-minutes a recipe at 60 epochs), so the variants around it are measured on the
 ablations' sets instead (docs/benchmarks.md).  The recipe before (:data:`BEFORE`) scored 0.900, 0.944
@@ -119,7 +120,8 @@ def markdown(report: dict[str, Any], json_path: Path) -> str:
     data = report["data"]
     groups: dict[str, list[float]] = {}
     for row in report["results"]:
-        groups.setdefault(recipe_group(row["recipe"].get("name", "")), []).append(row["test_top1"])
+        recipe = row["recipe"]
+        groups.setdefault(recipe.get("group", recipe.get("name", "")), []).append(row["test_top1"])
     seeded = [[f"{name} ({len(tops)} seeds)", f"{statistics.fmean(tops):.3f} +- {statistics.stdev(tops):.3f}",
                f"{min(tops):.3f}"] for name, tops in groups.items() if len(tops) > 1]
     lines = [*table(["recipe", "val top-1", "test top-1", *pairs, "last train acc", "s"], rows), "",
@@ -163,13 +165,6 @@ def run_recipe(params_path: str, recipe: dict[str, Any], threads: int) -> dict[s
     row["test_per_pair"] = per_pair(hits["test"], evaluation["test"][1], stores["test"].classes)
     logger.info("%s: test top-1 %.3f (%.0f s)", recipe.get("name", recipe), row["test_top1"], row["seconds"])
     return row
-
-
-def recipe_group(name: str) -> str:
-    """The recipe a row's name belongs to without its seed: "chosen, seed 3" -> "chosen"; the first row
-    of a group is named in full ("chosen (params.yaml): full grids, ...") and maps to "chosen" too."""
-    name = name.rsplit(", seed ", 1)[0]
-    return name.split(":")[0].split(" (")[0]
 
 
 def _key(recipe: dict[str, Any]) -> str:

@@ -21,7 +21,8 @@ def test_recipe_sweep_writes_one_scored_row_per_recipe(extracted, tmp_path: Path
     params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
     recipes = [
         {"name": "pooled", "train.epochs": 2, "model.level_pool": 1, "model.width": 16},
-        {"name": "one view", "train.epochs": 1, "model.width": 16, "base.seed": 1, "features.train_views": 1},
+        {"name": "one view", "group": "tiny", "train.epochs": 1, "model.width": 16, "base.seed": 1,
+         "features.train_views": 1},
     ]
     out = tmp_path / "sweep.json"
 
@@ -40,7 +41,7 @@ def test_recipe_sweep_writes_one_scored_row_per_recipe(extracted, tmp_path: Path
     assert "| pooled |" in table and "| one view |" in table
 
     # --resume keeps the rows already written and trains only the new recipe (here in a worker process)
-    more = [*recipes, {"name": "third", "train.epochs": 1, "model.width": 16}]
+    more = [*recipes, {"name": "third", "group": "tiny", "train.epochs": 1, "model.width": 16}]
     proc = subprocess.run([sys.executable, "-m", "benchmarks.recipe_sweep", "--params", str(params_file), "--out", str(out),
                            "--recipes", json.dumps(more), "--resume", "--processes", "2"], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
@@ -48,3 +49,7 @@ def test_recipe_sweep_writes_one_scored_row_per_recipe(extracted, tmp_path: Path
     resumed = json.loads(out.read_text())
     assert resumed["results"][:2] == report["results"] and resumed["results"][2]["recipe"]["name"] == "third"
     assert "1 of 3 recipes to train" in proc.stderr
+    # rows sharing a group are one recipe over seeds: mean +- std of their test top-1
+    tops = [row["test_top1"] for row in resumed["results"][1:]]
+    summary = next(line for line in out.with_suffix(".md").read_text().splitlines() if line.startswith("| tiny (2 seeds) |"))
+    assert f"| {min(tops):.3f} |" in summary and "pooled" not in summary
