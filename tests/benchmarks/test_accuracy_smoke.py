@@ -57,9 +57,11 @@ def test_accuracy_covers_every_mode_on_both_sets(reports: dict) -> None:
                            } | {("order", "madapter (before)")}
     before = [r for r in report["runs"] if r.get("label") == "madapter (before)"]
     assert {r["overrides"]["train.warmup_epochs"] for r in before} == {0.5} and {r["seed"] for r in before} == {0, 1}
-    per_seed = report["headline"]["order_per_seed"]
-    assert {label: sorted(map(int, runs)) for label, runs in per_seed.items()} == {
-        "madapter (before)": [0, 1], "madapter": [0, 1], "inserted": [0, 1]}
+    head = report["headline"]
+    assert head["order_seeds"] == [0, 1] and head["seed_spread_target"] == 0.05
+    by_run = {(r.get("label", r["tuning"]), r["seed"]): r["test_top1"] for r in report["runs"] if r["set"] == "order"}
+    assert head["order_per_seed"] == {label: [by_run[label, 0], by_run[label, 1]]
+                                      for label in ("madapter (before)", "madapter", "inserted")}
     assert isinstance(report["headline"]["madapter_meets_seed_target"], bool)
     for s in groups.values():
         assert s["n"] == 2 and 0 <= s["top1_mean"] <= 1 and s["top1_std"] >= 0 and s["seconds_mean"] >= 0
