@@ -301,21 +301,54 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
+def die_with_parent(parent: int) -> None:
+    """Linux: this process gets SIGTERM when its parent dies, however it dies (SIGKILL included), so a
+    killed benchmark leaves no worker training on.  Exits at once if the parent is already gone."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _start_worker(initializer: Callable[[], None], parent: int) -> None:
+    die_with_parent(parent)
+    initializer()
+
+
 def in_processes(run: Callable[..., Any], jobs: Sequence[tuple], processes: int,
                  initializer: Callable[[], None] = one_thread) -> Iterator[tuple[int, Any]]:
     """``(i, run(*jobs[i]))`` for every job as it finishes: here, in order, when ``processes`` <= 1, else in
-    that many spawned processes (each first runs ``initializer``: one torch thread)."""
+    that many spawned processes (each first runs ``initializer``: one torch thread).
+
+    The workers never outlive the run: a job that fails, a Ctrl-C or a caller that stops iterating
+    cancels the jobs not started and terminates the workers (``shutdown`` alone would wait for every
+    queued job), and a parent killed outright takes them with it (:func:`die_with_parent`)."""
     if processes <= 1:
         yield from ((i, run(*job)) for i, job in enumerate(jobs))
         return
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
 
-    with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=get_context("spawn"),
-                             initializer=initializer) as pool:
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(min(processes, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(initializer, os.getpid()))
+    workers: set[Any] = set()
+    try:
         futures = {pool.submit(run, *job): i for i, job in enumerate(jobs)}
+        workers = set(multiprocessing.active_children()) - before
         for future in as_completed(futures):
             yield futures[future], future.result()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
+        raise
+    pool.shutdown()
 
 
 def int_list(value: str) -> list[int]:
