@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Benchmark, fmt, pyplot, save, table
-from benchmarks.trainer import STUDY, study, table_end
+from benchmarks.trainer import STUDY, difference_margin, study, table_end
 
 MODES = ("madapter", "inserted", "full", "linear")
 SETS = ("order", "appearance")
@@ -55,14 +55,6 @@ def _group(row: dict[str, Any]) -> tuple[str, str]:
 def chance_tolerance(test_per_pair: int, seeds: int) -> float:
     """Two binomial standard errors of a per-pair accuracy of 0.5 averaged over the seeds' runs."""
     return round(2 * math.sqrt(0.25 / max(1, test_per_pair * seeds)), 3)
-
-
-def difference_margin(a: dict[str, Any], b: dict[str, Any], test_videos: int) -> float:
-    """How far apart two modes' mean top-1 must be to call one better: two standard errors of the
-    difference, from the seeds' spread or, if larger, from the binomial noise of the test videos."""
-    seeds = math.sqrt(a["top1_std"] ** 2 / a["n"] + b["top1_std"] ** 2 / b["n"])
-    binomial = math.sqrt(sum(s["top1_mean"] * (1 - s["top1_mean"]) / (test_videos * s["n"]) for s in (a, b)))
-    return 2 * max(seeds, binomial)
 
 
 def verdicts(summary: list[dict[str, Any]], test_per_pair: int, seeds: int, test_videos: int) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import command_line, fmt, git_state, in_processes, table
-from benchmarks.trainer import fit, per_pair, scores
+from benchmarks.trainer import difference_margin, fit, per_pair, scores
 from madapter.config import Params, apply_override, load_params, params_from_dict
 from madapter.data.features.dataset import FeatureDataset, collate_features, level_infos
 from madapter.data.features.feature_store import FeatureStore, read_features_meta
@@ -122,15 +122,35 @@ def markdown(report: dict[str, Any], json_path: Path) -> str:
     for row in report["results"]:
         recipe = row["recipe"]
         groups.setdefault(recipe.get("group", recipe.get("name", "")), []).append(row["test_top1"])
-    seeded = [[f"{name} ({len(tops)} seeds)", f"{statistics.fmean(tops):.3f} +- {statistics.stdev(tops):.3f}",
-               f"{min(tops):.3f}"] for name, tops in groups.items() if len(tops) > 1]
+    seeded = seed_summary(groups, report.get("baseline"), data["test"])
     lines = [*table(["recipe", "val top-1", "test top-1", *pairs, "last train acc", "s"], rows), "",
-             *([*table(["recipe over seeds", "test top-1 mean +- std", "worst seed"], seeded), ""] if seeded else []),
+             *([*table(["recipe over seeds", "test top-1 mean +- std", "worst seed",
+                        *([f"minus {report['baseline']} (noise margin)"] if report.get("baseline") else [])], seeded), ""]
+               if seeded else []),
              f"{data['train']} / {data.get('val', 0)} / {data['test']} train / val / test videos, "
              f"{data['train_views']} stored training views; from `{json_path}`, commit "
              f"`{(report['commit'] or '?')[:10]}`{' (uncommitted edits)' if report['dirty'] else ''}, "
              f"`{report['command']}`."]
     return "\n".join(lines) + "\n"
+
+
+def seed_summary(groups: dict[str, list[float]], baseline: str | None, test_videos: int) -> list[list[str]]:
+    """One row per group trained on several seeds: mean +- std, the worst seed and, against the
+    ``baseline`` group, the difference of the means with its noise margin (two standard errors, as the
+    accuracy benchmark calls a mode better) and what that makes it."""
+    stats = {name: {"top1_mean": statistics.fmean(tops), "top1_std": statistics.stdev(tops), "n": len(tops)}
+             for name, tops in groups.items() if len(tops) > 1}
+    rows = []
+    for name, s in stats.items():
+        versus = [] if baseline is None else ["-"]
+        if baseline in stats and name != baseline:
+            diff = s["top1_mean"] - stats[baseline]["top1_mean"]
+            margin = difference_margin(s, stats[baseline], test_videos)
+            verdict = "better" if diff > margin else "worse" if diff < -margin else "no clear difference"
+            versus = [f"{diff:+.3f} ({margin:.3f}): {verdict}"]
+        rows.append([f"{name} ({s['n']} seeds)", f"{s['top1_mean']:.3f} +- {s['top1_std']:.3f}",
+                     f"{min(groups[name]):.3f}", *versus])
+    return rows
 
 
 @functools.lru_cache(maxsize=1)
@@ -186,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
     parser.add_argument("--processes", type=int, default=1, help="recipes trained at a time, each in its own process")
     parser.add_argument("--resume", action="store_true", help="keep the rows --out already holds; train only the rest")
+    parser.add_argument("--baseline", default=None, help="the group every other group is compared with")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -208,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": {split: len(store) for split, store in stores.items()} | {"train_views": stores["train"].views,
                                                                           "classes": stores["train"].classes},
         "base_params": {k: base[k] for k in ("model", "train", "features")},
+        "baseline": args.baseline,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for k, row in in_processes(run_recipe, [(str(args.params), recipes[i], args.threads) for i in todo],

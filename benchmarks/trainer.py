@@ -325,6 +325,15 @@ def summarise(rows: list[dict[str, Any]], key: Callable[[dict[str, Any]], tuple]
     return out
 
 
+def difference_margin(a: dict[str, Any], b: dict[str, Any], test_videos: int) -> float:
+    """How far apart two groups' mean top-1 (modes, recipes: ``top1_mean``, ``top1_std`` over ``n`` seeds)
+    must be to call one better: two standard errors of the difference, from the seeds' spread or, if
+    larger, from the binomial noise of the test videos."""
+    seeds = math.sqrt(a["top1_std"] ** 2 / a["n"] + b["top1_std"] ** 2 / b["n"])
+    binomial = math.sqrt(sum(s["top1_mean"] * (1 - s["top1_mean"]) / (test_videos * s["n"]) for s in (a, b)))
+    return 2 * max(seeds, binomial)
+
+
 def options(parser: argparse.ArgumentParser) -> None:
     from benchmarks.harness import positive
 

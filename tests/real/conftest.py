@@ -1,4 +1,4 @@
-"""The real-material tier: real dataset clips and real ImageNet weights (see :mod:`tests.real.material`).
+"""The real-material tier: real dataset clips and real ImageNet weights (see :mod:`benchmarks.real_material`).
 
 The material is fetched once per machine into a cache outside the repository and verified by
 sha256.  When it cannot be fetched, every test of the tier ERRORS with one line saying why: it is
@@ -10,13 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
+from benchmarks.real_material import MaterialError, RealMaterial, ensure_material
+from benchmarks.real_set import lite0_in_timm_names
 from tests.common.fixtures import stop_ray_after_this_folder
-from tests.real.material import MaterialError, RealMaterial, ensure_material
-
-LITE0 = "tf_efficientnet_lite0"
-"""The timm architecture the real weights belong to (efficientnet-pytorch's ``efficientnet-lite0``)."""
 
 
 @pytest.fixture(scope="session")
@@ -25,27 +22,6 @@ def real_material() -> RealMaterial:
         return ensure_material()
     except MaterialError as err:
         pytest.fail(f"real material unavailable: {err}", pytrace=False)
-
-
-def lite0_in_timm_names(source: Path, target: Path) -> Path:
-    """The real weights renamed to timm's ``tf_efficientnet_lite0`` keys, as a user converting them would.
-
-    efficientnet-pytorch and timm list the same tensors in the same order: pair them in order and
-    check every shape.  BatchNorm's ``num_batches_tracked`` counters are left out, as TF ports and
-    older torchvision files lack them (the backbone loader must accept that).
-    """
-    import timm
-
-    src = [(k, v) for k, v in torch.load(source, map_location="cpu", weights_only=True).items()
-           if not k.endswith("num_batches_tracked")]
-    own = [(k, v) for k, v in timm.create_model(LITE0).state_dict().items() if not k.endswith("num_batches_tracked")]
-    if len(src) != len(own):
-        raise AssertionError(f"{source}: {len(src)} tensors, timm {LITE0} has {len(own)}")
-    for (sk, sv), (tk, tv) in zip(src, own, strict=True):
-        if sv.shape != tv.shape:
-            raise AssertionError(f"{source}: {sk} {list(sv.shape)} does not pair with timm {tk} {list(tv.shape)}")
-    torch.save({tk: sv.clone() for (_, sv), (tk, _) in zip(src, own, strict=True)}, target)
-    return target
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.real.material import MaterialError, _fetched, debian_mirror, sha256
+from benchmarks.real_material import MaterialError, _fetched, debian_mirror, sha256
 
 
 def test_mirror_is_read_from_the_machines_apt_sources(tmp_path: Path) -> None:

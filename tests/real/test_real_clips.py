@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.real_material import CLIPS, Clip
 from madapter.data.sampling import uniform_grid
 from madapter.data.video import DecordVideo, PyAVVideo, read_frames
-from tests.real.material import CLIPS, Clip
 
 
 @pytest.mark.parametrize("clip", CLIPS, ids=[c.name for c in CLIPS])

