@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 EPOCH_LINES = 10
 """About this many epoch lines per training run (a resumed run's first epoch comes on top): the demo's
 whole terminal fits in 150 lines with its 60 epochs and the baseline's 10."""
-EPOCH_FIGURES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
-"""The history record's keys an epoch line shows (:func:`madapter.train.step.epoch_record`)."""
+EPOCH_FIGURES = {"train": (("train_loss", "loss"), ("train_acc", "acc")), "val": (("val_loss", "loss"), ("val_acc", "acc"))}
+"""The history record's keys an epoch line shows (:func:`madapter.train.step.epoch_record`), by split."""
 
 
 def epoch_is_logged(epoch: int, total: int, first: int = 1) -> bool:
@@ -42,11 +42,18 @@ def epoch_is_logged(epoch: int, total: int, first: int = 1) -> bool:
 
 
 def epoch_line(record: Mapping[str, float], total: int) -> str:
-    """``epoch 3/60: {'train_loss': 1.234, 'train_acc': 0.512, 'val_loss': 1.101, 'val_acc': 0.55, ...}``:
-    the figures a person follows (the history record has a dozen more, e.g. throughput and memory)."""
-    shown = {key: round(float(record[key]), 4) for key in EPOCH_FIGURES if key in record}
+    """``epoch 3/60: train loss 1.234, acc 0.512 | val loss 1.101, acc 0.550 | lr 3.0e-03 | 7.5 s``: the
+    figures a person follows (the history record has a dozen more, e.g. throughput and memory); a
+    split without figures (no validation split) is left out."""
+    parts = []
+    for split, figures in EPOCH_FIGURES.items():
+        shown = ", ".join(f"{label} {float(record[key]):.3f}" for key, label in figures if key in record)
+        if shown:
+            parts.append(f"{split} {shown}")
+    if "lr" in record:
+        parts.append(f"lr {float(record['lr']):.1e}")
     seconds = float(record.get("epoch_time_s", 0.0)) + float(record.get("val_time_s", 0.0))
-    return f"epoch {int(record['epoch'])}/{total}: {shown | {'seconds': round(seconds, 1)}}"
+    return f"epoch {int(record['epoch'])}/{total}: {' | '.join([*parts, f'{seconds:.1f} s'])}"
 
 
 def summarize(stage: str, result: Any, params: Params) -> str:

@@ -38,7 +38,7 @@ prefix (time, level, Prefect task run) the terminal line stays under 300 charact
 
 DONE = re.compile(r"\bstage (?P<stage>[\w-]+): done in [\d.]+s: (?P<summary>.*)$")
 """The last line of ``python -m madapter <stage>`` (:mod:`madapter.cli`): its one-line result."""
-_EPOCH = re.compile(r"\b(epoch \d+/\d+: \{.*)$")
+_EPOCH = re.compile(r"\b(epoch \d+/\d+: (?:train|val|lr) .*)$")
 """An epoch's line (:func:`madapter.stage_summary.epoch_line`), not a progress bar's ``epoch 3/60:  7%|``."""
 _RESUMING = re.compile(r"\b(resuming (?:run|Ray run) .*)$")
 _PROBLEM = re.compile(

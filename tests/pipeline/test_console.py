@@ -43,6 +43,12 @@ TRAIN_OUTPUT = [
 ]
 
 
+def test_an_epoch_line_reads_as_figures_not_as_a_dict():
+    assert epoch_line(RECORD, 60) == "epoch 33/60: train loss 0.612, acc 0.986 | val loss 0.701, acc 0.933 | lr 3.0e-03 | 1.5 s"
+    no_val = {k: v for k, v in RECORD.items() if not k.startswith("val_")}
+    assert epoch_line(no_val, 60) == "epoch 33/60: train loss 0.612, acc 0.986 | lr 3.0e-03 | 1.2 s"
+
+
 def test_console_keeps_epochs_warnings_and_resume_and_drops_the_rest():
     shown = [console_line(line) for line in TRAIN_OUTPUT]
     texts = [text for _, text in filter(None, shown)]
