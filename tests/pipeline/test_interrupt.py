@@ -279,7 +279,7 @@ def _assert_a_terminal_a_person_reads(output: str, repo: Path) -> None:
         assert f"Running stage '{stage}'" in log and f"stage {stage}: done in" in log, log[-3000:]
     assert "didn't change, skipping" in (repo / "outputs/logs/features.log").read_text()
     train_log = (repo / "outputs/logs/train.log").read_text()
-    assert f"epoch {EPOCHS}/{EPOCHS}: {{" in train_log and "Running stage 'train'" in train_log
+    assert f"epoch {EPOCHS}/{EPOCHS}: train loss " in train_log and "Running stage 'train'" in train_log
 
 
 # ----------------------------------------------------------------------------- the parts, quickly
