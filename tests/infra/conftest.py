@@ -1,10 +1,13 @@
-"""Fixtures for the scale-stack tests: one real PostgreSQL, MLflow servers on it (plain and with basic
-auth), and a Ray "cluster" the pipeline connects to by ``RAY_ADDRESS`` (the data is the session's ``data_dir``).
+"""Fixtures for the scale-stack tests: one real PostgreSQL, the compose stack's MLflow server on it (the
+basic-auth app), and a Ray "cluster" the pipeline connects to by ``RAY_ADDRESS`` (the data is the session's
+``data_dir``).
 
 Everything expensive is built once for the folder (package scope: the servers and the Ray cluster stop
 before the next folder's tests start) and shared: one PostgreSQL (initialised with the real
-``infra/postgres-init.sql``) holds the plain MLflow server's store, the authenticated one's store and
-auth database, and the Prefect server's database, as the compose stack's one PostgreSQL does.
+``infra/postgres-init.sql``) holds the MLflow server's tracking store and auth database, and the
+Prefect server's database, as the compose stack's one PostgreSQL does.  The stack runs MLflow only
+with its basic-auth app, so that is the server tested; a PostgreSQL store without the app is the same
+store behind a server that asks no login, and costs one more server start and training run to show.
 
 Why the Ray cluster is started here (``ray.cluster_utils.Cluster``) instead of a local ``ray.init``:
 on a local Ray the workers inherit the driver's whole environment, so MLflow credentials would
@@ -49,7 +52,6 @@ def pg() -> Iterator[PgServer]:
     server = start_postgres(free_port(), password=secrets.token_hex(16))
     try:
         server.psql("-f", str(INFRA / "postgres-init.sql"))
-        server.psql("-c", "CREATE DATABASE mlflow_plain")
         yield server
     finally:
         stop_postgres(server)
@@ -83,53 +85,30 @@ def _server_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="package")
-def mlflow_servers(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, MlflowServer]]:
-    """Two real ``mlflow server`` processes on the PostgreSQL, started together (their schema
-    migrations and imports overlap), each with a local artifact destination served through it:
-
-    - ``plain``: ``mlflow server --backend-store-uri postgresql://...`` (database ``mlflow_plain``);
-    - ``auth``: the compose stack's command, ``infra/mlflow-server.sh`` (the basic-auth app), with the
-      tracking store (``mlflow``) and the auth database (``mlflow_auth``) on PostgreSQL and the admin
-      login from the environment.
-    """
-    plain_root, auth_root = tmp_path_factory.mktemp("mlflow-plain"), tmp_path_factory.mktemp("mlflow-auth")
-    plain_port, auth_port = free_port(), free_port()
+def mlflow_auth(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """MLflow on PostgreSQL with the basic-auth app, as ``infra/docker-compose.yml`` runs it: the compose
+    stack's command, ``infra/mlflow-server.sh``, with the tracking store (``mlflow``) and the auth
+    database (``mlflow_auth``) on PostgreSQL, the admin login from the environment and a local artifact
+    destination served through the server."""
+    root = tmp_path_factory.mktemp("mlflow-auth")
+    port = free_port()
     username, password = "madapter-admin", secrets.token_hex(12)
-    plain_cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", pg.url("mlflow_plain"),
-                 "--artifacts-destination", str(plain_root / "artifacts"), "--serve-artifacts",
-                 "--host", "127.0.0.1", "--port", str(plain_port), "--workers", "1"]
-    auth_cmd = ["sh", str(INFRA / "mlflow-server.sh"), "--artifacts-destination", str(auth_root / "artifacts"),
-                "--serve-artifacts", "--host", "127.0.0.1", "--port", str(auth_port), "--workers", "1"]
-    auth_env = _server_env(
+    cmd = ["sh", str(INFRA / "mlflow-server.sh"), "--artifacts-destination", str(root / "artifacts"),
+           "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    env = _server_env(
         MLFLOW_BACKEND_STORE_URI=pg.url("mlflow"),
         MLFLOW_AUTH_DATABASE_URI=pg.url("mlflow_auth"),
         MLFLOW_AUTH_ADMIN_USERNAME=username,
         MLFLOW_AUTH_ADMIN_PASSWORD=password,
         MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
-        TMPDIR=str(auth_root),
+        TMPDIR=str(root),
     )
-    launched = [(*_launch(plain_cmd, _server_env(), plain_root), plain_port),
-                (*_launch(auth_cmd, auth_env, auth_root), auth_port)]
+    proc, log = _launch(cmd, env, root)
     try:
-        for proc, log, port in launched:
-            wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=240, log=log)  # /health needs no login
-        yield {"plain": MlflowServer(f"http://127.0.0.1:{plain_port}"),
-               "auth": MlflowServer(f"http://127.0.0.1:{auth_port}", username, password)}
+        wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=240, log=log)  # /health needs no login
+        yield MlflowServer(f"http://127.0.0.1:{port}", username, password)
     finally:
-        for proc, _, _ in launched:
-            stop(proc)
-
-
-@pytest.fixture(scope="package")
-def mlflow_plain(mlflow_servers: dict[str, MlflowServer]) -> MlflowServer:
-    """MLflow on PostgreSQL, no login."""
-    return mlflow_servers["plain"]
-
-
-@pytest.fixture(scope="package")
-def mlflow_auth(mlflow_servers: dict[str, MlflowServer]) -> MlflowServer:
-    """MLflow on PostgreSQL with the basic-auth app, as ``infra/docker-compose.yml`` runs it."""
-    return mlflow_servers["auth"]
+        stop(proc)
 
 
 @pytest.fixture(scope="package")

@@ -39,9 +39,10 @@ from tests.common.repo import copy_finished, write_params
 
 pytestmark = pytest.mark.integration
 
-EPOCHS = 20
-"""Tiny epochs: about 2 s each in the interrupted run (:data:`SLOW_EPOCHS`), a fraction of a second in
-the rerun that completes them."""
+EPOCHS = 10
+"""Tiny epochs: about 2 s each in the interrupted run (:data:`SLOW_EPOCHS`), a 20 s window for the
+interrupt, which is sent as soon as the first checkpoint is committed; under 2 s each in the rerun
+that completes them (each one writes and commits a checkpoint of the full model)."""
 RUN_NAME = "interrupt-test"
 EXIT_WITHIN_S = 30.0
 FIRST_CHECKPOINT_TIMEOUT_S = 600.0
