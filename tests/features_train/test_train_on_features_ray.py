@@ -60,7 +60,8 @@ def _params(data: Path, outputs: Path, uri: str | None, **sections):
     sections = {"evaluate": {"clips": 2, "loader_workers": 0}, "features": {"train_views": 2, "batch_size": 8, "object_store_mb": 100},
                 **sections}
     train_cfg = {"epochs": 2, "num_workers": 1, "source": "features", **sections.pop("train", {})}
-    return make_params(data, outputs, uri, train=train_cfg, **sections)
+    model = {"level_pool": POOL, **sections.pop("model", {})}  # every run here is on the module's pooled features
+    return make_params(data, outputs, uri, train=train_cfg, model=model, **sections)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def features_run(data_dir: Path, mlflow_server: str, ray_env, tmp_path_factory: 
 
     root = tmp_path_factory.mktemp("features-run")
     shutil.copytree(data_dir, root / "data", ignore=shutil.ignore_patterns("features"))
-    params = _params(root / "data", root / "on-features", mlflow_server, model={"level_pool": POOL})
+    params = _params(root / "data", root / "on-features", mlflow_server)
     started = time.perf_counter()
     extract_features(params)
     extracted = time.perf_counter()
@@ -137,11 +138,11 @@ def test_features_of_another_model_or_none_at_all_are_one_line_before_any_worker
     params, _ = features_run
     data = Path(params.base.data_dir)
     with pytest.raises(ConfigError) as err:
-        train(_params(data, tmp_path / "other-levels", None, model={"levels": [3, 11], "level_pool": POOL}))
+        train(_params(data, tmp_path / "other-levels", None, model={"levels": [3, 11]}))
     assert "\n" not in str(err.value) and "model.levels is [3, 11]" in str(err.value)
     assert "re-run the features stage" in str(err.value)
     with pytest.raises(ConfigError) as err:
-        train(_params(data, tmp_path / "other-views", None, model={"level_pool": POOL}, features={"train_views": 3}))
+        train(_params(data, tmp_path / "other-views", None, features={"train_views": 3}))
     assert "features.train_views" in str(err.value) and "re-run the features stage" in str(err.value)
     with pytest.raises(ConfigError) as err:
         train(_params(tmp_path / "no-data", tmp_path / "none", None))
