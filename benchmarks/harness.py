@@ -337,15 +337,15 @@ def in_processes(run: Callable[..., Any], jobs: Sequence[tuple], processes: int,
     before = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(min(processes, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=(initializer, os.getpid()))
-    workers: set[Any] = set()
     try:
         futures = {pool.submit(run, *job): i for i, job in enumerate(jobs)}
-        workers = set(multiprocessing.active_children()) - before
         for future in as_completed(futures):
             yield futures[future], future.result()
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
-        for worker in workers:
+        # The workers as they are now: a Ctrl-C can land while the jobs are still being submitted, when
+        # a set taken after the submits would be empty and the running jobs would hold up the exit.
+        for worker in set(multiprocessing.active_children()) - before:
             worker.terminate()
         raise
     pool.shutdown()
