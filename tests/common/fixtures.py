@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -48,6 +49,32 @@ def _one_thread() -> None:
 def _madapter_logs(caplog: pytest.LogCaptureFixture) -> None:
     """Stage logs (drop counts, fallbacks, decisions) show up in failure reports."""
     caplog.set_level(logging.INFO, logger="madapter")
+
+
+def _sigint_state() -> tuple[bool, bool]:
+    """(ignored, blocked) for SIGINT in this process's main thread, as a child started now inherits them
+    (Linux /proc; elsewhere never either)."""
+    if not Path("/proc/self/status").is_file():
+        return False, False
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    bit = 1 << (signal.SIGINT - 1)
+    return bool(int(fields["SigIgn"], 16) & bit), bool(int(fields["SigBlk"], 16) & bit)
+
+
+@pytest.fixture(autouse=True)
+def _sigint_as_found() -> Iterator[None]:
+    """A test must not leave SIGINT ignored or blocked in the pytest process: every process started
+    afterwards would inherit it and be deaf to Ctrl-C (a benchmark's SIGINT test once timed out that
+    way, depending on which tests its pytest-xdist worker had run before).  Restores it and fails the
+    test that left it."""
+    before = _sigint_state()
+    yield
+    after = _sigint_state()
+    if after != before:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        pytest.fail(f"this test left SIGINT (ignored, blocked) = {after} in the pytest process, found {before}: "
+                    "restore the handler and signal mask it changed", pytrace=False)
 
 
 def local_ray() -> str:
