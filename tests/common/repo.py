@@ -103,3 +103,16 @@ def _relocate_sqlite_paths(db: Path, old: str, new: str) -> None:
                 if "CHAR" in kind or "TEXT" in kind or kind == "":
                     conn.execute(f'UPDATE "{table}" SET "{name}" = replace("{name}", ?, ?) WHERE "{name}" LIKE ?',
                                  (old, new, f"%{old}%"))
+
+
+def lock_stages(repo: Path) -> dict[str, dict]:
+    """``dvc.lock``'s record of every stage: the deps, params and output hashes of its last run."""
+    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+
+
+def mlflow_client(repo: Path):
+    """A client of the repository's own MLflow store (the default ``outputs/mlflow.db``) and registry."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{repo / 'outputs' / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)

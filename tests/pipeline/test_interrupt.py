@@ -9,7 +9,11 @@ terminal sends it.  Then:
    Prefect server, the DVC stage, Ray's raylet and workers), is gone within 30 s;
 2. the demo printed one line saying where to resume and exited with 130;
 3. running the demo again completes, resuming training from that checkpoint (same MLflow run,
-   Ray's worker resumes after the epoch the line named).
+   Ray's worker resumes after the epoch the line named);
+4. the edit of ``train`` params that made the run longer re-ran train -> evaluate -> register only:
+   every stage before train was checked and skipped, the features on disk were neither re-extracted
+   nor rewritten, and training is a new MLflow run with the new params (what a user's ``train.*``
+   edit does; this scenario is that edit, run through ``make demo``).
 
 Two quick tests cover the parts the end-to-end run cannot force: a stage that ignores SIGINT is
 escalated to SIGTERM and SIGKILL, and the line names the checkpoint Ray restores, not the newest.
@@ -30,12 +34,13 @@ from pathlib import Path
 import pytest
 
 from madapter.config import load_params
+from madapter.stages import STAGE_NAMES
 from madapter.train.driver import CONTROLLER_POLL_ENV
 from pipelines.console import StageOutput
 from pipelines.demo import resume_hint
 from pipelines.dvc_stages import stop_stage
 from tests.common.processes import REPO, clean_env
-from tests.common.repo import copy_finished, write_params
+from tests.common.repo import copy_finished, lock_stages, mlflow_client, write_params
 
 pytestmark = pytest.mark.integration
 
@@ -148,6 +153,11 @@ def interrupted(finished_pipeline, tmp_path_factory):
     during training; and what that left behind."""
     tmp = tmp_path_factory.mktemp("interrupt")
     repo = copy_finished(finished_pipeline[0], tmp / "repo")
+    before = {
+        "lock": lock_stages(repo),
+        "run_id": json.loads((repo / "outputs/train/run.json").read_text())["run_id"],
+        "features_timings_mtime": (repo / "outputs/timings/features.json").stat().st_mtime_ns,
+    }
     write_params(repo, {"train": {"epochs": EPOCHS, "run_name": RUN_NAME}})
     log = tmp / "demo-interrupted.log"
     with log.open("w") as out:
@@ -178,14 +188,19 @@ def interrupted(finished_pipeline, tmp_path_factory):
     finally:
         _kill_all(demo.pid, tracked)
         demo.wait(timeout=30)
+    output = log.read_text()
+    hint = re.search(r"(outputs/ray/\S+)\)$", next((line for line in output.splitlines() if line.startswith("interrupted")), ""))
     return {
         "repo": repo,
         "tmp": tmp,
+        "before": before,
+        # the MLflow run of the checkpoint the line names (the rerun may prune that checkpoint afterwards)
+        "checkpoint_run_id": json.loads((repo / hint.group(1) / "meta.json").read_text())["run_id"] if hint else None,
         "commands": commands,
         "seconds": seconds,
         "survivors": survivors,
         "returncode": demo.returncode,
-        "output": log.read_text(),
+        "output": output,
     }
 
 
@@ -226,23 +241,47 @@ def test_ctrl_c_prints_one_line_saying_where_to_resume(interrupted):
     assert not (interrupted["repo"] / "outputs/train/run.json").exists(), "training must not have completed"
 
 
-def test_rerun_completes_resuming_from_the_checkpoint(interrupted):
-    repo = interrupted["repo"]
-    line = next(line for line in interrupted["output"].splitlines() if line.startswith("interrupted"))
-    resume_epoch = int(re.search(r"\(epoch (\d+)/", line).group(1))
-    checkpoint = repo / re.search(r"(outputs/ray/\S+)\)$", line).group(1)
-    mlflow_run = json.loads((checkpoint / "meta.json").read_text())["run_id"]
+@pytest.fixture(scope="module")
+def rerun(interrupted) -> subprocess.CompletedProcess:
+    """``make demo`` run again in the interrupted repository (to the end: it must resume), by a user
+    whose ``PREFECT_API_URL`` names a running Prefect server (the session's): the demo runs its flow
+    there instead of starting a temporary server of its own, as the interrupted run did."""
+    from prefect.settings import PREFECT_API_URL
 
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "pipelines.demo"],
-        cwd=repo,
-        env=_demo_env(interrupted["tmp"]),
+        cwd=interrupted["repo"],
+        env=_demo_env(interrupted["tmp"], PREFECT_API_URL=PREFECT_API_URL.value()),
         capture_output=True,
         text=True,
         timeout=RERUN_TIMEOUT_S,
     )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-6000:]
+
+
+def test_the_rerun_ran_its_flow_on_the_configured_prefect_server(interrupted, rerun):
+    """One completed flow run of this repository on the server ``PREFECT_API_URL`` named (with a
+    temporary server of its own, as the interrupted run had, the run would not be there)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def runs_of_this_repo() -> list:
+        async with get_client() as client:
+            runs = await client.read_flow_runs()
+        return [run for run in runs if run.parameters.get("repo_dir") == str(interrupted["repo"])]
+
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-6000:]
+    assert [run.state.type.value for run in asyncio.run(runs_of_this_repo())] == ["COMPLETED"]
+
+
+def test_rerun_completes_resuming_from_the_checkpoint(interrupted, rerun):
+    repo = interrupted["repo"]
+    line = next(line for line in interrupted["output"].splitlines() if line.startswith("interrupted"))
+    resume_epoch = int(re.search(r"\(epoch (\d+)/", line).group(1))
+    mlflow_run = interrupted["checkpoint_run_id"]
+
+    output = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, output[-6000:]
     resumed = re.findall(rf"resuming run {RUN_NAME} after epoch (\d+)", output)
     assert resumed and int(resumed[0]) == resume_epoch, (
         f"Ray did not resume after epoch {resume_epoch}:\n{output[-6000:]}"
@@ -254,6 +293,33 @@ def test_rerun_completes_resuming_from_the_checkpoint(interrupted):
         repo / "outputs/register/registration.json"
     ).is_file()
     _assert_a_terminal_a_person_reads(output, repo)
+
+
+TRAIN_AND_AFTER = ("train", "evaluate", "register")
+
+
+def test_the_train_param_edit_reran_train_and_what_follows_only(interrupted, rerun):
+    """DVC checked every stage before train and skipped it; the features were neither re-extracted nor
+    rewritten (same ``dvc.lock`` record, timings file untouched); train, evaluate and register have new
+    records, and training is a new MLflow run (new params: not a resumed old run) with the new epochs."""
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-6000:]
+    repo, before = interrupted["repo"], interrupted["before"]
+    after = lock_stages(repo)
+    for stage in STAGE_NAMES:
+        log = (repo / "outputs" / "logs" / f"{stage}.log").read_text()
+        if stage in TRAIN_AND_AFTER:
+            assert f"Running stage '{stage}'" in log and after[stage] != before["lock"][stage], stage
+        else:
+            assert f"Stage '{stage}' didn't change, skipping" in log, f"{stage} was not checked and skipped:\n{log}"
+            assert after[stage] == before["lock"][stage], f"the {stage} stage's deps, params or outputs changed"
+    timings = repo / "outputs/timings/features.json"
+    assert timings.stat().st_mtime_ns == before["features_timings_mtime"], "the features stage ran"
+    assert after["train"]["params"]["params.yaml"]["train"]["epochs"] == EPOCHS
+    outs = [{o["path"]: o["md5"] for o in lock["train"]["outs"] if "md5" in o} for lock in (before["lock"], after)]
+    assert outs[1]["outputs/train"] != outs[0]["outputs/train"], "train did not write a new model"
+    run_id = json.loads((repo / "outputs/train/run.json").read_text())["run_id"]
+    assert run_id != before["run_id"], "new training params must give a new training run, not a resumed old one"
+    assert mlflow_client(repo).get_run(run_id).data.params["train.epochs"] == str(EPOCHS)
 
 
 TERMINAL_LINES = 150

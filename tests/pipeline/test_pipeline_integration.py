@@ -9,8 +9,11 @@ other modules copy too).  The tests build on that run, in file order, in a copy 
 2. DVC recorded everything (``dvc.lock``, metrics with top-1, data pushed to the local remote)
    and MLflow has the run and a model version with alias ``champion``;
 3. a plain ``dvc repro`` afterwards runs no stage (the flow and DVC agree on what is done);
-4. changing a train param re-runs train and what follows from the features on disk, nothing before;
-5. ``prefect.yaml`` deploys with its schedules, and a triggered deployment run completes.
+4. ``prefect.yaml`` deploys with its schedules, and a triggered deployment run completes.
+
+That a ``train.*`` edit re-runs train and what follows from the features on disk, and nothing
+before, is checked where such an edit runs anyway: the interrupted ``make demo`` of
+tests/pipeline/test_interrupt.py, whose longer training is that edit.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from prefect.settings import PREFECT_API_URL
 from madapter.stages import STAGE_NAMES
 from pipelines.flows import ARTIFACT_KEY
 from tests.common.processes import clean_env, run, run_cli
-from tests.common.repo import copy_finished, write_params
+from tests.common.repo import copy_finished, mlflow_client
 
 pytestmark = pytest.mark.integration
 
@@ -42,18 +45,6 @@ DVC = [sys.executable, "-m", "dvc"]
 
 def ran_stages(dvc_output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", dvc_output)
-
-
-def mlflow_client(repo: Path):
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{repo / 'outputs' / 'mlflow.db'}"
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def lock_stages(repo: Path) -> dict[str, dict]:
-    """``dvc.lock``'s record of every stage: the deps, params and output hashes of its last run."""
-    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
 
 
 def read_json(path: Path) -> dict:
@@ -160,34 +151,6 @@ def test_second_dvc_repro_runs_no_stage(pipeline):
     proc = run([*DVC, "repro"], repo)
     assert ran_stages(proc.stdout + proc.stderr) == []
     assert "Data and pipelines are up to date" in proc.stdout + proc.stderr
-
-
-def test_changing_a_train_param_reruns_only_train_and_what_follows(pipeline):
-    """A ``train.lr`` edit: DVC checks every stage before train and skips it, then re-runs train ->
-    evaluate -> register from the features already on disk (features neither run nor rewritten: same
-    ``dvc.lock`` record, timings file untouched), and training is a new MLflow run with the new lr."""
-    repo, _ = pipeline
-    before = read_json(repo / "outputs/train/run.json")["run_id"]
-    lock_before = lock_stages(repo)
-    timings = repo / "outputs/timings/features.json"
-    timings_mtime = timings.stat().st_mtime_ns
-    write_params(repo, {"train": {"lr": 0.0007}})
-    proc = run([*DVC, "repro"], repo)
-    output = proc.stdout + proc.stderr
-    assert ran_stages(output) == ["train", "evaluate", "register"], output[-3000:]
-    for stage in ("download", "index", "scan", "decode", "features"):
-        assert f"Stage '{stage}' didn't change, skipping" in output, f"{stage} was not checked and skipped"
-    lock_after = lock_stages(repo)
-    assert lock_after["features"] == lock_before["features"], "the features stage's deps, params or outputs changed"
-    assert timings.stat().st_mtime_ns == timings_mtime, "the features stage ran (it rewrote its timings)"
-    assert lock_after["train"]["params"]["params.yaml"]["train"]["lr"] == 0.0007
-    train_outs = {o["path"]: o["md5"] for o in lock_after["train"]["outs"] if "md5" in o}
-    before_outs = {o["path"]: o["md5"] for o in lock_before["train"]["outs"] if "md5" in o}
-    assert train_outs["outputs/train"] != before_outs["outputs/train"], "train did not write a new model"
-    after = read_json(repo / "outputs/train/run.json")["run_id"]
-    assert after != before, "new training params must give a new training run, not a resumed old one"
-    lr = mlflow_client(repo).get_run(after).data.params.get("train.lr")
-    assert lr is not None and float(lr) == 0.0007
 
 
 def _wait_for_deployments(names: list[str], timeout: float = 90):
