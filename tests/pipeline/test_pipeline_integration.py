@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL
 
@@ -51,9 +51,11 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-async def _artifacts(key: str) -> list:
+async def _artifacts(key: str, flow_run_id) -> list:
+    """The artifacts ``key`` of one flow run (the session's Prefect server also holds other modules' runs)."""
     async with get_client() as client:
-        return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        return await client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def test_flow_runs_every_stage_and_publishes_summary(pipeline):
 
     import asyncio
 
-    artifacts = asyncio.run(_artifacts(ARTIFACT_KEY))
+    artifacts = asyncio.run(_artifacts(ARTIFACT_KEY, state.state_details.flow_run_id))
     assert artifacts, "the flow must publish its run summary artifact"
     markdown = artifacts[0].data
     top1 = read_json(repo / "outputs/evaluate/metrics.json")["top1"]
