@@ -54,9 +54,11 @@ def _madapter_logs(caplog: pytest.LogCaptureFixture) -> None:
 def _sigint_state() -> tuple[bool, bool]:
     """(ignored, blocked) for SIGINT in this process's main thread, as a child started now inherits them
     (Linux /proc; elsewhere never either)."""
-    if not Path("/proc/self/status").is_file():
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
         return False, False
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     bit = 1 << (signal.SIGINT - 1)
     return bool(int(fields["SigIgn"], 16) & bit), bool(int(fields["SigBlk"], 16) & bit)
 

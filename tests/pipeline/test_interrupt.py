@@ -189,13 +189,15 @@ def interrupted(finished_pipeline, tmp_path_factory):
         _kill_all(demo.pid, tracked)
         demo.wait(timeout=30)
     output = log.read_text()
-    hint = re.search(r"(outputs/ray/\S+)\)$", next((line for line in output.splitlines() if line.startswith("interrupted")), ""))
+    hint = next((line for line in output.splitlines() if line.startswith("interrupted")), "")
+    checkpoint = re.search(r"(outputs/ray/\S+)\)$", hint)
     return {
         "repo": repo,
         "tmp": tmp,
         "before": before,
-        # the MLflow run of the checkpoint the line names (the rerun may prune that checkpoint afterwards)
-        "checkpoint_run_id": json.loads((repo / hint.group(1) / "meta.json").read_text())["run_id"] if hint else None,
+        "hint": hint,
+        # the MLflow run of the checkpoint the hint names, read now: the rerun may prune that checkpoint
+        "checkpoint_run_id": json.loads((repo / checkpoint[1] / "meta.json").read_text())["run_id"] if checkpoint else None,
         "commands": commands,
         "seconds": seconds,
         "survivors": survivors,
@@ -276,8 +278,7 @@ def test_the_rerun_ran_its_flow_on_the_configured_prefect_server(interrupted, re
 
 def test_rerun_completes_resuming_from_the_checkpoint(interrupted, rerun):
     repo = interrupted["repo"]
-    line = next(line for line in interrupted["output"].splitlines() if line.startswith("interrupted"))
-    resume_epoch = int(re.search(r"\(epoch (\d+)/", line).group(1))
+    resume_epoch = int(re.search(r"\(epoch (\d+)/", interrupted["hint"]).group(1))
     mlflow_run = interrupted["checkpoint_run_id"]
 
     output = rerun.stdout + rerun.stderr

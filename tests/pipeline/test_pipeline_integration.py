@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 from prefect.deployments import run_deployment
@@ -36,7 +35,7 @@ from prefect.settings import PREFECT_API_URL
 from madapter.stages import STAGE_NAMES
 from pipelines.flows import ARTIFACT_KEY
 from tests.common.processes import clean_env, run, run_cli
-from tests.common.repo import copy_finished, mlflow_client
+from tests.common.repo import copy_finished, lock_stages, mlflow_client
 
 pytestmark = pytest.mark.integration
 
@@ -95,8 +94,7 @@ def test_the_training_log_has_no_ray_error_line(pipeline):
 
 def test_dvc_lock_metrics_mlflow_run_and_champion(pipeline):
     repo, _ = pipeline
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == set(STAGE_NAMES)
+    assert set(lock_stages(repo)) == set(STAGE_NAMES)
 
     metrics = read_json(repo / "outputs/evaluate/metrics.json")
     assert 0.0 <= metrics["top1"] <= 1.0 and metrics["dataset"] == "synthetic"
